@@ -1,0 +1,234 @@
+"""Where a BLIP VQA checkpoint comes from: a local directory, a hub id, or a random one made offline.
+
+Random checkpoints are saved with ``save_pretrained`` (model and processor), so anyone can load the very
+checkpoint a build used and compare against transformers.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RANDOM_MODELS = ("random-tiny", "random-base")
+RANDOM_SEED = 0
+
+# BERT's layout of special ids, which the real blip-vqa-base tokenizer keeps: [PAD]=0, [UNK]=100,
+# [CLS]=101, [SEP]=102, [MASK]=103, then BLIP adds [DEC] (decoder bos) and [ENC].
+_SPECIAL_IDS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
+_WORDS = [
+    "a",
+    "an",
+    "the",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "being",
+    "do",
+    "does",
+    "did",
+    "not",
+    "no",
+    "yes",
+    "what",
+    "which",
+    "who",
+    "where",
+    "when",
+    "why",
+    "how",
+    "many",
+    "much",
+    "this",
+    "that",
+    "there",
+    "here",
+    "it",
+    "its",
+    "in",
+    "on",
+    "at",
+    "of",
+    "to",
+    "for",
+    "with",
+    "from",
+    "by",
+    "and",
+    "or",
+    "but",
+    "dog",
+    "dogs",
+    "cat",
+    "cats",
+    "puppy",
+    "pet",
+    "pets",
+    "person",
+    "people",
+    "man",
+    "woman",
+    "child",
+    "horse",
+    "horses",
+    "bird",
+    "sofa",
+    "couch",
+    "chair",
+    "table",
+    "bed",
+    "floor",
+    "door",
+    "window",
+    "room",
+    "barking",
+    "chewing",
+    "furniture",
+    "sleeping",
+    "eating",
+    "drinking",
+    "playing",
+    "running",
+    "jumping",
+    "sitting",
+    "lying",
+    "standing",
+    "looking",
+    "walking",
+    "scratching",
+    "digging",
+    "biting",
+    "toy",
+    "ball",
+    "bowl",
+    "food",
+    "water",
+    "outside",
+    "inside",
+    "camera",
+    "color",
+    "black",
+    "white",
+    "brown",
+    "red",
+    "blue",
+    "green",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "picture",
+    "photo",
+    "image",
+]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the model, its processor, and where it lives on disk (for the manifest)."""
+
+    model: Any
+    processor: Any
+    source: str
+    path: str | None
+
+
+def _vocabulary(size: int | None) -> list[str]:
+    """A WordPiece vocabulary with BERT's special ids; covers any ASCII text through single-character pieces."""
+    pieces = list(dict.fromkeys(_WORDS + list(string.ascii_lowercase + string.digits + string.punctuation)))
+    pieces += [f"##{c}" for c in string.ascii_lowercase + string.digits]
+    total = max(size or 0, 104 + len(pieces))
+    vocab = [f"[unused{i}]" for i in range(total)]
+    for token, index in _SPECIAL_IDS.items():
+        vocab[index] = token
+    vocab[104 : 104 + len(pieces)] = pieces
+    return vocab
+
+
+def make_tokenizer(vocab_size: int | None = None) -> Any:
+    """Build the project's BERT tokenizer (uncased WordPiece) with BLIP's [DEC] and [ENC] specials."""
+    from transformers import BertTokenizer
+
+    vocab = {token: index for index, token in enumerate(_vocabulary(vocab_size))}
+    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=512)
+    tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
+    return tokenizer
+
+
+def random_config(kind: str, tokenizer: Any) -> Any:
+    """``random-base`` is blip-vqa-base's architecture (text heads 12, as the real checkpoint); ``random-tiny`` is
+    small enough for tests yet keeps every structural feature (several layers, heads, cross-attention)."""
+    from transformers import BlipConfig
+
+    text = {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "sep_token_id": tokenizer.sep_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "num_attention_heads": 12,
+    }
+    if kind == "random-base":
+        return BlipConfig(text_config=text)
+    if kind == "random-tiny":
+        text.update(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4)
+        vision = {
+            "hidden_size": 48,
+            "intermediate_size": 96,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": 64,
+            "patch_size": 16,
+        }
+        return BlipConfig(text_config=text, vision_config=vision)
+    raise ValueError(f"unknown random model {kind!r}; expected one of {', '.join(RANDOM_MODELS)}")
+
+
+def make_random_checkpoint(kind: str, directory: Path) -> Path:
+    """Create and ``save_pretrained`` a random BLIP VQA checkpoint with its processor, deterministically."""
+    import torch
+    from transformers import BlipForQuestionAnswering, BlipImageProcessorPil, BlipProcessor
+
+    tokenizer = make_tokenizer(vocab_size=30522 if kind == "random-base" else None)
+    config = random_config(kind, tokenizer)
+    torch.manual_seed(RANDOM_SEED)
+    model = BlipForQuestionAnswering(config).eval()
+    size = config.vision_config.image_size
+    image_processor = BlipImageProcessorPil(size={"height": size, "width": size})
+    processor = BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    log.info("saved random checkpoint %s to %s", kind, directory)
+    return directory
+
+
+def load_checkpoint(model: str, random_dir: Path) -> Checkpoint:
+    """Load ``model``: a random kind (made under ``random_dir`` once), a local directory, or a hub id."""
+    from transformers import BlipForQuestionAnswering, BlipProcessor
+
+    if model in RANDOM_MODELS:
+        directory = random_dir / model
+        if not (directory / "config.json").exists():
+            make_random_checkpoint(model, directory)
+        path: str | None = str(directory.resolve())
+        source = path
+    elif Path(model).is_dir():
+        path = str(Path(model).resolve())
+        source = path
+    else:
+        path, source = None, model
+    try:
+        blip = BlipForQuestionAnswering.from_pretrained(source).eval()
+        processor = BlipProcessor.from_pretrained(source)
+    except OSError as error:
+        raise OSError(
+            f"cannot load BLIP checkpoint {model!r}: not a local directory with config.json, and the hub "
+            f"is unreachable or has no such id ({error.__class__.__name__}: {str(error).splitlines()[0]})"
+        ) from error
+    return Checkpoint(model=blip, processor=processor, source=model, path=path)

@@ -1,0 +1,16 @@
+"""Exceptions that cross the boundary between a request and the server.
+
+A request that is wrong gets ``InvalidInputError`` (a 400 at the client); anything else is a server fault (500).
+"""
+
+
+class InvalidInputError(ValueError):
+    """The request itself is wrong: the message names what, and the client gets INVALID_ARG (HTTP 400)."""
+
+
+class ArtifactError(RuntimeError):
+    """A built artifact is missing, stale or does not match what the serving side expects."""
+
+
+class TargetUnavailableError(RuntimeError):
+    """The requested build or serve target cannot run on this machine (no CUDA, no Neuron SDK)."""

@@ -1,0 +1,252 @@
+"""The embedded Triton server: the real ``tritonserver`` binary that the nvidia-pytriton wheel ships.
+
+``TritonServer`` lays out a backend directory (the wheel's Python backend plus the stub for this Python),
+starts the server on loopback with ``--model-config-name <target>``, waits until every model is ready, and
+stops it with SIGTERM (SIGKILL after a grace period). ``make serve`` and the tests use the same class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from pathlib import Path
+
+from blip_serving.errors import TargetUnavailableError
+from blip_serving.spec import COMPONENT_NAMES, ENSEMBLE_NAME, TARGETS
+from blip_serving.triton_config import CONFIGS_DIR
+
+
+class ServerError(RuntimeError):
+    """The server could not start, or died."""
+
+
+def _pytriton_root() -> Path:
+    import pytriton
+
+    return Path(pytriton.__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prepare_backend_directory(root: Path) -> Path:
+    """``<root>/python/`` = the wheel's Python backend + this interpreter's stub, as Triton expects them."""
+    wheel = _pytriton_root() / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = wheel / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(f"nvidia-pytriton has no Python backend stub for Python {version} ({stub})")
+    target = root / "python"
+    target.mkdir(parents=True, exist_ok=True)
+    for source in (*sorted((wheel / "backends" / "python").glob("*.*")), stub):
+        destination = target / source.name
+        if source.is_file() and (not destination.exists() or destination.stat().st_size != source.stat().st_size):
+            shutil.copy2(source, destination)
+    return root
+
+
+class TritonServer:
+    """A tritonserver process serving one repository for one target on 127.0.0.1."""
+
+    def __init__(
+        self,
+        repository: Path,
+        target: str = "cpu",
+        *,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        log_verbose: int = 0,
+        backend_root: Path | None = None,
+    ) -> None:
+        if target not in TARGETS:
+            raise TargetUnavailableError(f"unknown TARGET={target!r}; expected one of {', '.join(TARGETS)}")
+        self.repository = repository.resolve()
+        self.target = target
+        self.http_port = http_port or free_port()
+        self.grpc_port = grpc_port or free_port()
+        self.metrics_port = metrics_port or free_port()
+        self.log_verbose = log_verbose
+        self.backend_root = backend_root or Path(tempfile.gettempdir()) / f"blip-serving-backends-{os.getuid()}"
+        self.process: subprocess.Popen[str] | None = None
+        self.log_tail: deque[str] = deque(maxlen=5000)
+        self._log_thread: threading.Thread | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def check_repository(self) -> None:
+        """Fail before starting if ``make build-artifacts`` has not written this target's configs."""
+        missing = [
+            name
+            for name in (ENSEMBLE_NAME, *COMPONENT_NAMES)
+            if not (self.repository / name / CONFIGS_DIR / f"{self.target}.pbtxt").is_file()
+        ]
+        if missing:
+            raise ServerError(
+                f"no {self.target} configs for {', '.join(missing)} in {self.repository}: "
+                f"run `make build-artifacts TARGET={self.target}` first"
+            )
+        if self.target == "gpu":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise TargetUnavailableError("TARGET=gpu needs a CUDA GPU, and none is visible on this machine")
+
+    def command(self) -> list[str]:
+        binary = _pytriton_root() / "tritonserver" / "bin" / "tritonserver"
+        return [
+            str(binary),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={prepare_backend_directory(self.backend_root)}",
+            f"--model-config-name={self.target}",
+            "--http-address=127.0.0.1",
+            f"--http-port={self.http_port}",
+            "--grpc-address=127.0.0.1",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            f"--log-verbose={self.log_verbose}",
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        libs = _pytriton_root().parent / "nvidia_pytriton.libs"
+        # The stub must load the libpython of this interpreter, not another 3.11 on the system: extension
+        # modules (lib-dynload/_ssl, ...) are built against this one and fail to import otherwise.
+        libpython_dir = sysconfig.get_config_var("LIBDIR") or ""
+        own_libpython = Path(libpython_dir, sysconfig.get_config_var("LDLIBRARY") or "").is_file()
+        paths = [libpython_dir if own_libpython else "", str(libs), env.get("LD_LIBRARY_PATH", "")]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, paths))
+        # The Python stub runs the first python3 on PATH's environment: this virtual environment's.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        return env
+
+    def start(self, timeout_s: float = 180.0) -> TritonServer:
+        self.check_repository()
+        self.process = subprocess.Popen(
+            self.command(),
+            env=self.environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._log_thread = threading.Thread(target=self._pump_log, daemon=True)
+        self._log_thread.start()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(f"tritonserver exited with {self.process.returncode}:\n{self.recent_log()}")
+            if self.is_ready():
+                return self
+            time.sleep(0.25)
+        self.stop()
+        raise ServerError(f"tritonserver not ready after {timeout_s:.0f}s:\n{self.recent_log()}")
+
+    def _pump_log(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.log_tail.append(line.rstrip())
+            if self.echo_log:
+                print(line, end="", flush=True)
+
+    echo_log = False
+
+    def recent_log(self, lines: int = 60) -> str:
+        return "\n".join(list(self.log_tail)[-lines:])
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``make serve``: run until SIGTERM or Ctrl-C, then shut Triton down cleanly."""
+    parser = argparse.ArgumentParser(prog="blip-serve", description=main.__doc__)
+    parser.add_argument("--target", choices=TARGETS, default=os.environ.get("TARGET", "cpu"))
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--http-port", type=int, default=int(os.environ.get("HTTP_PORT", "8000")))
+    parser.add_argument("--grpc-port", type=int, default=int(os.environ.get("GRPC_PORT", "8001")))
+    parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("METRICS_PORT", "8002")))
+    parser.add_argument("--log-verbose", type=int, default=0)
+    args = parser.parse_args(argv)
+    server = TritonServer(
+        args.repository,
+        args.target,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        log_verbose=args.log_verbose,
+    )
+    server.echo_log = True
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        server.start()
+    except (ServerError, TargetUnavailableError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"\nTriton is ready ({args.target}): HTTP {server.http_url}  gRPC {server.grpc_url}  "
+        f"metrics {server.metrics_url}  model {ENSEMBLE_NAME}\n",
+        flush=True,
+    )
+    while not stop.wait(1.0):
+        if server.process is not None and server.process.poll() is not None:
+            print(f"error: tritonserver exited with {server.process.returncode}", file=sys.stderr)
+            return 1
+    print("shutting down Triton", flush=True)
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

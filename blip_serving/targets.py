@@ -1,0 +1,112 @@
+"""How each target traces a component and where its artifact runs.
+
+cpu and gpu use ``torch.jit.trace`` (the batch dimension stays dynamic; the build proves it on other batch
+sizes). neuron uses ``torch_neuronx.trace`` as the AWS Neuron documentation gives it, with static batch
+sizes, since a NEFF is compiled for one shape. Where the SDK or CUDA is missing the build stops at once,
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from blip_serving.errors import TargetUnavailableError
+from blip_serving.spec import IMAGE_ENCODER, TARGETS, TEXT_DECODER, TEXT_ENCODER
+
+DEFAULT_NEURON_COMPILER_ARGS = "--auto-cast matmult --auto-cast-type fp16"
+# A NEFF has one shape: frames go one at a time, questions in chunks of this size (padded up).
+DEFAULT_NEURON_STATIC_BATCH = {IMAGE_ENCODER: 1, TEXT_ENCODER: 4, TEXT_DECODER: 4}
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """What a build for one target needs: the device, the precision, and the tracer's settings."""
+
+    name: str
+    device: str
+    precision: str = "fp32"
+    compiler_args: tuple[str, ...] = ()
+    static_batch: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def float_dtype(self) -> torch.dtype:
+        """The dtype the module runs in: fp16 on GPU when asked; Neuron casts inside its compiler instead."""
+        return torch.float16 if self.name == "gpu" and self.precision == "fp16" else torch.float32
+
+    @property
+    def tolerance(self) -> float:
+        """Largest error of the reloaded artifact against the original module, relative to the output's range."""
+        if self.name == "neuron":
+            return 5e-2
+        return 2e-2 if self.precision == "fp16" else 1e-4
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "device": self.device,
+            "precision": self.precision,
+            "compiler_args": list(self.compiler_args),
+            "static_batch": dict(self.static_batch),
+        }
+
+
+def resolve_target(name: str, *, fp16: bool = False, compiler_args: str | None = None) -> TargetConfig:
+    """Check the target can run here and describe it; raise ``TargetUnavailableError`` with one clear line."""
+    if name not in TARGETS:
+        raise TargetUnavailableError(f"unknown TARGET={name!r}; expected one of {', '.join(TARGETS)}")
+    if name == "cpu":
+        if fp16:
+            raise TargetUnavailableError("TARGET=cpu runs fp32 only; fp16 is for TARGET=gpu")
+        return TargetConfig(name="cpu", device="cpu")
+    if name == "gpu":
+        if not torch.cuda.is_available():
+            raise TargetUnavailableError(
+                "TARGET=gpu needs CUDA, and torch.cuda.is_available() is False on this machine "
+                f"(torch {torch.__version__})"
+            )
+        return TargetConfig(name="gpu", device="cuda", precision="fp16" if fp16 else "fp32")
+    require_neuron_sdk()
+    args = shlex.split(compiler_args if compiler_args is not None else DEFAULT_NEURON_COMPILER_ARGS)
+    precision = "fp16" if "fp16" in args else "fp32"
+    return TargetConfig(
+        name="neuron",
+        device="cpu",
+        precision=precision,
+        compiler_args=tuple(args),
+        static_batch=dict(DEFAULT_NEURON_STATIC_BATCH),
+    )
+
+
+def require_neuron_sdk() -> Any:
+    """Import torch_neuronx (it registers the Neuron ops TorchScript needs), or say plainly that it is missing."""
+    try:
+        return importlib.import_module("torch_neuronx")
+    except ImportError as error:
+        raise TargetUnavailableError(
+            "TARGET=neuron needs torch-neuronx (AWS Neuron SDK), which is not installed: install it on an "
+            "Inferentia2/Trainium host from https://pip.repos.neuron.amazonaws.com "
+            f"({error.__class__.__name__}: {error})"
+        ) from error
+
+
+def trace(target: TargetConfig, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Any:
+    """Trace one component for ``target``; inputs are already on the target's device and dtype."""
+    if target.name == "neuron":
+        torch_neuronx = require_neuron_sdk()
+        return torch_neuronx.trace(module, example_inputs, compiler_args=list(target.compiler_args))
+    with torch.no_grad():
+        return torch.jit.trace(module, example_inputs, check_trace=False)
+
+
+def load_artifact(target_name: str, path: str, device: str) -> Any:
+    """Load a saved artifact; for neuron, torch_neuronx must be imported first to register its ops."""
+    if target_name == "neuron":
+        require_neuron_sdk()
+    module = torch.jit.load(path, map_location=device if target_name != "neuron" else None)
+    module.eval()
+    return module

@@ -1,0 +1,3 @@
+from blip_build.cli import main
+
+raise SystemExit(main())

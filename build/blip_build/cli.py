@@ -1,0 +1,102 @@
+"""Command line of the artifact build: ``python -m blip_build --target cpu --model random-tiny``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from blip_serving.errors import ArtifactError, TargetUnavailableError
+from blip_serving.spec import DEFAULT_MAX_QUESTIONS, MIN_QUESTION_TOKENS, TARGETS
+
+RANDOM_WARNING = "NOTE: {model} has random weights: it serves real compute, but its answers are meaningless."
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="blip-build", description=__doc__)
+    parser.add_argument("--target", choices=TARGETS, default=os.environ.get("TARGET", "cpu"))
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("MODEL", "random-tiny"),
+        help="local checkpoint directory, hub id, random-tiny or random-base",
+    )
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="root of artifacts/<target>/")
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--question-tokens", type=int, default=MIN_QUESTION_TOKENS, help="static question bucket")
+    parser.add_argument("--max-questions", type=int, default=DEFAULT_MAX_QUESTIONS, help="questions per request")
+    parser.add_argument("--fp16", action="store_true", default=os.environ.get("FP16") == "1", help="gpu only")
+    parser.add_argument(
+        "--compiler-args",
+        default=os.environ.get("NEURON_COMPILER_ARGS") or None,
+        help="neuronx-cc arguments for TARGET=neuron (default: --auto-cast matmult --auto-cast-type fp16)",
+    )
+    parser.add_argument("--force", action="store_true", default=os.environ.get("FORCE") == "1")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        # Resolve the target first: a missing SDK or GPU stops the build before anything is loaded or written.
+        from blip_serving.targets import resolve_target
+
+        target = resolve_target(args.target, fp16=args.fp16, compiler_args=args.compiler_args)
+    except TargetUnavailableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    from blip_serving.artifacts import build_target, resolve_max_length
+    from blip_serving.checkpoints import RANDOM_MODELS, load_checkpoint
+    from blip_serving.spec import BlipSpec
+    from blip_serving.triton_config import write_repository_configs
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    started = time.perf_counter()
+    print(f"loading checkpoint {args.model}", flush=True)
+    try:
+        checkpoint = load_checkpoint(args.model, random_dir=args.artifacts / "checkpoints")
+        spec = BlipSpec.from_model_config(
+            checkpoint.model.config,
+            max_length=resolve_max_length(checkpoint.model),
+            question_tokens=args.question_tokens,
+            max_questions=args.max_questions,
+        )
+        print(
+            f"spec: image {spec.image_height}x{spec.image_width} -> {spec.image_tokens} tokens x "
+            f"{spec.vision_hidden_size}; questions {spec.question_tokens} tokens x {spec.text_hidden_size}; "
+            f"answers up to {spec.answer_tokens} tokens; vocabulary {spec.vocab_size}",
+            flush=True,
+        )
+        out_dir = args.artifacts / args.target
+        saved = checkpoint.path if args.model in RANDOM_MODELS else None
+        manifest = build_target(
+            checkpoint,
+            spec,
+            target,
+            out_dir,
+            force=args.force,
+            saved_checkpoint=saved,
+            progress=lambda line: print(line, flush=True),
+        )
+        configs = write_repository_configs(spec, args.target, args.repository, out_dir)
+    except (ArtifactError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"wrote {manifest.directory / 'manifest.json'} and {len(configs)} configs ({args.repository}/*/configs/{args.target}.pbtxt)"
+    )
+    if args.model in RANDOM_MODELS:
+        print(f"saved checkpoint for comparison with transformers: {saved}")
+        print(RANDOM_WARNING.format(model=args.model))
+    print(f"done in {time.perf_counter() - started:.1f}s")
+    return 0

@@ -1,0 +1,1 @@
+"""Typed client for the blip_vqa ensemble."""

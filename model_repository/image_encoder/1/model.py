@@ -1,0 +1,13 @@
+"""Triton Python backend for the BLIP image encoder: lifecycle only; the logic is blip_serving.triton_models."""
+
+import triton_python_backend_utils as pb_utils
+
+from blip_serving.triton_models import TritonComponent
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        self.component = TritonComponent.from_args("image_encoder", args, pb_utils)
+
+    def execute(self, requests: list) -> list:
+        return self.component.execute(requests)

@@ -227,7 +227,7 @@ def build_target(
         module = COMPILE_WRAPPERS[name](checkpoint.model).eval().to(target.device, target.float_dtype)
         static = target.static_batch.get(name)
 
-        def inputs(batch: int, seed: int) -> tuple[Any, ...]:
+        def inputs(batch: int, seed: int, name: str = name, static: int | None = static) -> tuple[Any, ...]:
             tensors = spec.example_inputs(name, batch=static or batch, seed=seed)
             return tuple(
                 t.to(target.device, target.float_dtype) if t.is_floating_point() else t.to(target.device)

@@ -25,7 +25,9 @@ def decode_questions(raw: Any, *, max_questions: int) -> list[str]:
             try:
                 text = bytes(value).decode("utf-8")
             except UnicodeDecodeError as error:
-                raise InvalidInputError(f"question {index} is not valid UTF-8: {error.reason} at byte {error.start}")
+                raise InvalidInputError(
+                    f"question {index} is not valid UTF-8: {error.reason} at byte {error.start}"
+                ) from error
         if not text.strip():
             raise InvalidInputError(f"question {index} is empty")
         questions.append(text)

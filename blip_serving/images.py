@@ -15,6 +15,41 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from blip_serving.errors import InvalidInputError
 
+_JPEG_SOI = b"\xff\xd8"
+_JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length
+_JPEG_SOS = 0xDA
+
+
+def check_jpeg_structure(data: bytes) -> None:
+    """Walk a JPEG's marker segments up to the scan; junk between segments means a corrupt file.
+
+    libjpeg only warns about such bytes ("extraneous bytes before marker") and decodes on, so Pillow would
+    accept a damaged frame silently; a camera frame that is damaged is refused instead.
+    """
+    position = len(_JPEG_SOI)
+    while position < len(data):
+        if data[position] != 0xFF:
+            end = data.find(b"\xff", position)
+            junk = (end if end != -1 else len(data)) - position
+            raise InvalidInputError(f"IMAGE is a corrupt JPEG: {junk} junk bytes before a marker at offset {position}")
+        while position < len(data) and data[position] == 0xFF:  # fill bytes
+            position += 1
+        if position >= len(data):
+            break
+        marker = data[position]
+        position += 1
+        if marker in _JPEG_STANDALONE:
+            continue
+        if position + 2 > len(data):
+            break
+        length = int.from_bytes(data[position : position + 2], "big")
+        if length < 2:
+            raise InvalidInputError(f"IMAGE is a corrupt JPEG: segment 0x{marker:02X} has length {length}")
+        if marker == _JPEG_SOS:
+            return
+        position += length
+    raise InvalidInputError("IMAGE is a truncated JPEG: it ends before the image data")
+
 
 def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
     """Decode one encoded image into an upright RGB picture, or raise ``InvalidInputError`` saying why not."""
@@ -22,6 +57,8 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
         raise InvalidInputError("IMAGE is empty: send the encoded image file (JPEG, PNG, WebP, ...)")
     if len(data) > max_bytes:
         raise InvalidInputError(f"IMAGE is {len(data)} bytes; the limit is {max_bytes} bytes")
+    if data.startswith(_JPEG_SOI):
+        check_jpeg_structure(data)
     try:
         with warnings.catch_warnings():
             # Pillow warns above its own pixel limit; our own limit below is the one that decides.

@@ -1,0 +1,59 @@
+# BLIP VQA on Triton: build traced artifacts, serve them, ask questions, test.
+# Variables: TARGET=cpu|gpu|neuron  MODEL=random-tiny|random-base|<dir>|<hub id>  FORCE=1  FP16=1
+#            HTTP_PORT GRPC_PORT METRICS_PORT  PYTEST_ARGS
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+TARGET ?= cpu
+MODEL ?= random-tiny
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+export TARGET MODEL FORCE FP16 HTTP_PORT GRPC_PORT METRICS_PORT
+
+.DEFAULT_GOAL := help
+.PHONY: help install build-artifacts serve ask demo test test-unit test-integration lint format clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed ## Create .venv with the pinned dependencies (torch 2.13.0 CPU, transformers, Triton)
+
+build-artifacts: install ## Trace, verify and write artifacts/$(TARGET) + configs for MODEL
+	$(BIN)/python -m blip_build --target $(TARGET) --model $(MODEL)
+
+serve: install ## Run Triton for TARGET on 127.0.0.1 (HTTP_PORT, GRPC_PORT, METRICS_PORT) until Ctrl-C
+	$(BIN)/python -m blip_serving.server --target $(TARGET)
+
+ask: install ## Ask a running server: make ask IMAGE=dog.jpg Q="Is the dog barking?"
+	$(BIN)/python -m blip_client ask --image $(IMAGE) "$(Q)"
+
+demo: ## Offline end to end: install, build random-tiny for cpu, serve, ask three questions, stop
+	$(MAKE) --no-print-directory build-artifacts TARGET=cpu MODEL=$(MODEL)
+	$(BIN)/python -m blip_client.demo --target cpu
+
+test: install ## Unit tests, then integration tests against a real Triton server
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install ## Unit tests only (no server)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: install ## Integration tests only (real Triton server)
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+lint: install ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## ruff fix and format
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean: ## Remove artifacts and generated configs (keeps .venv)
+	rm -rf artifacts model_repository/*/configs .pytest_cache

@@ -1,0 +1,3 @@
+from blip_client.cli import main
+
+raise SystemExit(main())

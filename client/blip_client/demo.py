@@ -1,0 +1,68 @@
+"""``make demo``: start the embedded Triton server, ask behavior questions about the sample photo, stop.
+
+Run after ``make build-artifacts``; with random weights (the default, offline) the answers are meaningless,
+but every step is the real one: Triton, the ensemble, the three traced artifacts, tritonclient.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from blip_client.client import BlipVqaClient
+from blip_serving.server import ServerError, TritonServer
+
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "chelsea.png"
+QUESTIONS = ("Is the cat sleeping?", "Is the cat chewing furniture?", "What is the animal doing?")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="blip-demo", description=__doc__)
+    parser.add_argument("--target", default=os.environ.get("TARGET", "cpu"))
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--image", type=Path, default=SAMPLE)
+    parser.add_argument("--repeats", type=int, default=5, help="timed requests after the first")
+    args = parser.parse_args(argv)
+
+    manifest = json.loads(Path("artifacts", args.target, "manifest.json").read_text())
+    source = manifest["checkpoint"]["source"]
+    print(f"model: {source} ({args.target}); image: {args.image}")
+    if source.startswith("random-"):
+        print(f"NOTE: {source} has random weights, so these answers are meaningless; the serving path is real.")
+    image = args.image.read_bytes()
+    try:
+        server = TritonServer(args.repository, args.target)
+        print("starting Triton ...", flush=True)
+        started = time.perf_counter()
+        server.start()
+    except ServerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    try:
+        print(f"Triton ready in {time.perf_counter() - started:.1f}s on http://{server.http_url}")
+        with BlipVqaClient(server.http_url) as client:
+            answers = client.ask(image, QUESTIONS)
+            latencies = []
+            for _ in range(args.repeats):
+                tick = time.perf_counter()
+                client.ask(image, QUESTIONS)
+                latencies.append((time.perf_counter() - tick) * 1000)
+        for question, answer in zip(QUESTIONS, answers, strict=True):
+            print(f"  {question!r} -> {answer!r}")
+        latencies.sort()
+        print(
+            f"latency for {len(QUESTIONS)} questions, {args.repeats} requests: "
+            f"p50 {latencies[len(latencies) // 2]:.0f} ms, max {latencies[-1]:.0f} ms"
+        )
+    finally:
+        server.stop()
+        print("Triton stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

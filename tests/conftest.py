@@ -1,0 +1,79 @@
+"""Fixtures shared by both tiers: a random-tiny build in a temporary repository, and transformers' reference."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES = ROOT.parent / "shared" / "images"
+VALID_IMAGES = sorted((IMAGES / "valid").iterdir())
+INVALID_IMAGES = sorted((IMAGES / "invalid").iterdir())
+QUESTIONS = ("Is the dog barking?", "what is the animal doing?", "Is the dog chewing furniture?")
+
+
+@dataclass(frozen=True)
+class Build:
+    """A built repository: the generated configs and artifacts, and the checkpoint they came from."""
+
+    repository: Path
+    artifacts: Path
+    checkpoint: Path
+
+    def target_dir(self, target: str = "cpu") -> Path:
+        return self.artifacts / target
+
+
+def make_build(root: Path, model: str, extra: tuple[str, ...] = ()) -> Build:
+    """Copy the committed model_repository (model.py files) and build ``model`` for cpu into it."""
+    from blip_build.cli import main
+
+    repository = root / "model_repository"
+    shutil.copytree(ROOT / "model_repository", repository, ignore=shutil.ignore_patterns("configs", "__pycache__"))
+    artifacts = root / "artifacts"
+    code = main(
+        ["--target", "cpu", "--model", model, "--artifacts", str(artifacts), "--repository", str(repository), *extra]
+    )
+    assert code == 0, f"build of {model} failed with exit code {code}"
+    checkpoint = artifacts / "checkpoints" / model if not Path(model).is_dir() else Path(model)
+    return Build(repository=repository, artifacts=artifacts, checkpoint=checkpoint)
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
+    return make_build(tmp_path_factory.mktemp("tiny"), "random-tiny")
+
+
+class Reference:
+    """transformers' own answers: the recipe the served answers must equal, on the saved checkpoint."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        from transformers import BlipForQuestionAnswering, BlipProcessor
+
+        self.model = BlipForQuestionAnswering.from_pretrained(checkpoint).eval()
+        self.processor = BlipProcessor.from_pretrained(checkpoint)
+
+    def image(self, path: Path):
+        from PIL import Image, ImageOps
+
+        return ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+
+    @cache  # noqa: B019 - one Reference per session
+    def answer(self, path: Path, question: str) -> str:
+        import torch
+
+        inputs = self.processor(images=self.image(path), text=question, return_tensors="pt")
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            output = self.model.generate(**inputs)
+        return self.processor.decode(output[0], skip_special_tokens=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_build: Build) -> Reference:
+    return Reference(tiny_build.checkpoint)

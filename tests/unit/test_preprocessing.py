@@ -1,0 +1,111 @@
+"""Image decoding and question validation at the boundary; pixels equal the checkpoint's own processor."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from blip_serving.errors import InvalidInputError
+from blip_serving.images import ImagePreprocessor, decode_image
+from blip_serving.questions import QuestionTokenizer, decode_questions
+from tests.conftest import INVALID_IMAGES, VALID_IMAGES
+
+LIMITS = {"max_bytes": 20 * 2**20, "max_pixels": 40_000_000}
+
+
+@pytest.mark.parametrize("path", VALID_IMAGES, ids=lambda p: p.name)
+def test_pixels_equal_the_reference_processor(path, tiny_reference) -> None:
+    processor = tiny_reference.processor
+    size = processor.image_processor.size
+    preprocess = ImagePreprocessor(processor.image_processor, (3, size["height"], size["width"]))
+    ours = preprocess([decode_image(path.read_bytes(), **LIMITS)])
+    reference = processor(images=tiny_reference.image(path), return_tensors="pt")["pixel_values"]
+    assert torch.equal(ours, reference)
+
+
+def test_exif_orientation_is_applied() -> None:
+    path = next(p for p in VALID_IMAGES if "orientation" in p.name)
+    raw = Image.open(path)
+    decoded = decode_image(path.read_bytes(), **LIMITS)
+    assert decoded.size == (raw.size[1], raw.size[0]) and decoded.mode == "RGB"
+
+
+@pytest.mark.parametrize("path", INVALID_IMAGES, ids=lambda p: p.name)
+def test_invalid_images_are_refused_with_a_reason(path) -> None:
+    with pytest.raises(InvalidInputError, match="IMAGE"):
+        decode_image(path.read_bytes(), **LIMITS)
+
+
+def test_decompression_bomb_names_the_pixel_limit() -> None:
+    bomb = next(p for p in INVALID_IMAGES if "bomb" in p.name)
+    with pytest.raises(InvalidInputError, match="decompression bomb"):
+        decode_image(bomb.read_bytes(), **LIMITS)
+
+
+def test_own_pixel_cap_applies_below_pillows() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 200)).save(buffer, format="PNG")
+    with pytest.raises(InvalidInputError, match="60000 pixels; the limit is 50000"):
+        decode_image(buffer.getvalue(), max_bytes=2**20, max_pixels=50_000)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [(b"", "IMAGE is empty"), (b"hello, not an image", "not an image"), (b"x" * 101, "101 bytes; the limit is 100")],
+)
+def test_bad_bytes(data: bytes, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        decode_image(data, max_bytes=100, max_pixels=10**6)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ([], "QUESTIONS is empty"),
+        ([b"ok?", b""], "question 2 is empty"),
+        ([b"   "], "question 1 is empty"),
+        ([b"\xff\xfe bad"], "question 1 is not valid UTF-8"),
+        ([b"q?"] * 5, "5 questions; the limit is 4"),
+    ],
+)
+def test_bad_questions(raw, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        decode_questions(np.array(raw, dtype=object), max_questions=4)
+
+
+def test_questions_decode_utf8() -> None:
+    assert decode_questions(
+        np.array([b"Is the dog barking?", "¿qué?".encode()], dtype=object), max_questions=4
+    ) == [
+        "Is the dog barking?",
+        "¿qué?",
+    ]
+
+
+def test_tokenizer_pads_to_the_bucket_with_the_real_mask(tiny_reference) -> None:
+    tokenize = QuestionTokenizer(tiny_reference.processor.tokenizer, 32)
+    ids, mask = tokenize(["Is the dog barking?", "what?"])
+    reference = tiny_reference.processor.tokenizer("Is the dog barking?")["input_ids"]
+    assert ids.shape == mask.shape == (2, 32)
+    assert ids[0, : len(reference)].tolist() == reference and int(mask[0].sum()) == len(reference)
+    with pytest.raises(InvalidInputError, match=r"question 2 is \d+ tokens long; the limit is 32"):
+        tokenize(["short", "dog " * 40])
+
+
+def test_jpeg_walk_accepts_every_valid_jpeg() -> None:
+    from blip_serving.images import check_jpeg_structure
+
+    jpegs = [p for p in VALID_IMAGES if p.read_bytes()[:2] == b"\xff\xd8"]
+    assert jpegs, "the shared images hold JPEGs"
+    for path in jpegs:
+        check_jpeg_structure(path.read_bytes())
+
+
+def test_jpeg_cut_inside_its_header_is_refused() -> None:
+    data = next(p for p in VALID_IMAGES if p.name == "dog.jpg").read_bytes()
+    with pytest.raises(InvalidInputError, match="truncated JPEG"):
+        decode_image(data[:300], **LIMITS)

@@ -57,8 +57,13 @@ class TextDecoderStep(nn.Module):
     """``text_decoder``, one greedy step: the answer so far (padded to a fixed length) -> next-token logits.
 
     The decoder is causal, so padding after ``position`` cannot change the logits at ``position``; one fixed
-    shape serves every step. The real question mask goes to the cross-attention (``generate`` passes all ones,
-    which is only right for unpadded questions). Only ``position`` goes through the vocabulary projection.
+    shape serves every step, and only ``position`` goes through the vocabulary projection.
+
+    Questions arrive padded to a static bucket, so the cross-attention must mask the padding. transformers 5's
+    ``BlipTextAttention`` does not pass ``encoder_attention_mask`` on to ``BlipTextSelfAttention`` (the mask given
+    to ``text_decoder(...)`` is dropped), so this wrapper runs BLIP's own, unmodified submodules layer by layer
+    in ``BlipTextLayer``'s order and hands the cross-attention its mask directly. With an all-ones mask it is
+    ``text_decoder(...)`` exactly.
     """
 
     def __init__(self, blip: Any) -> None:
@@ -72,15 +77,20 @@ class TextDecoderStep(nn.Module):
         question_embeds: torch.Tensor,
         question_mask: torch.Tensor,
     ) -> torch.Tensor:
-        output = self.text_decoder(
-            input_ids=decoder_input_ids,
-            encoder_hidden_states=question_embeds,
-            encoder_attention_mask=question_mask,
-            use_cache=False,
-            logits_to_keep=position,
-            return_dict=False,
-        )
-        return output[0][:, 0, :]
+        bert = self.text_decoder.bert
+        hidden = bert.embeddings(input_ids=decoder_input_ids)
+        lowest = torch.finfo(hidden.dtype).min
+        length = decoder_input_ids.shape[1]
+        causal = torch.full((length, length), lowest, dtype=hidden.dtype, device=hidden.device).triu(1)[None, None]
+        cross = (1.0 - question_mask[:, None, None, :].to(hidden.dtype)) * lowest
+        for layer in bert.encoder.layer:
+            attended, _ = layer.attention(hidden, attention_mask=causal)
+            context, _ = layer.crossattention.self(
+                attended, encoder_hidden_states=question_embeds, encoder_attention_mask=cross
+            )
+            attended = layer.crossattention.output(context, attended)
+            hidden = layer.feed_forward_chunk(attended)
+        return self.text_decoder.cls(hidden.index_select(1, position))[:, 0, :]
 
 
 COMPILE_WRAPPERS: dict[str, type[nn.Module]] = {

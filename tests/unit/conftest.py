@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import types
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -51,7 +51,7 @@ class InferenceResponse:
 
 
 class Logger:
-    lines: list[tuple[str, str]] = []
+    lines: ClassVar[list[tuple[str, str]]] = []
 
     @classmethod
     def log_info(cls, message: str) -> None:

@@ -78,9 +78,7 @@ def test_bad_questions(raw, message: str) -> None:
 
 
 def test_questions_decode_utf8() -> None:
-    assert decode_questions(
-        np.array([b"Is the dog barking?", "¿qué?".encode()], dtype=object), max_questions=4
-    ) == [
+    assert decode_questions(np.array([b"Is the dog barking?", "¿qué?".encode()], dtype=object), max_questions=4) == [
         "Is the dog barking?",
         "¿qué?",
     ]

@@ -1,0 +1,90 @@
+"""The three model.py files under a stubbed ``triton_python_backend_utils``: lifecycle and error isolation."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+import triton_python_backend_utils as pb_utils  # the stub from tests/unit/conftest.py
+from tests.conftest import QUESTIONS, VALID_IMAGES
+
+
+def load_model(build, name: str):
+    path = build.repository / name / "1" / "model.py"
+    spec = importlib.util.spec_from_file_location(f"model_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = (build.repository / name / "configs" / "cpu.pbtxt").read_text()
+    from blip_serving.triton_config import parse
+    from google.protobuf import json_format
+
+    model = module.TritonPythonModel()
+    model.initialize(
+        {
+            "model_config": json.dumps(json_format.MessageToDict(parse(config), preserving_proto_field_name=True)),
+            "model_repository": str(build.repository / name),
+            "model_name": name,
+            "model_instance_kind": "CPU",
+        }
+    )
+    return model
+
+
+@pytest.fixture(scope="module")
+def models(tiny_build):
+    return {name: load_model(tiny_build, name) for name in ("image_encoder", "text_encoder", "text_decoder")}
+
+
+def request(**inputs):
+    return pb_utils.InferenceRequest({name: np.asarray(value) for name, value in inputs.items()})
+
+
+def test_a_bad_request_fails_alone_and_the_batch_succeeds(models) -> None:
+    good = np.array([VALID_IMAGES[0].read_bytes()], dtype=object)
+    responses = models["image_encoder"].execute(
+        [request(IMAGE=good), request(IMAGE=np.array([b"junk"], dtype=object)), request(IMAGE=good)]
+    )
+    assert responses[1].error.code() == pb_utils.TritonError.INVALID_ARG
+    assert "not an image" in responses[1].error.message()
+    first, third = responses[0].outputs()["IMAGE_EMBEDS"], responses[2].outputs()["IMAGE_EMBEDS"]
+    assert responses[0].error is None and np.array_equal(first, third)
+
+
+def test_three_models_chain_to_the_reference_answers(models, tiny_reference) -> None:
+    path = VALID_IMAGES[0]
+    (embeds,) = models["image_encoder"].execute([request(IMAGE=np.array([path.read_bytes()], dtype=object))])
+    (encoded,) = models["text_encoder"].execute(
+        [request(QUESTIONS=np.array([q.encode() for q in QUESTIONS], dtype=object), **embeds.outputs())]
+    )
+    (decoded,) = models["text_decoder"].execute([request(**encoded.outputs())])
+    answers = [a.decode() for a in decoded.outputs()["ANSWERS"]]
+    assert answers == [tiny_reference.answer(path, q) for q in QUESTIONS]
+
+
+def test_wrong_shapes_between_steps_are_invalid_not_crashes(models) -> None:
+    bad = request(QUESTION_EMBEDS=np.zeros((2, 5, 3), dtype=np.float32), QUESTION_MASK=np.ones((2, 5), dtype=np.int64))
+    (response,) = models["text_decoder"].execute([bad])
+    assert response.error.code() == pb_utils.TritonError.INVALID_ARG
+    assert "QUESTION_EMBEDS has shape [2, 5, 3]" in response.error.message()
+
+
+def test_an_internal_failure_is_answered_and_logged(models, monkeypatch) -> None:
+    component = models["text_decoder"].component
+    monkeypatch.setattr(component.model, "run", lambda items: (_ for _ in ()).throw(RuntimeError("boom")))
+    spec = component.model.spec
+    good = request(
+        QUESTION_EMBEDS=np.zeros((1, spec.question_tokens, spec.text_hidden_size), dtype=np.float32),
+        QUESTION_MASK=np.ones((1, spec.question_tokens), dtype=np.int64),
+    )
+    (response,) = models["text_decoder"].execute([good])
+    assert response.error.code() == pb_utils.TritonError.INTERNAL
+    assert any(level == "error" and "boom" in line for level, line in pb_utils.Logger.lines)
+
+
+def test_missing_input_is_named(models) -> None:
+    (response,) = models["text_encoder"].execute([request(QUESTIONS=np.array([b"hi?"], dtype=object))])
+    assert response.error.code() == pb_utils.TritonError.INVALID_ARG
+    assert "input IMAGE_EMBEDS is missing" in response.error.message()

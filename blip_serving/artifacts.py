@@ -9,6 +9,7 @@ changed or ``force`` is set; every fresh artifact is reloaded from disk and comp
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -206,6 +207,8 @@ def build_target(
                     "spec": spec.to_dict(),
                     "target": target.describe(),
                     "versions": versions,
+                    # The wrapper's own code: a changed wrapper must never be served from a stale artifact.
+                    "wrapper": inspect.getsource(COMPILE_WRAPPERS[name]),
                 },
                 sort_keys=True,
             ).encode()

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-
 import triton_python_backend_utils as pb_utils  # the stub from tests/unit/conftest.py
+
 from tests.conftest import QUESTIONS, VALID_IMAGES
 
 
@@ -18,8 +18,9 @@ def load_model(build, name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = (build.repository / name / "configs" / "cpu.pbtxt").read_text()
-    from blip_serving.triton_config import parse
     from google.protobuf import json_format
+
+    from blip_serving.triton_config import parse
 
     model = module.TritonPythonModel()
     model.initialize(

@@ -52,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # transformers' mask helpers warn about shape checks under tracing; every artifact is verified on other
+    # batch sizes and inputs after reloading, which is what would catch a trace that did not generalize.
+    import torch
+
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     from transformers.utils import logging as hf_logging
 
     from blip_serving.artifacts import build_target, resolve_max_length

@@ -164,18 +164,22 @@ def make_tokenizer(vocab_size: int | None = None) -> Any:
     return tokenizer
 
 
+def tokenizer_text_config(tokenizer: Any) -> dict[str, int]:
+    """The text-config entries a tokenizer decides: vocabulary size and the [DEC], [SEP] and [PAD] ids."""
+    return {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "sep_token_id": tokenizer.sep_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
 def random_config(kind: str, tokenizer: Any) -> Any:
     """``random-base`` is blip-vqa-base's architecture (text heads 12, as the real checkpoint); ``random-tiny`` is
     small enough for tests yet keeps every structural feature (several layers, heads, cross-attention)."""
     from transformers import BlipConfig
 
-    text = {
-        "vocab_size": len(tokenizer),
-        "bos_token_id": tokenizer.bos_token_id,
-        "sep_token_id": tokenizer.sep_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-        "num_attention_heads": 12,
-    }
+    text = {**tokenizer_text_config(tokenizer), "num_attention_heads": 12}
     if kind == "random-base":
         return BlipConfig(text_config=text)
     if kind == "random-tiny":

@@ -63,6 +63,8 @@ def prepare_backend_directory(root: Path) -> Path:
 class TritonServer:
     """A tritonserver process serving one repository for one target on 127.0.0.1."""
 
+    echo_log = False  # `make serve` prints Triton's log; tests keep only a tail for error messages
+
     def __init__(
         self,
         repository: Path,
@@ -177,8 +179,6 @@ class TritonServer:
             self.log_tail.append(line.rstrip())
             if self.echo_log:
                 print(line, end="", flush=True)
-
-    echo_log = False
 
     def recent_log(self, lines: int = 60) -> str:
         return "\n".join(list(self.log_tail)[-lines:])

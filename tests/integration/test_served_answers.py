@@ -43,14 +43,11 @@ def _odd_sized_checkpoint(directory: Path) -> Path:
     import torch
     from transformers import BlipConfig, BlipForQuestionAnswering, BlipImageProcessorPil, BlipProcessor
 
-    from blip_serving.checkpoints import make_tokenizer
+    from blip_serving.checkpoints import make_tokenizer, tokenizer_text_config
 
     tokenizer = make_tokenizer()
     text = dict(
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        sep_token_id=tokenizer.sep_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        **tokenizer_text_config(tokenizer),
         hidden_size=40,
         intermediate_size=64,
         num_hidden_layers=3,

@@ -190,7 +190,8 @@ class TritonServer:
         except (urllib.error.URLError, OSError):
             return False
 
-    def stop(self, grace_s: float = 20.0) -> None:
+    def stop(self, grace_s: float = 40.0) -> None:
+        """SIGTERM, then SIGKILL only after Triton's own 30 s exit timeout has had its chance."""
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)

@@ -14,7 +14,8 @@ def triton(tiny_build):
     server.start()
     yield server
     server.stop()
-    assert server.process.returncode == 0, f"tritonserver did not shut down cleanly:\n{server.recent_log()}"
+    code = server.process.returncode
+    assert code == 0, f"tritonserver did not shut down cleanly (exit {code}):\n{server.recent_log()}"
 
 
 @pytest.fixture(scope="session")

@@ -56,18 +56,21 @@ def test_bad_requests(image, questions, message, client, triton) -> None:
 
 def test_raw_http_status_is_400_through_the_ensemble(triton, client) -> None:
     raw = http.InferenceServerClient(triton.http_url)
-    image = http.InferInput("IMAGE", [1], "BYTES")
-    image.set_data_from_numpy(np.array([b"junk"], dtype=object))
-    questions = http.InferInput("QUESTIONS", [1], "BYTES")
-    questions.set_data_from_numpy(np.array([b"Is the dog barking?"], dtype=object))
-    with pytest.raises(InferenceServerException) as caught:
-        raw.infer("blip_vqa", [image, questions])
-    assert caught.value.status() == "400"
-    two_images = http.InferInput("IMAGE", [2], "BYTES")
-    two_images.set_data_from_numpy(np.array([GOOD, GOOD], dtype=object))
-    with pytest.raises(InferenceServerException) as caught:
-        raw.infer("blip_vqa", [two_images, questions])
-    assert caught.value.status() == "400"
+    try:
+        image = http.InferInput("IMAGE", [1], "BYTES")
+        image.set_data_from_numpy(np.array([b"junk"], dtype=object))
+        questions = http.InferInput("QUESTIONS", [1], "BYTES")
+        questions.set_data_from_numpy(np.array([b"Is the dog barking?"], dtype=object))
+        with pytest.raises(InferenceServerException) as caught:
+            raw.infer("blip_vqa", [image, questions])
+        assert caught.value.status() == "400"
+        two_images = http.InferInput("IMAGE", [2], "BYTES")
+        two_images.set_data_from_numpy(np.array([GOOD, GOOD], dtype=object))
+        with pytest.raises(InferenceServerException) as caught:
+            raw.infer("blip_vqa", [two_images, questions])
+        assert caught.value.status() == "400"
+    finally:
+        raw.close()
     _still_serving(client, triton)
 
 

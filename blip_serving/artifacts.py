@@ -140,6 +140,31 @@ def verify_artifact_file(manifest: Manifest, component: str, target: str) -> Pat
     return path
 
 
+def check_config_matches(manifest: Manifest, component: str, model_config: dict[str, Any]) -> None:
+    """Refuse to serve artifacts built for another spec than the config's: a stale build after a spec change.
+
+    ``model_config`` is the JSON config Triton hands to ``initialize``; its tensors must equal, by name, dtype
+    and dims, the tensors of the spec the artifacts were traced for.
+    """
+    expected = manifest.spec.components[component]
+    for kind, tensors in (("input", expected.inputs), ("output", expected.outputs)):
+        declared = {
+            entry["name"]: (entry.get("data_type"), [int(d) for d in entry.get("dims", [])])
+            for entry in model_config.get(kind, [])
+        }
+        built = {t.name: (t.triton_dtype, list(t.dims)) for t in tensors}
+        if declared != built:
+            differences = [
+                f"{name}: config {declared.get(name, 'absent')}, artifacts {built.get(name, 'absent')}"
+                for name in sorted(declared.keys() | built.keys())
+                if declared.get(name) != built.get(name)
+            ]
+            raise ArtifactError(
+                f"{component}: the config's {kind}s do not match the artifacts in {manifest.directory} "
+                f"({'; '.join(differences)}): rebuild with `make build-artifacts TARGET={manifest.target}`"
+            )
+
+
 def _relative_error(expected: Any, actual: Any) -> float:
     expected, actual = expected.float().cpu(), actual.float().cpu()
     if expected.shape != actual.shape:

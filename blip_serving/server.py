@@ -1,8 +1,10 @@
-"""The embedded Triton server: the real ``tritonserver`` binary that the nvidia-pytriton wheel ships.
+"""Run Triton on one target's configs: ``make serve``, the tests and the Docker images use this one class.
 
-``TritonServer`` lays out a backend directory (the wheel's Python backend plus the stub for this Python),
-starts the server on loopback with ``--model-config-name <target>``, waits until every model is ready, and
-stops it with SIGTERM (SIGKILL after a grace period). ``make serve`` and the tests use the same class.
+Where ``/opt/tritonserver`` exists (NGC's ``tritonserver`` images) its binary and backends are used. Elsewhere
+the real ``tritonserver`` that the nvidia-pytriton wheel ships runs, with a backend directory laid out from the
+wheel's Python backend plus the stub for this Python. ``TritonServer`` starts it with
+``--model-config-name <target>``, waits until every model is ready, and stops it with SIGTERM (SIGKILL after a
+grace period).
 """
 
 from __future__ import annotations
@@ -44,6 +46,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+NGC_TRITON_ROOT = Path("/opt/tritonserver")
+
+
+def triton_installation() -> tuple[Path, Path | None]:
+    """The tritonserver binary, and the NGC backends directory (None: lay one out from the wheel)."""
+    root = Path(os.environ.get("TRITON_ROOT", NGC_TRITON_ROOT))
+    if (root / "bin" / "tritonserver").is_file():
+        return root / "bin" / "tritonserver", root / "backends"
+    return _pytriton_root() / "tritonserver" / "bin" / "tritonserver", None
+
+
 def prepare_backend_directory(root: Path) -> Path:
     """``<root>/python/`` = the wheel's Python backend + this interpreter's stub, as Triton expects them."""
     wheel = _pytriton_root() / "tritonserver"
@@ -61,7 +74,7 @@ def prepare_backend_directory(root: Path) -> Path:
 
 
 class TritonServer:
-    """A tritonserver process serving one repository for one target on 127.0.0.1."""
+    """A tritonserver process serving one repository for one target (on 127.0.0.1 unless ``host`` says)."""
 
     echo_log = False  # `make serve` prints Triton's log; tests keep only a tail for error messages
 
@@ -75,11 +88,13 @@ class TritonServer:
         metrics_port: int | None = None,
         log_verbose: int = 0,
         backend_root: Path | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         if target not in TARGETS:
             raise TargetUnavailableError(f"unknown TARGET={target!r}; expected one of {', '.join(TARGETS)}")
         self.repository = repository.resolve()
         self.target = target
+        self.host = host
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
         self.metrics_port = metrics_port or free_port()
@@ -102,7 +117,12 @@ class TritonServer:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def check_repository(self) -> None:
-        """Fail before starting if ``make build-artifacts`` has not written this target's configs."""
+        """Fail before starting if the target cannot run here or ``make build-artifacts`` has not run for it."""
+        if self.target == "gpu":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise TargetUnavailableError("TARGET=gpu needs a CUDA GPU, and none is visible on this machine")
         missing = [
             name
             for name in (ENSEMBLE_NAME, *COMPONENT_NAMES)
@@ -113,23 +133,19 @@ class TritonServer:
                 f"no {self.target} configs for {', '.join(missing)} in {self.repository}: "
                 f"run `make build-artifacts TARGET={self.target}` first"
             )
-        if self.target == "gpu":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise TargetUnavailableError("TARGET=gpu needs a CUDA GPU, and none is visible on this machine")
 
     def command(self) -> list[str]:
-        binary = _pytriton_root() / "tritonserver" / "bin" / "tritonserver"
+        binary, backends = triton_installation()
         return [
             str(binary),
             f"--model-repository={self.repository}",
-            f"--backend-directory={prepare_backend_directory(self.backend_root)}",
+            f"--backend-directory={backends or prepare_backend_directory(self.backend_root)}",
             f"--model-config-name={self.target}",
-            "--http-address=127.0.0.1",
+            f"--http-address={self.host}",
             f"--http-port={self.http_port}",
-            "--grpc-address=127.0.0.1",
+            f"--grpc-address={self.host}",
             f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
@@ -140,6 +156,8 @@ class TritonServer:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
+        if triton_installation()[1] is not None:
+            return env  # NGC image: its own libraries are already where tritonserver looks
         libs = _pytriton_root().parent / "nvidia_pytriton.libs"
         # The stub must load the libpython of this interpreter, not another 3.11 on the system: extension
         # modules (lib-dynload/_ssl, ...) are built against this one and fail to import otherwise.
@@ -213,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="blip-serve", description=main.__doc__)
     parser.add_argument("--target", choices=TARGETS, default=os.environ.get("TARGET", "cpu"))
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="address to listen on")
     parser.add_argument("--http-port", type=int, default=int(os.environ.get("HTTP_PORT", "8000")))
     parser.add_argument("--grpc-port", type=int, default=int(os.environ.get("GRPC_PORT", "8001")))
     parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("METRICS_PORT", "8002")))
@@ -225,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
         log_verbose=args.log_verbose,
+        host=args.host,
     )
     server.echo_log = True
     stop = threading.Event()

@@ -32,6 +32,13 @@ TEXT_ENCODER = "text_encoder"
 TEXT_DECODER = "text_decoder"
 COMPONENT_NAMES: tuple[str, ...] = (IMAGE_ENCODER, TEXT_ENCODER, TEXT_DECODER)
 
+# Parameters of a component's config.pbtxt, read by the model in ``initialize``.
+PARAM_TARGET = "target"
+PARAM_ARTIFACT_DIR = "artifact_dir"
+PARAM_INTRA_OP_THREADS = "intra_op_threads"
+PARAM_NEURON_CORE_START = "neuron_core_start_index"
+PARAM_NEURON_CORE_END = "neuron_core_end_index"
+
 MIN_QUESTION_TOKENS = 32
 DEFAULT_MAX_QUESTIONS = 16
 DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024

@@ -94,6 +94,36 @@ def require_neuron_sdk() -> Any:
         ) from error
 
 
+NEURON_VISIBLE_CORES_ENV = "NEURON_RT_VISIBLE_CORES"
+
+
+def instance_index(instance_name: str) -> int:
+    """The index of a Triton model instance, from its name ``<model>_<group>_<index>``."""
+    last = instance_name.rsplit("_", 1)[-1]
+    if not last.isdigit():
+        raise ValueError(f"model instance name {instance_name!r} does not end with _<index>")
+    return int(last)
+
+
+def neuron_visible_cores(first: int, last: int, instances: int, index: int) -> str:
+    """``NEURON_RT_VISIBLE_CORES`` for instance ``index`` of a component that owns cores ``first..last``.
+
+    The block is split evenly in instance order, as python_backend's ``inferentia/`` generator does. A process
+    that set nothing would reserve every core of the machine and starve the other instances and components.
+    """
+    total = last - first + 1
+    if first < 0 or total < 1:
+        raise ValueError(f"NeuronCore range {first}..{last} is empty or negative")
+    if instances < 1 or total % instances:
+        raise ValueError(f"{total} NeuronCores ({first}..{last}) cannot be split evenly among {instances} instances")
+    if not 0 <= index < instances:
+        raise ValueError(f"instance index {index} is outside 0..{instances - 1}")
+    per_instance = total // instances
+    start = first + index * per_instance
+    end = start + per_instance - 1
+    return str(start) if start == end else f"{start}-{end}"
+
+
 def trace(target: TargetConfig, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Any:
     """Trace one component for ``target``; inputs are already on the target's device and dtype."""
     if target.name == "neuron":

@@ -2,12 +2,14 @@
 
 Each model keeps one ``model.py``; its per-target configuration is ``configs/<target>.pbtxt``, which Triton
 picks with ``--model-config-name <target>``. Names, dtypes and dims are identical across targets by
-construction: only the instance kind and the artifact directory differ.
+construction: only the instance kind, the instance count, the artifact directory and (neuron) the NeuronCore
+ranges differ.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -17,6 +19,11 @@ from blip_serving.spec import (
     COMPONENT_NAMES,
     ENSEMBLE_NAME,
     IMAGE_ENCODER,
+    PARAM_ARTIFACT_DIR,
+    PARAM_INTRA_OP_THREADS,
+    PARAM_NEURON_CORE_END,
+    PARAM_NEURON_CORE_START,
+    PARAM_TARGET,
     TEXT_DECODER,
     TEXT_ENCODER,
     BlipSpec,
@@ -32,6 +39,37 @@ _INSTANCE_KINDS = {
 }
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """How a target's repository is laid out on its machine: instances per component and their resources.
+
+    On neuron a NeuronCore, once reserved by a process, cannot be used by another one, and every instance of
+    every component is its own stub process; so each component gets its own block of cores, split evenly
+    among its instances (python_backend's ``inferentia/`` scheme).
+    """
+
+    instances: int = 1
+    neuron_cores_per_instance: int = 1
+    intra_op_threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.instances < 1:
+            raise ValueError(f"instances must be at least 1, got {self.instances}")
+        if self.neuron_cores_per_instance < 1:
+            raise ValueError(f"neuron_cores_per_instance must be at least 1, got {self.neuron_cores_per_instance}")
+        if self.intra_op_threads < 0:
+            raise ValueError(f"intra_op_threads must be 0 (library default) or more, got {self.intra_op_threads}")
+
+    def neuron_core_blocks(self) -> dict[str, tuple[int, int]]:
+        """First and last NeuronCore of each component's block; blocks are disjoint and follow each other."""
+        block = self.instances * self.neuron_cores_per_instance
+        return {name: (i * block, (i + 1) * block - 1) for i, name in enumerate(COMPONENT_NAMES)}
+
+    @property
+    def neuron_cores_needed(self) -> int:
+        return len(COMPONENT_NAMES) * self.instances * self.neuron_cores_per_instance
+
+
 def _add_tensors(container, tensors: tuple[TensorSpec, ...]) -> None:
     for tensor in tensors:
         entry = container.add()
@@ -41,18 +79,25 @@ def _add_tensors(container, tensors: tuple[TensorSpec, ...]) -> None:
 
 
 def component_config(
-    spec: BlipSpec, component: str, target: str, artifact_dir: str, instances: int = 1
+    spec: BlipSpec, component: str, target: str, artifact_dir: str, deployment: Deployment | None = None
 ) -> pb.ModelConfig:
     """A Python-backend model that loads ``<artifact_dir>/<component>.pt`` in ``initialize``."""
+    deployment = deployment or Deployment()
     component_spec = spec.components[component]
     config = pb.ModelConfig(name=component, backend="python", max_batch_size=0)
     _add_tensors(config.input, component_spec.inputs)
     _add_tensors(config.output, component_spec.outputs)
     group = config.instance_group.add()
     group.kind = _INSTANCE_KINDS[target]
-    group.count = instances
-    config.parameters["target"].string_value = target
-    config.parameters["artifact_dir"].string_value = artifact_dir
+    group.count = deployment.instances
+    config.parameters[PARAM_TARGET].string_value = target
+    config.parameters[PARAM_ARTIFACT_DIR].string_value = artifact_dir
+    if deployment.intra_op_threads:
+        config.parameters[PARAM_INTRA_OP_THREADS].string_value = str(deployment.intra_op_threads)
+    if target == "neuron":
+        start, end = deployment.neuron_core_blocks()[component]
+        config.parameters[PARAM_NEURON_CORE_START].string_value = str(start)
+        config.parameters[PARAM_NEURON_CORE_END].string_value = str(end)
     return config
 
 
@@ -81,11 +126,21 @@ def parse(text: str) -> pb.ModelConfig:
     return text_format.Parse(text, pb.ModelConfig())
 
 
-def write_repository_configs(spec: BlipSpec, target: str, repository: Path, artifacts: Path) -> list[Path]:
+def repository_configs(
+    spec: BlipSpec, target: str, artifact_dir: str, deployment: Deployment | None = None
+) -> dict[str, pb.ModelConfig]:
+    """Every model's config for one target: the ensemble and the three components."""
+    configs = {name: component_config(spec, name, target, artifact_dir, deployment) for name in COMPONENT_NAMES}
+    configs[ENSEMBLE_NAME] = ensemble_config(spec)
+    return configs
+
+
+def write_repository_configs(
+    spec: BlipSpec, target: str, repository: Path, artifacts: Path, deployment: Deployment | None = None
+) -> list[Path]:
     """Write ``<model>/configs/<target>.pbtxt`` for the ensemble and each component; return the paths."""
     artifact_dir = os.path.relpath(artifacts.resolve(), repository.resolve())
-    configs = {name: component_config(spec, name, target, artifact_dir) for name in COMPONENT_NAMES}
-    configs[ENSEMBLE_NAME] = ensemble_config(spec)
+    configs = repository_configs(spec, target, artifact_dir, deployment)
     written = []
     for name, config in configs.items():
         path = repository / name / CONFIGS_DIR / f"{target}.pbtxt"

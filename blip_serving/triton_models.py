@@ -9,6 +9,7 @@ unexpected failure is logged and answered with INTERNAL instead of killing the s
 from __future__ import annotations
 
 import json
+import os
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from blip_serving.artifacts import Manifest, read_manifest, verify_artifact_file
+from blip_serving.artifacts import Manifest, check_config_matches, read_manifest, verify_artifact_file
 from blip_serving.components import ImageEncoderWrapper, TextDecoderWrapper, TextEncoderWrapper
 from blip_serving.errors import InvalidInputError
 from blip_serving.generation import greedy_decode
@@ -29,6 +30,11 @@ from blip_serving.spec import (
     IMAGE,
     IMAGE_EMBEDS,
     IMAGE_ENCODER,
+    PARAM_ARTIFACT_DIR,
+    PARAM_INTRA_OP_THREADS,
+    PARAM_NEURON_CORE_END,
+    PARAM_NEURON_CORE_START,
+    PARAM_TARGET,
     QUESTION_EMBEDS,
     QUESTION_MASK,
     QUESTIONS,
@@ -36,7 +42,7 @@ from blip_serving.spec import (
     TEXT_ENCODER,
     BlipSpec,
 )
-from blip_serving.targets import load_artifact
+from blip_serving.targets import NEURON_VISIBLE_CORES_ENV, instance_index, load_artifact, neuron_visible_cores
 
 Outputs = dict[str, np.ndarray]
 
@@ -184,16 +190,28 @@ class TritonComponent:
     def from_args(cls, component: str, args: Mapping[str, str], pb_utils: Any) -> TritonComponent:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        target = parameters["target"]
-        artifact_dir = Path(args["model_repository"]).parent / parameters["artifact_dir"]
+        target = parameters[PARAM_TARGET]
+        artifact_dir = Path(args["model_repository"]).parent / parameters[PARAM_ARTIFACT_DIR]
         device = "cpu"
         if target == "gpu":
             device = f"cuda:{args.get('model_instance_device_id', '0')}"
-        threads = int(parameters.get("intra_op_threads", "0") or 0)
+        elif target == "neuron":
+            # Before torch_neuronx is imported and the NEFF loaded: the runtime reserves cores at that point.
+            instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+            cores = neuron_visible_cores(
+                int(parameters[PARAM_NEURON_CORE_START]),
+                int(parameters[PARAM_NEURON_CORE_END]),
+                instances,
+                instance_index(args.get("model_instance_name", f"{component}_0_0")),
+            )
+            os.environ[NEURON_VISIBLE_CORES_ENV] = cores
+            device = f"neuron cores {cores}"
+        threads = int(parameters.get(PARAM_INTRA_OP_THREADS, "0") or 0)
         if threads > 0:
             torch.set_num_threads(threads)
         manifest = read_manifest(artifact_dir.resolve())
-        model = COMPONENT_MODELS[component](manifest, target, device)
+        check_config_matches(manifest, component, config)
+        model = COMPONENT_MODELS[component](manifest, target, "cpu" if target == "neuron" else device)
         pb_utils.Logger.log_info(
             f"{component}: loaded {manifest.artifact_path(component)} for {target} on {device} "
             f"(checkpoint {manifest.data['checkpoint']['source']})"

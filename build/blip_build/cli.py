@@ -35,6 +35,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="neuronx-cc arguments for TARGET=neuron (default: --auto-cast matmult --auto-cast-type fp16)",
     )
     parser.add_argument("--force", action="store_true", default=os.environ.get("FORCE") == "1")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=int(os.environ.get("INSTANCES", "1")),
+        help="Triton instances of each component model (config only; no rebuild)",
+    )
+    parser.add_argument(
+        "--neuron-cores-per-instance",
+        type=int,
+        default=int(os.environ.get("NEURON_CORES_PER_INSTANCE", "1")),
+        help="NeuronCores each neuron instance reserves (NEURON_RT_VISIBLE_CORES)",
+    )
+    parser.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=int(os.environ.get("INTRA_OP_THREADS", "0")),
+        help="torch threads per instance; 0 keeps torch's default",
+    )
     return parser.parse_args(argv)
 
 
@@ -45,8 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         # Resolve the target first: a missing SDK or GPU stops the build before anything is loaded or written.
         from blip_serving.targets import resolve_target
 
+        from blip_serving.triton_config import Deployment
+
         target = resolve_target(args.target, fp16=args.fp16, compiler_args=args.compiler_args)
-    except TargetUnavailableError as error:
+        deployment = Deployment(args.instances, args.neuron_cores_per_instance, args.intra_op_threads)
+    except (TargetUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -93,13 +114,19 @@ def main(argv: list[str] | None = None) -> int:
             saved_checkpoint=saved,
             progress=lambda line: print(line, flush=True),
         )
-        configs = write_repository_configs(spec, args.target, args.repository, out_dir)
+        configs = write_repository_configs(spec, args.target, args.repository, out_dir, deployment)
     except (ArtifactError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(
         f"wrote {manifest.directory / 'manifest.json'} and {len(configs)} configs ({args.repository}/*/configs/{args.target}.pbtxt)"
     )
+    if args.target == "neuron":
+        print(
+            f"neuron: {deployment.neuron_cores_needed} NeuronCores needed "
+            f"({args.instances} instance(s) x {args.neuron_cores_per_instance} core(s) x 3 components); "
+            f"blocks {deployment.neuron_core_blocks()}"
+        )
     if args.model in RANDOM_MODELS:
         print(f"saved checkpoint for comparison with transformers: {saved}")
         print(RANDOM_WARNING.format(model=args.model))

@@ -6,8 +6,11 @@ real Python backend uses; the integration tier checks the same behaviour on the 
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import sys
 import types
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -81,3 +84,27 @@ for _name, _value in dict(
 ).items():
     setattr(pb_utils, _name, _value)
 sys.modules["triton_python_backend_utils"] = pb_utils
+
+
+def load_model(repository: Path, name: str, target: str = "cpu", instance: int = 0) -> Any:
+    """Import ``<name>/1/model.py`` and call ``initialize`` with the args the Python backend passes."""
+    from google.protobuf import json_format
+
+    from blip_serving.triton_config import parse
+
+    path = repository / name / "1" / "model.py"
+    module_spec = importlib.util.spec_from_file_location(f"model_{name}_{target}_{instance}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = parse((repository / name / "configs" / f"{target}.pbtxt").read_text())
+    model = module.TritonPythonModel()
+    model.initialize(
+        {
+            "model_config": json.dumps(json_format.MessageToDict(config, preserving_proto_field_name=True)),
+            "model_repository": str(repository / name),
+            "model_name": name,
+            "model_instance_name": f"{name}_0_{instance}",
+            "model_instance_kind": "CPU",
+        }
+    )
+    return model

@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
-
 import numpy as np
 import pytest
 import triton_python_backend_utils as pb_utils  # the stub from tests/unit/conftest.py
 
 from tests.conftest import QUESTIONS, VALID_IMAGES
-
-
-def load_model(build, name: str):
-    path = build.repository / name / "1" / "model.py"
-    spec = importlib.util.spec_from_file_location(f"model_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = (build.repository / name / "configs" / "cpu.pbtxt").read_text()
-    from google.protobuf import json_format
-
-    from blip_serving.triton_config import parse
-
-    model = module.TritonPythonModel()
-    model.initialize(
-        {
-            "model_config": json.dumps(json_format.MessageToDict(parse(config), preserving_proto_field_name=True)),
-            "model_repository": str(build.repository / name),
-            "model_name": name,
-            "model_instance_kind": "CPU",
-        }
-    )
-    return model
+from tests.unit.conftest import load_model
 
 
 @pytest.fixture(scope="module")
 def models(tiny_build):
-    return {name: load_model(tiny_build, name) for name in ("image_encoder", "text_encoder", "text_decoder")}
+    return {name: load_model(tiny_build.repository, name) for name in ("image_encoder", "text_encoder", "text_decoder")}
 
 
 def request(**inputs):

@@ -1,0 +1,178 @@
+"""The cpu, gpu and neuron repositories: one source, identical metadata, NeuronCores per instance, load checks.
+
+The Neuron SDK does not exist here. Everything around it is tested: the configs, the NeuronCore range each
+instance reserves, and the load order (cores set, then ``torch_neuronx`` imported, then the artifact loaded),
+with a recording stand-in for ``torch_neuronx`` and the cpu artifacts standing in for compiled NEFFs.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import json
+import os
+import shutil
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+import triton_python_backend_utils as pb_utils  # the stub from tests/unit/conftest.py
+from tritonclient.grpc import model_config_pb2 as pb
+
+from blip_serving.artifacts import MANIFEST, read_manifest
+from blip_serving.errors import ArtifactError
+from blip_serving.spec import COMPONENT_NAMES, ENSEMBLE_NAME, TARGETS, BlipSpec
+from blip_serving.targets import NEURON_VISIBLE_CORES_ENV, instance_index, neuron_visible_cores
+from blip_serving.triton_config import Deployment, repository_configs, write_repository_configs
+from tests.conftest import QUESTIONS, VALID_IMAGES
+from tests.unit.conftest import load_model
+
+
+def _wire(config) -> list[tuple[str, int, list[int]]]:
+    return [(t.name, t.data_type, list(t.dims)) for t in (*config.input, *config.output)]
+
+
+def test_the_three_targets_expose_identical_models_inputs_and_outputs(tiny_build) -> None:
+    spec = read_manifest(tiny_build.target_dir()).spec
+    per_target = {target: repository_configs(spec, target, f"../artifacts/{target}") for target in TARGETS}
+    reference = per_target["cpu"]
+    assert set(reference) == {ENSEMBLE_NAME, *COMPONENT_NAMES}
+    for target, configs in per_target.items():
+        assert configs.keys() == reference.keys(), target
+        for name, config in configs.items():
+            assert _wire(config) == _wire(reference[name]), f"{target}/{name} differs from cpu"
+            assert config.max_batch_size == reference[name].max_batch_size
+    kinds = {
+        t: {pb.ModelInstanceGroup.Kind.Name(g.kind) for n in COMPONENT_NAMES for g in per_target[t][n].instance_group}
+        for t in TARGETS
+    }
+    assert kinds == {"cpu": {"KIND_CPU"}, "gpu": {"KIND_GPU"}, "neuron": {"KIND_MODEL"}}
+    assert per_target["neuron"][ENSEMBLE_NAME] == per_target["gpu"][ENSEMBLE_NAME] == reference[ENSEMBLE_NAME]
+
+
+def test_neuron_core_blocks_are_disjoint_and_split_evenly_per_instance() -> None:
+    deployment = Deployment(instances=2, neuron_cores_per_instance=2)
+    blocks = deployment.neuron_core_blocks()
+    assert blocks == {"image_encoder": (0, 3), "text_encoder": (4, 7), "text_decoder": (8, 11)}
+    assert deployment.neuron_cores_needed == 12
+    ranges = [neuron_visible_cores(*blocks[name], 2, i) for name in COMPONENT_NAMES for i in range(2)]
+    assert ranges == ["0-1", "2-3", "4-5", "6-7", "8-9", "10-11"]
+    assert neuron_visible_cores(5, 5, 1, 0) == "5"
+    with pytest.raises(ValueError, match="cannot be split evenly among 2 instances"):
+        neuron_visible_cores(0, 2, 2, 0)
+    with pytest.raises(ValueError, match=r"outside 0\.\.1"):
+        neuron_visible_cores(0, 3, 2, 2)
+    assert instance_index("text_decoder_0_3") == 3
+    with pytest.raises(ValueError, match="does not end with _<index>"):
+        instance_index("text_decoder")
+
+
+def test_neuron_config_names_each_components_core_block(tiny_build, tmp_path) -> None:
+    spec = read_manifest(tiny_build.target_dir()).spec
+    configs = repository_configs(spec, "neuron", "../artifacts/neuron", Deployment(instances=3))
+    for name, (start, end) in Deployment(instances=3).neuron_core_blocks().items():
+        config = configs[name]
+        assert config.instance_group[0].count == 3
+        assert (
+            config.parameters["neuron_core_start_index"].string_value,
+            config.parameters["neuron_core_end_index"].string_value,
+        ) == (str(start), str(end))
+    assert "neuron_core_start_index" not in repository_configs(spec, "gpu", "x")["text_encoder"].parameters
+
+
+class _RecordingNeuronSdk(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Stands in for ``torch_neuronx`` and records what the process looked like when it was imported."""
+
+    def __init__(self, events: list[tuple[str, str | None]]) -> None:
+        self.events = events
+
+    def find_spec(self, name, path, target=None):
+        return importlib.machinery.ModuleSpec(name, self) if name == "torch_neuronx" else None
+
+    def create_module(self, spec):
+        return types.ModuleType(spec.name)
+
+    def exec_module(self, module) -> None:
+        self.events.append(("import torch_neuronx", os.environ.get(NEURON_VISIBLE_CORES_ENV)))
+
+
+@pytest.fixture
+def neuron_repository(tiny_build, tmp_path, monkeypatch):
+    """A neuron repository (2 instances per component) over cpu artifacts relabelled as neuron ones."""
+    artifacts = tmp_path / "artifacts" / "neuron"
+    shutil.copytree(tiny_build.target_dir(), artifacts)
+    manifest = json.loads((artifacts / MANIFEST).read_text())
+    manifest["target"] |= {"name": "neuron", "static_batch": {"image_encoder": 1, "text_encoder": 4, "text_decoder": 4}}
+    (artifacts / MANIFEST).write_text(json.dumps(manifest))
+    repository = tmp_path / "model_repository"
+    shutil.copytree(tiny_build.repository, repository, ignore=shutil.ignore_patterns("configs"))
+    spec = BlipSpec.from_dict(manifest["spec"])
+    write_repository_configs(spec, "neuron", repository, artifacts, Deployment(instances=2))
+
+    events: list[tuple[str, str | None]] = []
+    monkeypatch.delenv(NEURON_VISIBLE_CORES_ENV, raising=False)
+    monkeypatch.delitem(sys.modules, "torch_neuronx", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_RecordingNeuronSdk(events), *sys.meta_path])
+    real_load = torch.jit.load
+
+    def recording_load(path, map_location=None):
+        events.append(("torch.jit.load", os.environ.get(NEURON_VISIBLE_CORES_ENV)))
+        return real_load(path, map_location=map_location)
+
+    monkeypatch.setattr(torch.jit, "load", recording_load)
+    return repository, events
+
+
+def test_each_neuron_instance_reserves_its_cores_before_the_sdk_and_the_artifact_load(neuron_repository) -> None:
+    repository, events = neuron_repository
+    load_model(repository, "text_encoder", "neuron", instance=1)
+    # text_encoder owns cores 2..3 (image_encoder 0..1); instance 1 of 2 takes core 3, set before anything loads.
+    assert events == [("import torch_neuronx", "3"), ("torch.jit.load", "3")]
+
+
+def test_a_neuron_repository_serves_the_same_answers_as_cpu(neuron_repository, tiny_reference) -> None:
+    repository, _ = neuron_repository
+    models = {name: load_model(repository, name, "neuron") for name in COMPONENT_NAMES}
+    image = VALID_IMAGES[0]
+    request = pb_utils.InferenceRequest
+    (embeds,) = models["image_encoder"].execute([request({"IMAGE": np.array([image.read_bytes()], dtype=object)})])
+    questions = np.array([q.encode() for q in QUESTIONS] * 2, dtype=object)  # 6 questions: chunks of 4, padded
+    (encoded,) = models["text_encoder"].execute([request({"QUESTIONS": questions, **embeds.outputs()})])
+    (decoded,) = models["text_decoder"].execute([request(encoded.outputs())])
+    answers = [a.decode() for a in decoded.outputs()["ANSWERS"]]
+    assert answers == [tiny_reference.answer(image, q) for q in QUESTIONS] * 2
+
+
+def test_artifacts_of_another_target_are_refused_at_load(neuron_repository) -> None:
+    repository, _ = neuron_repository
+    manifest_path = repository.parent / "artifacts" / "neuron" / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest["target"]["name"] = "gpu"
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="holds 'gpu' artifacts; this model is configured for 'neuron'"):
+        load_model(repository, "image_encoder", "neuron")
+
+
+def test_a_stale_artifact_after_a_spec_change_is_refused_at_load(tiny_build, tmp_path) -> None:
+    repository = tmp_path / "model_repository"
+    shutil.copytree(tiny_build.repository, repository, ignore=shutil.ignore_patterns("configs"))
+    spec = read_manifest(tiny_build.target_dir()).spec
+    changed = BlipSpec.from_dict(spec.to_dict() | {"question_tokens": spec.question_tokens + 16})
+    write_repository_configs(changed, "cpu", repository, tiny_build.target_dir())
+    with pytest.raises(ArtifactError, match=r"QUESTION_EMBEDS: config .*48.*artifacts .*32.*rebuild with"):
+        load_model(repository, "text_decoder", "cpu")
+    assert load_model(repository, "image_encoder", "cpu"), "a component whose tensors did not change still loads"
+
+
+def test_a_truncated_artifact_is_refused_at_load(tiny_build, tmp_path) -> None:
+    shutil.copytree(tiny_build.artifacts / "cpu", tmp_path / "artifacts" / "cpu")
+    repository = tmp_path / "model_repository"
+    shutil.copytree(tiny_build.repository, repository, ignore=shutil.ignore_patterns("configs"))
+    artifacts = tmp_path / "artifacts" / "cpu"
+    write_repository_configs(read_manifest(artifacts).spec, "cpu", repository, artifacts)
+    path = artifacts / "image_encoder.pt"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ArtifactError, match=r"image_encoder.pt has sha256 .* the manifest says"):
+        load_model(repository, "image_encoder", "cpu")

@@ -20,7 +20,7 @@ help: ## List the targets
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[model,embedded-triton,dev]'
 	touch $@
 
 install: $(BIN)/.installed ## Create .venv with the pinned dependencies (torch 2.13.0 CPU, transformers, Triton)

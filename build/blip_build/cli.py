@@ -62,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Resolve the target first: a missing SDK or GPU stops the build before anything is loaded or written.
         from blip_serving.targets import resolve_target
-
         from blip_serving.triton_config import Deployment
 
         target = resolve_target(args.target, fp16=args.fp16, compiler_args=args.compiler_args)

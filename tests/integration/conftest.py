@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from blip_client.client import BlipVqaClient
 
+from blip_client.client import BlipVqaClient
 from blip_serving.server import TritonServer
 
 

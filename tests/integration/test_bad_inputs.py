@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tritonclient.http as http
-from blip_client.client import InvalidRequestError
 from tritonclient.utils import InferenceServerException
 
+from blip_client.client import InvalidRequestError
 from tests.conftest import INVALID_IMAGES, QUESTIONS, VALID_IMAGES
 
 GOOD = VALID_IMAGES[0].read_bytes()

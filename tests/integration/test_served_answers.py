@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from blip_client.client import BlipVqaClient
 
+from blip_client.client import BlipVqaClient
 from blip_serving.server import TritonServer
 from tests.conftest import QUESTIONS, VALID_IMAGES, Reference, make_build
 

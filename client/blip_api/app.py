@@ -1,0 +1,301 @@
+"""The API tier: ``POST /v1/frames`` with a frame and behavior questions -> one result per behavior.
+
+The frame comes as multipart (``image`` file + ``question``/``behavior`` fields) or as the raw body
+(``Content-Type: image/*`` or ``application/octet-stream``, questions in the query string). Limits are checked
+before a backend is asked: 413 for a body over the size limit, 400 for a bad question list. The image itself
+is validated by Triton (one decoder for every client) and its 400 passes through with Triton's message. 503
+means no backend could answer. ``GET /healthz`` and ``GET /metrics`` are open; everything else needs the
+bearer token, and ``/admin/*`` the admin token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+
+from blip_api.settings import ADMIN_TOKEN_ENV, ApiSettings, Limits, SettingsError
+from blip_client.errors import InvalidRequestError, NoBackendAvailableError
+from blip_client.router import Router, RouterConfigError
+
+log = logging.getLogger("blip_api")
+RAW_TYPES = ("image/", "application/octet-stream")
+
+
+class ApiError(Exception):
+    """A request refused with ``status``; the message names what was wrong."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+class BehaviorResult(BaseModel):
+    behavior: str | None = Field(description="the behavior's name, or null for a free question")
+    question: str
+    answer: str
+    alert: bool = Field(description="the answer is 'yes'")
+
+
+class FrameResult(BaseModel):
+    results: list[BehaviorResult]
+    backend: str = Field(description="the fleet that answered")
+    attempts: int = Field(description="backends tried, 1 unless one failed over")
+    latency_ms: float
+
+
+class WeightChange(BaseModel):
+    weight: float = Field(ge=0, description="new routing weight; 0 drains the backend")
+
+
+FRAME_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["image"],
+                "properties": {
+                    "image": {"type": "string", "format": "binary"},
+                    "question": {"type": "array", "items": {"type": "string"}},
+                    "behavior": {"type": "array", "items": {"type": "string"}},
+                },
+            }
+        },
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+FRAME_PARAMETERS = [
+    {"name": name, "in": "query", "required": False, "schema": {"type": "array", "items": {"type": "string"}}}
+    for name in ("question", "behavior")
+]
+
+
+async def read_capped_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes ``limit`` (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body is {int(declared)} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body passes the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _replay(request: Request, body: bytes) -> Request:
+    """A request whose body is ``body`` again, so that the form parser can read what was already read."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(request.scope, receive)
+
+
+def create_app(settings: ApiSettings, router: Router | None = None) -> FastAPI:
+    """The FastAPI app; it owns the router (created from ``settings`` unless given) for its lifetime."""
+    router = router or Router(settings.router)
+    state: dict[str, Any] = {"settings": settings}
+
+    def limits() -> Limits:
+        return state["settings"].limits  # a reload may change them
+
+    served = Counter(
+        "blip_api_requests", "Frames answered or refused, by HTTP status", ["status"], registry=router.metrics.registry
+    )
+
+    def reload_config() -> dict[str, list[str]]:
+        path = settings.config_path
+        if path is None:
+            raise ApiError(409, "this API tier was started without a config file; nothing to reload")
+        new = ApiSettings.load(path, insecure_dev=settings.insecure_dev)
+        changes = router.apply_config(new.router)
+        state["settings"] = new
+        return changes
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await router.start()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, _reload_from_signal)
+        log.info("router started: %s", router.status())
+        yield
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGHUP)
+        await router.close()
+
+    def _reload_from_signal() -> None:
+        try:
+            log.warning("SIGHUP: config reloaded: %s", reload_config())
+        except (ApiError, SettingsError, RouterConfigError) as error:
+            log.error("SIGHUP: config not reloaded, the running one stays: %s", error)
+
+    app = FastAPI(
+        title="BLIP VQA pet-camera API",
+        version="1.0",
+        description=__doc__,
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        if request.url.path == "/v1/frames":
+            served.labels(str(error.status)).inc()
+        return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
+
+    def check_token(request: Request, expected: str | None, what: str) -> None:
+        if settings.insecure_dev:
+            return
+        if expected is None:
+            raise ApiError(403, f"{what} is disabled: no token is configured for it")
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(token.encode(), expected.encode()):
+            raise ApiError(401, "invalid bearer token", {"WWW-Authenticate": "Bearer"})
+
+    def caller(request: Request) -> None:
+        check_token(request, state["settings"].token, "the API")
+
+    def admin(request: Request) -> None:
+        check_token(request, state["settings"].admin_token, f"the admin API (set {ADMIN_TOKEN_ENV})")
+
+    def resolve_questions(questions: list[str], behaviors: list[str]) -> list[tuple[str | None, str]]:
+        catalog = state["settings"].behaviors
+        unknown = [b for b in behaviors if b not in catalog]
+        if unknown:
+            raise ApiError(400, f"unknown behavior(s) {unknown}; known: {sorted(catalog)}")
+        asked = [(b, catalog[b]) for b in behaviors] + [(None, q) for q in questions]
+        if not asked:
+            raise ApiError(400, "ask at least one question or behavior ('question' or 'behavior' fields)")
+        if len(asked) > limits().max_questions:
+            raise ApiError(400, f"{len(asked)} questions; at most {limits().max_questions} per frame")
+        for _, question in asked:
+            if not question.strip():
+                raise ApiError(400, "a question is empty")
+            if len(question) > limits().max_question_chars:
+                raise ApiError(400, f"a question has {len(question)} characters; at most {limits().max_question_chars}")
+        return asked
+
+    async def read_frame(request: Request) -> tuple[bytes, list[str], list[str]]:
+        content_type = request.headers.get("content-type", "")
+        # Room for the multipart framing and the question fields around the image.
+        body = await read_capped_body(request, limits().max_image_bytes + 64 * 1024)
+        if content_type.startswith("multipart/form-data"):
+            try:
+                form = await _replay(request, body).form(max_files=1, max_fields=2 * limits().max_questions + 8)
+            except Exception as error:  # the multipart parser's own errors name the problem
+                raise ApiError(400, f"malformed multipart body: {error}") from error
+            upload = form.get("image")
+            if not isinstance(upload, UploadFile):
+                raise ApiError(400, "multipart body has no 'image' file field")
+            image = await upload.read()
+            questions = [str(v) for v in form.getlist("question")]
+            behaviors = [str(v) for v in form.getlist("behavior")]
+        elif content_type.startswith(RAW_TYPES):
+            image = body
+            questions = request.query_params.getlist("question")
+            behaviors = request.query_params.getlist("behavior")
+        else:
+            raise ApiError(
+                415,
+                f"Content-Type {content_type or '(none)'} is not accepted: use multipart/form-data, image/* or application/octet-stream",
+            )
+        if not image:
+            raise ApiError(400, "the image is empty")
+        if len(image) > limits().max_image_bytes:
+            raise ApiError(413, f"image is {len(image)} bytes; the limit is {limits().max_image_bytes}")
+        return image, questions, behaviors
+
+    @app.post(
+        "/v1/frames",
+        response_model=FrameResult,
+        dependencies=[Depends(caller)],
+        openapi_extra={"requestBody": FRAME_REQUEST_BODY, "parameters": FRAME_PARAMETERS},
+        responses={
+            400: {"description": "bad image or questions"},
+            401: {"description": "missing or wrong bearer token"},
+            413: {"description": "body over the size limit"},
+            415: {"description": "unsupported Content-Type"},
+            503: {"description": "no backend could answer"},
+        },
+    )
+    async def frames(request: Request) -> FrameResult:
+        """Ask behavior questions about one camera frame."""
+        image, questions, behaviors = await read_frame(request)
+        asked = resolve_questions(questions, behaviors)
+        started = time.perf_counter()
+        try:
+            routed = await router.ask(image, [q for _, q in asked])
+        except InvalidRequestError as error:
+            raise ApiError(400, str(error)) from error
+        except NoBackendAvailableError as error:
+            raise ApiError(503, str(error), {"Retry-After": "1"}) from error
+        served.labels("200").inc()
+        return FrameResult(
+            results=[
+                BehaviorResult(behavior=b, question=q, answer=a, alert=a.strip().lower() == "yes")
+                for (b, q), a in zip(asked, routed.answers, strict=True)
+            ],
+            backend=routed.backend,
+            attempts=routed.attempts,
+            latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        """200 while at least one backend passes its probes and takes traffic; 503 otherwise."""
+        status = router.status()
+        serving = any(b.healthy and b.takes_traffic() for b in router.backends.values())
+        return JSONResponse({"status": "ok" if serving else "unavailable", "backends": status}, 200 if serving else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus metrics: per-backend requests, errors, latency, in flight, breaker, weight, health."""
+        return Response(router.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/admin/backends", dependencies=[Depends(admin)])
+    async def backends() -> dict[str, Any]:
+        return router.status()
+
+    @app.put("/admin/backends/{name}/weight", dependencies=[Depends(admin)])
+    async def set_weight(name: str, change: WeightChange) -> dict[str, Any]:
+        """Change one fleet's routing weight now; no restart, no dropped request."""
+        try:
+            router.set_weight(name, change.weight)
+        except KeyError as error:
+            raise ApiError(404, str(error.args[0])) from error
+        return router.status()
+
+    @app.post("/admin/reload", dependencies=[Depends(admin)])
+    async def reload() -> dict[str, Any]:
+        """Re-read the config file (also on SIGHUP): weights, backends, limits, behaviors."""
+        try:
+            changes = reload_config()
+        except (SettingsError, RouterConfigError) as error:
+            raise ApiError(400, f"config not reloaded, the running one stays: {error}") from error
+        return {"changes": changes, "backends": router.status()}
+
+    app.state.router = router
+    return app

@@ -1,0 +1,44 @@
+"""An asyncio client for ``blip_vqa`` over HTTP (tritonclient.http.aio), the one the router and API tier use.
+
+Same wire format and typed errors as the blocking ``BlipVqaClient``; a deadline per call is enforced here,
+since Triton's own ``timeout`` parameter only bounds queueing on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+import tritonclient.http.aio as triton_aio
+from tritonclient.utils import InferenceServerException
+
+from blip_client.errors import ServerUnavailableError
+from blip_client.wire import build_inputs, classify, parse_answers, requested_outputs
+from blip_serving.spec import ENSEMBLE_NAME
+
+
+class AsyncBlipVqaClient:
+    """One pooled HTTP connection set to a Triton endpoint that serves ``blip_vqa``."""
+
+    def __init__(self, url: str, *, model: str = ENSEMBLE_NAME, connections: int = 64) -> None:
+        self.url, self.model = url, model
+        self._client: Any = triton_aio.InferenceServerClient(url, conn_limit=connections)
+
+    async def ask(self, image: bytes, questions: Sequence[str | bytes], *, timeout_s: float) -> list[str]:
+        """Answers to ``questions`` about one encoded image; raises a ``BlipVqaError`` subclass on failure."""
+        inputs = build_inputs(triton_aio, image, questions)
+        try:
+            async with asyncio.timeout(timeout_s):
+                result = await self._client.infer(self.model, inputs, outputs=requested_outputs(triton_aio))
+        except InferenceServerException as error:
+            raise classify(error) from error
+        except TimeoutError as error:
+            raise ServerUnavailableError(f"{self.url}: no answer within {timeout_s:g}s") from error
+        except (aiohttp.ClientError, OSError) as error:
+            raise ServerUnavailableError(f"{self.url}: {type(error).__name__}: {error}") from error
+        return parse_answers(result, len(questions))
+
+    async def close(self) -> None:
+        await self._client.close()

@@ -1,0 +1,431 @@
+"""Route ``blip_vqa`` calls across named Triton fleets (``neuron``, ``gpu``, ...) with health-aware failover.
+
+Every fleet serves the same model names, inputs and outputs, so a fleet is just a name, a URL and a weight.
+
+- Choice: smooth weighted round robin (nginx's) over the backends that take traffic: exact shares, no bursts.
+  Weights change live (``set_weight``, ``apply_config``); the next request already uses them.
+- Active probes: a real one-question inference through ``blip_vqa`` on every backend each
+  ``probe_interval_s``. ``/v2/health/ready`` is not enough: it stays 200 when a Python stub has died and
+  every inference fails.
+- Passive circuit breaker (pybreaker) per backend on errors and timeouts; a passing probe closes it again.
+- Failover (tenacity): a request that fails on one backend for a server-side reason is retried on another,
+  at most ``max_attempts`` backends; the caller sees an error only when none could answer. A caller's own
+  mistake (``InvalidRequestError``) is never retried and never counts against a backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pybreaker
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_none
+
+from blip_client.async_client import AsyncBlipVqaClient
+from blip_client.errors import (
+    BlipVqaError,
+    InvalidRequestError,
+    NoBackendAvailableError,
+    ServerError,
+    ServerUnavailableError,
+)
+from blip_client.router_metrics import BREAKER_STATES, RouterMetrics
+
+log = logging.getLogger("blip_client.router")
+
+# A 16x16 PNG: the probe exercises the whole ensemble (decode, resize, three components) at minimal cost.
+PROBE_IMAGE = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAGklEQVR42mM8MS2KgRTAxEAiGNUwqmHoaAAAdNkB2Bua48gAAAAASUVORK5CYII="
+)
+PROBE_QUESTIONS = ("is there an animal?",)
+
+
+class RouterConfigError(ValueError):
+    """The router configuration is invalid; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    name: str
+    url: str
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
+            raise RouterConfigError(f"backend name {self.name!r} must be letters, digits, '-' or '_'")
+        if not self.url or "://" in self.url:
+            raise RouterConfigError(f"backend {self.name}: url must be host:port without a scheme, got {self.url!r}")
+        if not isinstance(self.weight, int | float) or self.weight < 0:
+            raise RouterConfigError(f"backend {self.name}: weight must be a number >= 0, got {self.weight!r}")
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """The router's settings, from the ``[router]`` and ``[backends.<name>]`` tables of a TOML file."""
+
+    backends: tuple[BackendConfig, ...]
+    probe_interval_s: float = 1.0
+    probe_timeout_s: float = 3.0
+    request_timeout_s: float = 30.0
+    unhealthy_after: int = 1
+    healthy_after: int = 2
+    breaker_fail_max: int = 3
+    breaker_reset_s: float = 10.0
+    max_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if not self.backends:
+            raise RouterConfigError("at least one backend is needed")
+        names = [b.name for b in self.backends]
+        if len(set(names)) != len(names):
+            raise RouterConfigError(f"backend names must be unique: {names}")
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name != "backends" and (not isinstance(value, int | float) or value <= 0):
+                raise RouterConfigError(f"router.{item.name} must be a positive number, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RouterConfig:
+        settings = dict(data.get("router", {}))
+        known = {f.name for f in fields(cls)} - {"backends"}
+        unknown = set(settings) - known
+        if unknown:
+            raise RouterConfigError(f"unknown router settings {sorted(unknown)}; known: {sorted(known)}")
+        backends = []
+        for name, entry in dict(data.get("backends", {})).items():
+            extra = set(entry) - {"url", "weight"}
+            if extra or "url" not in entry:
+                raise RouterConfigError(f"backend {name}: needs url (and optional weight), got keys {sorted(entry)}")
+            backends.append(BackendConfig(name=name, url=entry["url"], weight=entry.get("weight", 1.0)))
+        return cls(backends=tuple(backends), **settings)
+
+
+@dataclass
+class RoutedAnswer:
+    answers: list[str]
+    backend: str
+    attempts: int
+    seconds: float
+
+
+@dataclass
+class ProbeResult:
+    ok: bool
+    seconds: float
+    at: float
+    error: str = ""
+
+
+class _BackendFailed(Exception):
+    """One backend could not answer for a server-side reason: fail over."""
+
+
+class _BreakerMetrics(pybreaker.CircuitBreakerListener):
+    def __init__(self, metrics: RouterMetrics, name: str) -> None:
+        self.metrics, self.name = metrics, name
+
+    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+        self.metrics.breaker_state.labels(self.name).set(BREAKER_STATES[new_state.name])
+        log.warning("backend %s: circuit breaker %s -> %s", self.name, getattr(old_state, "name", None), new_state.name)
+
+
+@dataclass(eq=False)
+class Backend:
+    """A named fleet: its client, its breaker, what the probes last saw, and its routing state."""
+
+    config: BackendConfig
+    client: AsyncBlipVqaClient
+    breaker: pybreaker.CircuitBreaker
+    storage: pybreaker.CircuitMemoryStorage
+    weight: float
+    healthy: bool = True
+    good_probes: int = 0
+    bad_probes: int = 0
+    last_probe: ProbeResult | None = None
+    in_flight: int = 0
+    retired: bool = False
+    current: float = 0.0  # smooth weighted round robin
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    probe_task: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def breaker_admits(self) -> bool:
+        """Closed or half-open, or open long enough that the next call is the breaker's trial call."""
+        if self.breaker.current_state != pybreaker.STATE_OPEN:
+            return True
+        opened = self.storage.opened_at
+        return opened is None or datetime.now(UTC) >= opened + timedelta(seconds=self.breaker.reset_timeout)
+
+    def takes_traffic(self) -> bool:
+        return not self.retired and self.weight > 0 and self.breaker_admits()
+
+    def status(self) -> dict[str, Any]:
+        probe = self.last_probe
+        return {
+            "url": self.config.url,
+            "weight": self.weight,
+            "healthy": self.healthy,
+            "breaker": self.breaker.current_state,
+            "in_flight": self.in_flight,
+            "last_probe": None
+            if probe is None
+            else {"ok": probe.ok, "ms": round(probe.seconds * 1000, 1), "age_s": round(time.monotonic() - probe.at, 2)}
+            | ({"error": probe.error} if probe.error else {}),
+        }
+
+
+class Router:
+    """Async router over named backends: create, ``await start()``, ``await ask(...)``, ``await close()``.
+
+    Everything runs on one event loop, so choosing and reweighting need no locks.
+    """
+
+    def __init__(self, config: RouterConfig, metrics: RouterMetrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or RouterMetrics()
+        self.backends: dict[str, Backend] = {}
+        self._started = False
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    async def start(self) -> Router:
+        """Connect, probe every backend once, then keep probing each in the background on its own schedule.
+
+        Connections are made here, not in ``__init__``: aiohttp binds them to the running event loop.
+        """
+        for backend_config in self.config.backends:
+            self.backends[backend_config.name] = self._new_backend(backend_config)
+        await self.probe_all()
+        self._started = True
+        for backend in self.backends.values():
+            self._start_probing(backend)
+        return self
+
+    async def close(self) -> None:
+        self._started = False
+        for backend in self.backends.values():
+            await self._stop_probing(backend)
+            await backend.client.close()
+        for task in list(self._retiring):
+            task.cancel()
+
+    def _start_probing(self, backend: Backend) -> None:
+        if self._started and backend.probe_task is None:
+            backend.probe_task = asyncio.create_task(self._probe_loop(backend), name=f"probe-{backend.name}")
+
+    async def _stop_probing(self, backend: Backend) -> None:
+        if backend.probe_task is not None:
+            backend.probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await backend.probe_task
+            backend.probe_task = None
+
+    # ---- configuration, live ---------------------------------------------------------------------------------
+
+    def _new_backend(self, config: BackendConfig) -> Backend:
+        storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+        breaker = pybreaker.CircuitBreaker(
+            fail_max=self.config.breaker_fail_max,
+            reset_timeout=self.config.breaker_reset_s,
+            exclude=[InvalidRequestError],
+            listeners=[_BreakerMetrics(self.metrics, config.name)],
+            state_storage=storage,
+            name=config.name,
+            throw_new_error_on_trip=False,
+        )
+        backend = Backend(config, AsyncBlipVqaClient(config.url), breaker, storage, float(config.weight))
+        backend.idle.set()
+        self.metrics.add_backend(config.name, backend.weight)
+        return backend
+
+    def set_weight(self, name: str, weight: float) -> None:
+        """Change one backend's share now; requests in flight are not touched."""
+        if name not in self.backends:
+            raise KeyError(f"no backend named {name!r}; known: {sorted(self.backends)}")
+        if not isinstance(weight, int | float) or weight < 0:
+            raise RouterConfigError(f"weight must be a number >= 0, got {weight!r}")
+        self.backends[name].weight = float(weight)
+        self.metrics.weight.labels(name).set(weight)
+        self._reset_rotation()
+        log.info("backend %s: weight set to %g", name, weight)
+
+    def apply_config(self, config: RouterConfig) -> dict[str, list[str]]:
+        """Take a new configuration without a restart and without dropping a request.
+
+        Kept backends (same name and URL) keep their connections and health and take the new weight; new ones
+        are added; removed ones (or a changed URL) stop taking traffic at once and are closed once their
+        requests in flight have finished.
+        """
+        wanted = {b.name: b for b in config.backends}
+        changes: dict[str, list[str]] = {"added": [], "removed": [], "reweighted": []}
+        self.config = config
+        for name, backend in list(self.backends.items()):
+            new = wanted.get(name)
+            if new is None or new.url != backend.config.url:
+                self._retire(backend)
+                changes["removed"].append(name)
+        for name, new in wanted.items():
+            if name not in self.backends:
+                self.backends[name] = self._new_backend(new)
+                self._start_probing(self.backends[name])
+                changes["added"].append(name)
+            elif self.backends[name].weight != new.weight:
+                self.backends[name].weight = float(new.weight)
+                self.metrics.weight.labels(name).set(new.weight)
+                changes["reweighted"].append(name)
+            self.backends[name].config = new
+            self.backends[name].breaker.fail_max = config.breaker_fail_max
+            self.backends[name].breaker.reset_timeout = config.breaker_reset_s
+        self._reset_rotation()
+        log.info("router config applied: %s", changes)
+        return changes
+
+    def _retire(self, backend: Backend) -> None:
+        backend.retired = True
+        del self.backends[backend.name]
+        self.metrics.remove_backend(backend.name)
+
+        async def close_when_idle() -> None:
+            await self._stop_probing(backend)
+            await backend.idle.wait()
+            await backend.client.close()
+
+        task = asyncio.create_task(close_when_idle())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def _reset_rotation(self) -> None:
+        for backend in self.backends.values():
+            backend.current = 0.0
+
+    # ---- routing -----------------------------------------------------------------------------------------------
+
+    def choose(self, exclude: Sequence[Backend] = ()) -> Backend | None:
+        """The next backend by smooth weighted round robin among healthy ones, else any that takes traffic."""
+        open_to = [b for b in self.backends.values() if b not in exclude and b.takes_traffic()]
+        candidates = [b for b in open_to if b.healthy] or open_to  # probes can lag: try before giving up
+        if not candidates:
+            return None
+        total = sum(b.weight for b in candidates)
+        for backend in candidates:
+            backend.current += backend.weight
+        chosen = max(candidates, key=lambda b: b.current)
+        chosen.current -= total
+        return chosen
+
+    async def ask(self, image: bytes, questions: Sequence[str | bytes]) -> RoutedAnswer:
+        """Answers from the first backend that can give them; ``NoBackendAvailableError`` when none can."""
+        started = time.perf_counter()
+        tried: list[Backend] = []
+        failures: list[str] = []
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.config.max_attempts),
+            retry=retry_if_exception_type(_BackendFailed),
+            wait=wait_none(),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    backend = self.choose(exclude=tried)
+                    if backend is None:
+                        break
+                    tried.append(backend)
+                    try:
+                        answers = await self._call(backend, image, questions)
+                    except _BackendFailed as error:
+                        failures.append(str(error))
+                        self.metrics.failovers.labels(backend.name).inc()
+                        raise
+                    return RoutedAnswer(answers, backend.name, len(tried), time.perf_counter() - started)
+        except _BackendFailed:
+            pass
+        self.metrics.unanswered.inc()
+        reason = "; ".join(failures) if failures else "every backend is down, drained or has its breaker open"
+        raise NoBackendAvailableError(f"no backend could answer ({len(tried)} tried): {reason}")
+
+    async def _call(self, backend: Backend, image: bytes, questions: Sequence[str | bytes]) -> list[str]:
+        name = backend.name
+        self.metrics.requests.labels(name).inc()
+        self.metrics.in_flight.labels(name).inc()
+        backend.in_flight += 1
+        backend.idle.clear()
+        started = time.perf_counter()
+        try:
+            with backend.breaker.calling():
+                answers = await backend.client.ask(image, questions, timeout_s=self.config.request_timeout_s)
+        except InvalidRequestError:
+            self.metrics.errors.labels(name, "invalid_request").inc()
+            raise
+        except pybreaker.CircuitBreakerError as error:
+            kind, message = "breaker_open", f"circuit breaker open ({error})"
+        except ServerUnavailableError as error:
+            kind, message = ("timeout" if "no answer within" in str(error) else "unavailable"), str(error)
+        except (ServerError, BlipVqaError) as error:
+            kind, message = "server_error", str(error)
+        else:
+            self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+            return answers
+        finally:
+            backend.in_flight -= 1
+            if backend.in_flight == 0:
+                backend.idle.set()
+            if not backend.retired:
+                self.metrics.in_flight.labels(name).dec()
+        self.metrics.errors.labels(name, kind).inc()
+        log.warning("backend %s failed (%s): %s", name, kind, message)
+        raise _BackendFailed(f"{name}: {kind}: {message}")
+
+    # ---- active health probes -----------------------------------------------------------------------------------
+
+    async def probe(self, backend: Backend) -> ProbeResult:
+        """One real inference through ``blip_vqa``; it updates health, and a pass closes an open breaker."""
+        started = time.perf_counter()
+        try:
+            await backend.client.ask(PROBE_IMAGE, PROBE_QUESTIONS, timeout_s=self.config.probe_timeout_s)
+            result = ProbeResult(True, time.perf_counter() - started, time.monotonic())
+        except BlipVqaError as error:
+            result = ProbeResult(False, time.perf_counter() - started, time.monotonic(), str(error)[:300])
+        backend.last_probe = result
+        if backend.retired:
+            return result
+        self.metrics.probes.labels(backend.name, "ok" if result.ok else "failed").inc()
+        if result.ok:
+            backend.good_probes, backend.bad_probes = backend.good_probes + 1, 0
+            if not backend.healthy and backend.good_probes >= self.config.healthy_after:
+                backend.healthy = True
+                log.warning("backend %s: healthy again", backend.name)
+            if backend.healthy and backend.breaker.current_state != pybreaker.STATE_CLOSED:
+                backend.breaker.close()
+        else:
+            backend.bad_probes, backend.good_probes = backend.bad_probes + 1, 0
+            if backend.healthy and backend.bad_probes >= self.config.unhealthy_after:
+                backend.healthy = False
+                log.warning("backend %s: unhealthy (%s)", backend.name, result.error)
+        self.metrics.healthy.labels(backend.name).set(1 if backend.healthy else 0)
+        return result
+
+    async def probe_all(self) -> None:
+        await asyncio.gather(*(self.probe(b) for b in list(self.backends.values())))
+
+    async def _probe_loop(self, backend: Backend) -> None:
+        while True:
+            await asyncio.sleep(self.config.probe_interval_s)
+            try:
+                await self.probe(backend)
+            except Exception:  # a probe bug must never stop the probing
+                log.exception("health probe of %s failed", backend.name)
+
+    def status(self) -> dict[str, Any]:
+        return {name: backend.status() for name, backend in self.backends.items()}

@@ -5,7 +5,7 @@ Every fleet serves the same model names, inputs and outputs, so a fleet is just 
 - Choice: smooth weighted round robin (nginx's) over the backends that take traffic: exact shares, no bursts.
   Weights change live (``set_weight``, ``apply_config``); the next request already uses them.
 - Active probes: a real one-question inference through ``blip_vqa`` on every backend each
-  ``probe_interval_s``. ``/v2/health/ready`` is not enough: it stays 200 when a Python stub has died and
+  ``probe_interval_s``, and at once after a failed call. ``/v2/health/ready`` is not enough: it stays 200 when a Python stub has died and
   every inference fails.
 - Passive circuit breaker (pybreaker) per backend on errors and timeouts; a passing probe closes it again.
 - Failover (tenacity): a request that fails on one backend for a server-side reason is retried on another,
@@ -154,6 +154,7 @@ class Backend:
     current: float = 0.0  # smooth weighted round robin
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     probe_task: asyncio.Task[None] | None = None
+    probe_now: asyncio.Event = field(default_factory=asyncio.Event)  # a failed call asks for a probe at once
 
     @property
     def name(self) -> str:
@@ -384,6 +385,7 @@ class Router:
             if not backend.retired:
                 self.metrics.in_flight.labels(name).dec()
         self.metrics.errors.labels(name, kind).inc()
+        backend.probe_now.set()
         log.warning("backend %s failed (%s): %s", name, kind, message)
         raise _BackendFailed(f"{name}: {kind}: {message}")
 
@@ -421,7 +423,9 @@ class Router:
 
     async def _probe_loop(self, backend: Backend) -> None:
         while True:
-            await asyncio.sleep(self.config.probe_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(backend.probe_now.wait(), self.config.probe_interval_s)
+            backend.probe_now.clear()
             try:
                 await self.probe(backend)
             except Exception:  # a probe bug must never stop the probing

@@ -1,0 +1,184 @@
+"""Two real Triton fleets behind the real API tier (``python -m blip_api``), and a steady load from threads.
+
+Each fleet is the cpu repository served by its own tritonserver on its own ports, named as the production
+fleets are (``neuron``, ``gpu``); the API tier is the same process ``make api`` starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from blip_serving.server import TritonServer, free_port
+from tests.conftest import ROOT
+
+TOKEN, ADMIN_TOKEN = "camera-token", "admin-token"
+AUTH, ADMIN = {"Authorization": f"Bearer {TOKEN}"}, {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def stub_processes(server: TritonServer) -> dict[str, tuple[int, list[str]]]:
+    """Python-backend stubs of a server by model instance name (``text_decoder_0_0``): pid and command line."""
+    children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True).stdout
+    stubs = {}
+    for pid in map(int, children.split()):
+        with contextlib.suppress(OSError):
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+            if "triton_python_backend_stub" in args[0]:
+                stubs[args[-3]] = (pid, args)
+    return stubs
+
+
+def kill_hard(server: TritonServer) -> None:
+    """SIGKILL the server and its stubs, as a crashed host would; remove the shared memory they leave."""
+    regions = [
+        a for _, args in stub_processes(server).values() for a in args if a.startswith("triton_python_backend_shm")
+    ]
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait()
+    for name in regions:
+        Path("/dev/shm", name).unlink(missing_ok=True)
+
+
+def restart(server: TritonServer) -> TritonServer:
+    """A new server process on the same ports and repository: the fleet coming back."""
+    return TritonServer(
+        server.repository,
+        server.target,
+        http_port=server.http_port,
+        grpc_port=server.grpc_port,
+        metrics_port=server.metrics_port,
+    ).start()
+
+
+def write_config(path: Path, urls: dict[str, str], weights: dict[str, float], probe_interval_s: float = 0.5) -> None:
+    lines = [
+        "[router]",
+        f"probe_interval_s = {probe_interval_s}",
+        "probe_timeout_s = 3.0",
+        "request_timeout_s = 20.0",
+        "breaker_reset_s = 5.0",
+    ]
+    for name, url in urls.items():
+        lines += [f"[backends.{name}]", f'url = "{url}"', f"weight = {weights[name]}"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+class ApiProcess:
+    """``python -m blip_api`` on a free port, as ``make api`` runs it."""
+
+    def __init__(self, config: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = config.with_suffix(".log")
+        env = dict(os.environ, BLIP_API_TOKEN=TOKEN, BLIP_API_ADMIN_TOKEN=ADMIN_TOKEN)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "blip_api",
+                "--config",
+                str(config),
+                "--port",
+                str(self.port),
+                "--log-level",
+                "info",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"API tier exited:\n{self.log.read_text()}"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code in (200, 503):
+                    return
+            time.sleep(0.2)
+        raise TimeoutError(f"API tier not up:\n{self.log.read_text()}")
+
+    def backends(self) -> dict:
+        return httpx.get(f"{self.url}/admin/backends", headers=ADMIN, timeout=5).json()
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class Outcome:
+    sent: float
+    done: float
+    status: int
+    backend: str | None
+    detail: str = ""
+
+
+@dataclass
+class Load:
+    """Client threads posting frames back to back until stopped; every outcome is kept."""
+
+    url: str
+    image: bytes
+    threads: int = 4
+    outcomes: list[Outcome] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _workers: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            while not self._stop.is_set():
+                sent = time.monotonic()
+                try:
+                    response = client.post(
+                        "/v1/frames",
+                        content=self.image,
+                        params={"behavior": ["barking", "chewing_furniture"]},
+                        headers=AUTH | {"Content-Type": "image/jpeg"},
+                    )
+                    body = response.json()
+                    outcome = Outcome(
+                        sent, time.monotonic(), response.status_code, body.get("backend"), str(body)[:300]
+                    )
+                except Exception as error:  # anything but a 200 with a body is a failure the test must see
+                    outcome = Outcome(sent, time.monotonic(), 0, None, repr(error))
+                with self._lock:
+                    self.outcomes.append(outcome)
+
+    def __enter__(self) -> Load:
+        self._workers = [threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)]
+        for worker in self._workers:
+            worker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout=60)
+
+    def between(self, start: float, end: float = float("inf")) -> list[Outcome]:
+        with self._lock:
+            return [o for o in self.outcomes if start <= o.sent and o.done <= end]
+
+    def failures(self) -> list[Outcome]:
+        with self._lock:
+            return [o for o in self.outcomes if o.status != 200]
+
+
+def share(outcomes: list[Outcome], backend: str) -> float:
+    return sum(o.backend == backend for o in outcomes) / max(1, len(outcomes))

@@ -25,6 +25,7 @@ class AsyncBlipVqaClient:
     def __init__(self, url: str, *, model: str = ENSEMBLE_NAME, connections: int = 64) -> None:
         self.url, self.model = url, model
         self._client: Any = triton_aio.InferenceServerClient(url, conn_limit=connections)
+        self.closed = False
 
     async def ask(self, image: bytes, questions: Sequence[str | bytes], *, timeout_s: float) -> list[str]:
         """Answers to ``questions`` about one encoded image; raises a ``BlipVqaError`` subclass on failure."""
@@ -41,4 +42,5 @@ class AsyncBlipVqaClient:
         return parse_answers(result, len(questions))
 
     async def close(self) -> None:
+        self.closed = True
         await self._client.close()

@@ -176,3 +176,21 @@ def test_a_truncated_artifact_is_refused_at_load(tiny_build, tmp_path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ArtifactError, match=r"image_encoder.pt has sha256 .* the manifest says"):
         load_model(repository, "image_encoder", "cpu")
+
+
+def test_serving_gpu_without_a_gpu_fails_with_one_line(tmp_path) -> None:
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "blip_serving.server", "--target", "gpu", "--repository", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: TARGET=gpu needs a CUDA GPU, and none is visible on this machine"
+    ]

@@ -1,0 +1,157 @@
+"""The API tier in front of the real Triton server: answers, auth, limits, bad input, no backend, OpenAPI.
+
+The app runs in-process (FastAPI's TestClient, the real ASGI app with its lifespan), its router talks HTTP to
+the session's tritonserver. One fleet is a real server, the other a port where nothing listens.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from fastapi.testclient import TestClient
+
+from blip_api.app import create_app
+from blip_api.settings import DEFAULT_BEHAVIORS, ApiSettings
+from blip_serving.server import free_port
+from tests.conftest import INVALID_IMAGES, ROOT, VALID_IMAGES
+
+TOKEN, ADMIN_TOKEN = "camera-token", "admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+LIMIT = 150_000  # bytes: dog.jpg (164 kB) is over it, the other photos under
+PHOTO = next(p for p in VALID_IMAGES if p.name == "person.jpg")
+
+
+def settings_for(urls: dict[str, str]) -> ApiSettings:
+    return ApiSettings.from_dict(
+        {
+            "router": {"probe_interval_s": 0.5, "request_timeout_s": 20.0},
+            "backends": {name: {"url": url} for name, url in urls.items()},
+            "api": {"max_image_bytes": LIMIT, "max_questions": 4},
+        },
+        env={"BLIP_API_TOKEN": TOKEN, "BLIP_API_ADMIN_TOKEN": ADMIN_TOKEN},
+    )
+
+
+@pytest.fixture(scope="module")
+def api(triton):
+    app = create_app(settings_for({"neuron": triton.http_url, "gpu": f"127.0.0.1:{free_port()}"}))
+    with TestClient(app) as client:
+        yield client
+
+
+def post_raw(api, image: bytes, headers=AUTH, **params):
+    return api.post("/v1/frames", content=image, params=params, headers=headers | {"Content-Type": "image/jpeg"})
+
+
+def test_a_frame_gets_one_result_per_behavior_equal_to_transformers(api, tiny_reference) -> None:
+    path = PHOTO
+    response = api.post(
+        "/v1/frames",
+        files={"image": (path.name, path.read_bytes(), "image/jpeg")},
+        data={"behavior": ["barking", "sleeping"], "question": ["what is the animal doing?"]},
+        headers=AUTH,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    asked = [DEFAULT_BEHAVIORS["barking"], DEFAULT_BEHAVIORS["sleeping"], "what is the animal doing?"]
+    assert [r["question"] for r in body["results"]] == asked
+    assert [r["behavior"] for r in body["results"]] == ["barking", "sleeping", None]
+    assert [r["answer"] for r in body["results"]] == [tiny_reference.answer(path, q) for q in asked]
+    assert all(r["alert"] == (r["answer"] == "yes") for r in body["results"])
+    assert body["backend"] == "neuron" and body["attempts"] >= 1
+
+    raw = post_raw(api, path.read_bytes(), behavior=["barking", "sleeping"], question="what is the animal doing?")
+    assert raw.status_code == 200 and raw.json()["results"] == body["results"]
+
+
+def test_without_the_right_token_nothing_is_answered(api) -> None:
+    image = PHOTO.read_bytes()
+    missing = post_raw(api, image, headers={}, behavior="barking")
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert post_raw(api, image, headers={"Authorization": "Bearer nope"}, behavior="barking").status_code == 401
+    assert api.get("/admin/backends", headers=AUTH).status_code == 401, "the camera token is not an admin token"
+    assert api.get("/admin/backends", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 200
+
+
+def test_an_oversize_body_is_refused_with_413_declared_or_streamed(api) -> None:
+    big = next(p for p in VALID_IMAGES if p.stat().st_size > LIMIT).read_bytes()
+    declared = post_raw(api, big, behavior="barking")
+    assert declared.status_code == 413 and str(LIMIT) in declared.json()["error"]
+
+    def chunks():
+        for start in range(0, len(big), 16384):
+            yield big[start : start + 16384]
+
+    streamed = api.post(
+        "/v1/frames", content=chunks(), params={"behavior": "barking"}, headers=AUTH | {"Content-Type": "image/jpeg"}
+    )
+    assert streamed.status_code == 413, streamed.text
+
+
+@pytest.mark.parametrize("path", INVALID_IMAGES, ids=lambda p: p.name)
+def test_a_bad_image_is_400_with_tritons_reason(api, path) -> None:
+    response = post_raw(api, path.read_bytes(), behavior="barking")
+    assert response.status_code == 400, response.text
+    assert "IMAGE" in response.json()["error"]
+
+
+def test_bad_requests_are_named(api) -> None:
+    image = PHOTO.read_bytes()
+    cases = {
+        "ask at least one question": post_raw(api, image),
+        "5 questions; at most 4": post_raw(api, image, question=["a?"] * 5),
+        "unknown behavior(s) ['howling']": post_raw(api, image, behavior="howling"),
+        "a question is empty": post_raw(api, image, question=" "),
+        "a question has 201 characters": post_raw(api, image, question="a" * 201),
+        "the image is empty": post_raw(api, b"", behavior="barking"),
+        "no 'image' file field": api.post(
+            "/v1/frames", data={"behavior": "barking"}, files={"x": ("x", b"1")}, headers=AUTH
+        ),
+    }
+    for message, response in cases.items():
+        assert response.status_code == 400 and message in response.json()["error"], (message, response.text)
+    wrong_type = api.post("/v1/frames", content=image, headers=AUTH | {"Content-Type": "text/plain"})
+    assert wrong_type.status_code == 415
+    assert post_raw(api, image, behavior="barking").status_code == 200, "the service keeps answering"
+
+
+def test_with_both_fleets_down_the_answer_is_503_and_healthz_says_so() -> None:
+    dead = {"neuron": f"127.0.0.1:{free_port()}", "gpu": f"127.0.0.1:{free_port()}"}
+    with TestClient(create_app(settings_for(dead))) as client:
+        response = post_raw(client, PHOTO.read_bytes(), behavior="barking")
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+        assert "no backend could answer" in response.json()["error"]
+        health = client.get("/healthz")
+        assert health.status_code == 503 and not health.json()["backends"]["gpu"]["healthy"]
+        metrics = client.get("/metrics").text
+        assert 'blip_api_requests_total{status="503"} 1.0' in metrics
+        assert "blip_router_unanswered_total 1.0" in metrics
+
+
+def test_healthz_metrics_and_openapi_are_served(api) -> None:
+    health = api.get("/healthz").json()
+    assert health["status"] == "ok" and health["backends"]["neuron"]["healthy"]
+    metrics = api.get("/metrics").text
+    for series in ('blip_router_requests_total{backend="neuron"}', 'blip_router_breaker_state{backend="gpu"}'):
+        assert series in metrics
+    spec = api.get("/openapi.json").json()
+    body = spec["paths"]["/v1/frames"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/octet-stream", "image/*"} <= set(body)
+    assert {"401", "413", "503"} <= set(spec["paths"]["/v1/frames"]["post"]["responses"])
+
+
+def test_the_api_refuses_to_start_without_a_token_unless_insecure_dev() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLIP_API_")} | {"INSECURE_DEV": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "blip_api", "--config", str(ROOT / "client" / "api.toml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "no API token: set BLIP_API_TOKEN" in result.stderr
+    assert ApiSettings.load(ROOT / "client" / "api.toml", env={}, insecure_dev=True).insecure_dev

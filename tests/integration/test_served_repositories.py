@@ -1,0 +1,54 @@
+"""What the real server exposes equals what every target's config declares; a bad artifact never serves."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import tritonclient.http as triton_http
+
+from blip_serving.artifacts import read_manifest
+from blip_serving.server import ServerError, TritonServer
+from blip_serving.spec import COMPONENT_NAMES, ENSEMBLE_NAME, TARGETS
+from blip_serving.triton_config import repository_configs
+
+
+def test_the_served_metadata_equals_the_gpu_and_neuron_configs(triton, tiny_build) -> None:
+    spec = read_manifest(tiny_build.target_dir()).spec
+    client = triton_http.InferenceServerClient(triton.http_url)
+    try:
+        for name in (ENSEMBLE_NAME, *COMPONENT_NAMES):
+            served = client.get_model_metadata(name)
+            wire = {
+                kind: [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in served[kind]]
+                for kind in ("inputs", "outputs")
+            }
+            for target in TARGETS:
+                config = repository_configs(spec, target, "x")[name]
+                declared = {
+                    "inputs": [(t.name, _wire_dtype(t.data_type), list(t.dims)) for t in config.input],
+                    "outputs": [(t.name, _wire_dtype(t.data_type), list(t.dims)) for t in config.output],
+                }
+                assert declared == wire, f"{target}/{name}"
+    finally:
+        client.close()
+
+
+def _wire_dtype(data_type: int) -> str:
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    name = pb.DataType.Name(data_type).removeprefix("TYPE_")
+    return "BYTES" if name == "STRING" else name
+
+
+@pytest.mark.parametrize("component", ["text_decoder"])
+def test_the_server_refuses_to_start_on_a_truncated_artifact(tiny_build, tmp_path, component) -> None:
+    shutil.copytree(tiny_build.artifacts / "cpu", tmp_path / "artifacts" / "cpu")
+    shutil.copytree(tiny_build.repository, tmp_path / "model_repository")
+    artifact = tmp_path / "artifacts" / "cpu" / f"{component}.pt"
+    artifact.write_bytes(artifact.read_bytes()[:1000])
+    server = TritonServer(tmp_path / "model_repository", "cpu")
+    with pytest.raises(ServerError) as failure:
+        server.start(timeout_s=120)
+    server.stop()
+    assert f"{component}.pt has sha256" in str(failure.value) and "the manifest says" in str(failure.value)

@@ -1,6 +1,8 @@
 # BLIP VQA on Triton: build traced artifacts, serve them, ask questions, test.
 # Variables: TARGET=cpu|gpu|neuron  MODEL=random-tiny|random-base|<dir>|<hub id>  FORCE=1  FP16=1
-#            HTTP_PORT GRPC_PORT METRICS_PORT  PYTEST_ARGS
+#            INSTANCES NEURON_CORES_PER_INSTANCE INTRA_OP_THREADS (build-artifacts)
+#            HOST HTTP_PORT GRPC_PORT METRICS_PORT (serve)  API_CONFIG API_HOST API_PORT INSECURE_DEV=1 (api)
+#            PYTEST_ARGS
 
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -10,10 +12,13 @@ MODEL ?= random-tiny
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
-export TARGET MODEL FORCE FP16 HTTP_PORT GRPC_PORT METRICS_PORT
+HOST ?= 127.0.0.1
+API_CONFIG ?= client/api.toml
+export TARGET MODEL FORCE FP16 INSTANCES NEURON_CORES_PER_INSTANCE INTRA_OP_THREADS
+export HTTP_PORT GRPC_PORT METRICS_PORT API_HOST API_PORT INSECURE_DEV
 
 .DEFAULT_GOAL := help
-.PHONY: help install build-artifacts serve ask demo test test-unit test-integration lint format clean
+.PHONY: help install build-artifacts serve api ask demo test test-unit test-integration lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,8 +33,11 @@ install: $(BIN)/.installed ## Create .venv with the pinned dependencies (torch 2
 build-artifacts: install ## Trace, verify and write artifacts/$(TARGET) + configs for MODEL
 	$(BIN)/python -m blip_build --target $(TARGET) --model $(MODEL)
 
-serve: install ## Run Triton for TARGET on 127.0.0.1 (HTTP_PORT, GRPC_PORT, METRICS_PORT) until Ctrl-C
-	$(BIN)/python -m blip_serving.server --target $(TARGET)
+serve: install ## Run Triton for TARGET on HOST (HTTP_PORT, GRPC_PORT, METRICS_PORT) until Ctrl-C
+	$(BIN)/python -m blip_serving.server --target $(TARGET) --host $(HOST)
+
+api: install ## Run the API tier (router + FastAPI) on API_HOST:API_PORT for the fleets in API_CONFIG
+	$(BIN)/python -m blip_api --config $(API_CONFIG)
 
 ask: install ## Ask a running server: make ask IMAGE=dog.jpg Q="Is the dog barking?"
 	$(BIN)/python -m blip_client ask --image $(IMAGE) "$(Q)"

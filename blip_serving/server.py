@@ -51,7 +51,7 @@ NGC_TRITON_ROOT = Path("/opt/tritonserver")
 
 def triton_installation() -> tuple[Path, Path | None]:
     """The tritonserver binary, and the NGC backends directory (None: lay one out from the wheel)."""
-    root = Path(os.environ.get("TRITON_ROOT", NGC_TRITON_ROOT))
+    root = Path(os.environ.get("TRITON_ROOT") or NGC_TRITON_ROOT)
     if (root / "bin" / "tritonserver").is_file():
         return root / "bin" / "tritonserver", root / "backends"
     return _pytriton_root() / "tritonserver" / "bin" / "tritonserver", None
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="blip-serve", description=main.__doc__)
     parser.add_argument("--target", choices=TARGETS, default=os.environ.get("TARGET", "cpu"))
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
-    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="address to listen on")
+    parser.add_argument("--host", default=os.environ.get("HOST") or "127.0.0.1", help="address to listen on")
     parser.add_argument("--http-port", type=int, default=int(os.environ.get("HTTP_PORT", "8000")))
     parser.add_argument("--grpc-port", type=int, default=int(os.environ.get("GRPC_PORT", "8001")))
     parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("METRICS_PORT", "8002")))

@@ -38,19 +38,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--instances",
         type=int,
-        default=int(os.environ.get("INSTANCES", "1")),
+        default=int(os.environ.get("INSTANCES") or 1),
         help="Triton instances of each component model (config only; no rebuild)",
     )
     parser.add_argument(
         "--neuron-cores-per-instance",
         type=int,
-        default=int(os.environ.get("NEURON_CORES_PER_INSTANCE", "1")),
+        default=int(os.environ.get("NEURON_CORES_PER_INSTANCE") or 1),
         help="NeuronCores each neuron instance reserves (NEURON_RT_VISIBLE_CORES)",
     )
     parser.add_argument(
         "--intra-op-threads",
         type=int,
-        default=int(os.environ.get("INTRA_OP_THREADS", "0")),
+        default=int(os.environ.get("INTRA_OP_THREADS") or 0),
         help="torch threads per instance; 0 keeps torch's default",
     )
     return parser.parse_args(argv)

@@ -14,15 +14,15 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "api.toml"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="blip-api", description=__doc__)
     parser.add_argument("--config", type=Path, default=Path(os.environ.get("API_CONFIG") or DEFAULT_CONFIG))
-    parser.add_argument("--host", default=os.environ.get("API_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("API_PORT", "8080")))
+    parser.add_argument("--host", default=os.environ.get("API_HOST") or "127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("API_PORT") or 8080))
     parser.add_argument(
         "--insecure-dev",
         action="store_true",
         default=os.environ.get("INSECURE_DEV") == "1",
         help="accept requests without a bearer token (development only)",
     )
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"))
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL") or "info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

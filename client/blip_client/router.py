@@ -384,7 +384,8 @@ class Router:
                 backend.idle.set()
             if not backend.retired:
                 self.metrics.in_flight.labels(name).dec()
-        self.metrics.errors.labels(name, kind).inc()
+        if not backend.retired:  # a removed backend's series are gone; do not bring them back
+            self.metrics.errors.labels(name, kind).inc()
         backend.probe_now.set()
         log.warning("backend %s failed (%s): %s", name, kind, message)
         raise _BackendFailed(f"{name}: {kind}: {message}")

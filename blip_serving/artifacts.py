@@ -1,7 +1,8 @@
 """Build, verify and describe the traced artifacts of one target; load them back for serving.
 
-Layout of ``artifacts/<target>/``: one ``<component>.pt`` per component, ``processor/`` (the checkpoint's own
-image processor and tokenizer) and ``manifest.json`` (checkpoint, spec, target, sha256 of every artifact,
+Layout of ``artifacts/<target>/``: one ``<component>.pt`` per component (a static-shape build has one
+``<component>.<axis><size>....pt`` per shape bucket instead), ``processor/`` (the checkpoint's own image processor
+and tokenizer) and ``manifest.json`` (checkpoint, spec, target, sha256 of every artifact,
 library versions). A component is rebuilt only when its fingerprint (checkpoint, spec, target, versions)
 changed or ``force`` is set; every fresh artifact is reloaded from disk and compared with the original module.
 """
@@ -20,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from blip_serving.errors import ArtifactError
-from blip_serving.spec import COMPONENT_NAMES, BlipSpec
+from blip_serving.spec import BATCH, COMPONENT_NAMES, BlipSpec
 
 MANIFEST = "manifest.json"
 PROCESSOR_DIR = "processor"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
 
 Progress = Callable[[str], None]
 
@@ -78,6 +79,17 @@ def resolve_max_length(model: Any) -> int:
     return min(20 + 1, model.config.text_config.max_position_embeddings)
 
 
+def yes_no_token_ids(tokenizer: Any) -> tuple[int, int]:
+    """The ids of "yes" and "no", which SCORES compares; each must be one token of the vocabulary."""
+    ids = []
+    for word in ("yes", "no"):
+        pieces = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if len(pieces) != 1 or pieces[0] == tokenizer.unk_token_id:
+            raise ArtifactError(f"the tokenizer splits {word!r} into {pieces}; SCORES needs it as one known token")
+        ids.append(int(pieces[0]))
+    return ids[0], ids[1]
+
+
 @dataclass(frozen=True)
 class Manifest:
     """The parsed ``manifest.json`` of one target directory."""
@@ -94,15 +106,22 @@ class Manifest:
         return self.data["target"]["name"]
 
     @property
-    def static_batch(self) -> dict[str, int]:
-        return self.data["target"].get("static_batch", {})
+    def static_shapes(self) -> bool:
+        return bool(self.data["target"].get("static_shapes"))
 
     @property
     def precision(self) -> str:
         return self.data["target"]["precision"]
 
+    def artifact_files(self, component: str) -> list[tuple[dict[str, int], Path]]:
+        """(axis sizes, path) of each artifact of ``component``; sizes are empty for a shape-polymorphic one."""
+        return [
+            (entry["sizes"], self.directory / entry["file"]) for entry in self.data["components"][component]["files"]
+        ]
+
     def artifact_path(self, component: str) -> Path:
-        return self.directory / self.data["components"][component]["file"]
+        """The first artifact file: the only one unless the build is static-shape."""
+        return self.artifact_files(component)[0][1]
 
     @property
     def processor_dir(self) -> Path:
@@ -122,22 +141,25 @@ def read_manifest(directory: Path) -> Manifest:
     return Manifest(directory=directory, data=data)
 
 
-def verify_artifact_file(manifest: Manifest, component: str, target: str) -> Path:
-    """Refuse an artifact built for another target, missing, or whose bytes differ from the manifest's sha256."""
+def verify_artifact_files(manifest: Manifest, component: str, target: str) -> list[tuple[dict[str, int], Path]]:
+    """Refuse artifacts built for another target, missing, or whose bytes differ from the manifest's sha256."""
     if manifest.target != target:
         raise ArtifactError(
             f"{manifest.directory} holds {manifest.target!r} artifacts; this model is configured for {target!r}"
         )
     entry = manifest.data["components"].get(component)
-    if entry is None:
+    if entry is None or not entry.get("files"):
         raise ArtifactError(f"manifest in {manifest.directory} has no {component!r} artifact")
-    path = manifest.artifact_path(component)
-    if not path.is_file():
-        raise ArtifactError(f"artifact {path} is missing")
-    digest = sha256_file(path)
-    if digest != entry["sha256"]:
-        raise ArtifactError(f"artifact {path} has sha256 {digest[:12]}..., the manifest says {entry['sha256'][:12]}...")
-    return path
+    for file in entry["files"]:
+        path = manifest.directory / file["file"]
+        if not path.is_file():
+            raise ArtifactError(f"artifact {path} is missing")
+        digest = sha256_file(path)
+        if digest != file["sha256"]:
+            raise ArtifactError(
+                f"artifact {path} has sha256 {digest[:12]}..., the manifest says {file['sha256'][:12]}..."
+            )
+    return manifest.artifact_files(component)
 
 
 def check_config_matches(manifest: Manifest, component: str, model_config: dict[str, Any]) -> None:
@@ -191,6 +213,14 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def _distinct(shapes: list[dict[str, int]]) -> list[dict[str, int]]:
+    return [dict(key) for key in dict.fromkeys(tuple(sorted(shape.items())) for shape in shapes)]
+
+
+def _tensor_entry(tensor: Any) -> dict[str, Any]:
+    return {"name": tensor.name, "dtype": tensor.dtype, "dims": list(tensor.dims), "axes": list(tensor.axes)}
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     temporary = path.with_suffix(path.suffix + ".tmp")
     temporary.write_text(text)
@@ -238,60 +268,75 @@ def build_target(
                 sort_keys=True,
             ).encode()
         ).hexdigest()
-        artifact = out_dir / spec.components[name].artifact_name
+        component = spec.components[name]
+        # A static build traces every bucket; a polymorphic one traces once and is verified on every bucket.
+        variants = list(component.shape_buckets) if target.static_shapes else [{}]
+        files = [out_dir / component.artifact_name(sizes) for sizes in variants]
         old = previous.get(name)
         if (
             not force
             and old is not None
             and old.get("fingerprint") == fingerprint
-            and artifact.is_file()
-            and sha256_file(artifact) == old.get("sha256")
+            and [f["file"] for f in old.get("files", [])] == [f.name for f in files]
+            and all(f.is_file() and sha256_file(f) == e.get("sha256") for f, e in zip(files, old["files"]))
         ):
-            progress(f"{step}: up to date ({artifact.name}), skipped; FORCE=1 rebuilds")
+            progress(f"{step}: up to date ({len(files)} artifact(s)), skipped; FORCE=1 rebuilds")
             components[name] = old
             continue
 
         started = time.perf_counter()
         module = COMPILE_WRAPPERS[name](checkpoint.model).eval().to(target.device, target.float_dtype)
-        static = target.static_batch.get(name)
 
-        def inputs(batch: int, seed: int, name: str = name, static: int | None = static) -> tuple[Any, ...]:
-            tensors = spec.example_inputs(name, batch=static or batch, seed=seed)
+        def inputs(sizes: dict[str, int], seed: int, name: str = name) -> tuple[Any, ...]:
             return tuple(
                 t.to(target.device, target.float_dtype) if t.is_floating_point() else t.to(target.device)
-                for t in tensors
+                for t in spec.example_inputs(name, sizes, seed=seed)
             )
 
-        progress(f"{step}: tracing for {target.name} ({target.precision})")
-        traced = trace(target, module, inputs(2, seed=0))
-        temporary = artifact.with_suffix(".pt.tmp")
-        torch.jit.save(traced, str(temporary))
-        del traced
-        reloaded = load_artifact(target.name, str(temporary), target.device)
-        worst = 0.0
-        for batch, seed in ((3, 1), (1, 2)):
-            example = inputs(batch, seed)
-            with torch.inference_mode():
-                worst = max(worst, _relative_error(module(*example), reloaded(*example)))
-        if worst > target.tolerance:
-            temporary.unlink(missing_ok=True)
-            raise VerificationError(
-                f"{name}: reloaded artifact differs from the original module by {worst:.2e} (relative), "
-                f"above the {target.name} tolerance {target.tolerance:.0e}; nothing was saved"
+        entries, worst = [], 0.0
+        for sizes, artifact in zip(variants, files):
+            shape = ", ".join(f"{axis} {size}" for axis, size in sorted(sizes.items())) or "any shape"
+            progress(f"{step}: tracing for {target.name} ({target.precision}, {shape})")
+            traced = trace(target, module, inputs(sizes, seed=0))
+            temporary = artifact.with_suffix(".pt.tmp")
+            torch.jit.save(traced, str(temporary))
+            del traced
+            reloaded = load_artifact(target.name, str(temporary), target.device)
+            # A static artifact is checked at its own shape; a polymorphic one at every bucket and odd batches.
+            checks = [sizes] if sizes else _distinct([*component.shape_buckets, {BATCH: 3}, {BATCH: 1}])
+            error = 0.0
+            for seed, check in enumerate(checks, start=1):
+                example = inputs(check, seed)
+                with torch.inference_mode():
+                    error = max(error, _relative_error(module(*example), reloaded(*example)))
+            if error > target.tolerance:
+                temporary.unlink(missing_ok=True)
+                raise VerificationError(
+                    f"{name} ({shape}): reloaded artifact differs from the original module by {error:.2e} "
+                    f"(relative), above the {target.name} tolerance {target.tolerance:.0e}; nothing was saved"
+                )
+            os.replace(temporary, artifact)
+            worst = max(worst, error)
+            entries.append(
+                {
+                    "sizes": sizes,
+                    "file": artifact.name,
+                    "sha256": sha256_file(artifact),
+                    "bytes": artifact.stat().st_size,
+                }
             )
-        os.replace(temporary, artifact)
         components[name] = {
-            "file": artifact.name,
-            "sha256": sha256_file(artifact),
-            "bytes": artifact.stat().st_size,
+            "files": entries,
             "fingerprint": fingerprint,
             "max_relative_error": worst,
-            "inputs": [vars(t) | {"dims": list(t.dims)} for t in spec.components[name].traced_inputs],
-            "outputs": [vars(t) | {"dims": list(t.dims)} for t in spec.components[name].traced_outputs],
+            "inputs": [_tensor_entry(t) for t in component.traced_inputs],
+            "outputs": [_tensor_entry(t) for t in component.traced_outputs],
         }
+        megabytes = sum(e["bytes"] for e in entries) / 2**20
         progress(
-            f"{step}: saved {artifact.name} ({artifact.stat().st_size / 2**20:.1f} MiB) in "
-            f"{time.perf_counter() - started:.1f}s, verified (max relative error {worst:.1e})"
+            f"{step}: saved {len(entries)} artifact(s) ({megabytes:.1f} MiB) in "
+            f"{time.perf_counter() - started:.1f}s, verified on {len(checks) * len(entries)} shape(s) "
+            f"(max relative error {worst:.1e})"
         )
 
     data = {

@@ -14,7 +14,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from blip_serving.spec import IMAGE_ENCODER, TEXT_DECODER, TEXT_ENCODER, ComponentSpec
+from blip_serving.spec import (
+    ANSWER_TOKENS,
+    BATCH,
+    IMAGE_ENCODER,
+    QUESTION_TOKENS,
+    TEXT_DECODER,
+    TEXT_ENCODER,
+    ComponentSpec,
+)
 
 
 class ImageEncoder(nn.Module):
@@ -100,77 +108,122 @@ COMPILE_WRAPPERS: dict[str, type[nn.Module]] = {
 }
 
 
-class ArtifactWrapper:
-    """Runs a loaded artifact: moves inputs to its device and dtype, and returns float32 outputs.
+Sizes = dict[str, int]
 
-    Where the artifact has a static batch (Neuron), the batch is cut into chunks of that size and the last
-    chunk is padded with copies of its last row; only the real rows come back.
+
+class ArtifactWrapper:
+    """Runs a component's artifacts: moves inputs to their device and dtype, returns float32 outputs.
+
+    A shape-polymorphic artifact (cpu, gpu) runs any batch as it is. A static-shape build (neuron) has one
+    artifact per bucket combination: the batch is cut into chunks of the largest batch bucket, the last chunk is
+    padded up to the nearest bucket with copies of its last row, and only the real rows come back.
     """
 
     def __init__(
         self,
-        module: Any,
-        batched: tuple[bool, ...],
+        artifacts: dict[tuple[tuple[str, int], ...], Any],
+        component: ComponentSpec,
         device: torch.device,
         float_dtype: torch.dtype = torch.float32,
-        static_batch: int | None = None,
     ) -> None:
-        self.module = module
-        self.batched = batched
+        self.artifacts = artifacts
+        self.batched = tuple(bool(t.axes) and t.axes[0] == BATCH for t in component.traced_inputs)
         self.device = device
         self.float_dtype = float_dtype
-        self.static_batch = static_batch
+        self.static = () not in artifacts
+        self.batch_buckets: dict[tuple[tuple[str, int], ...], tuple[int, ...]] = {}
+        for key in artifacts:
+            sizes = dict(key)
+            rest = tuple(sorted((a, n) for a, n in sizes.items() if a != BATCH))
+            if BATCH in sizes:
+                self.batch_buckets[rest] = tuple(sorted({*self.batch_buckets.get(rest, ()), sizes[BATCH]}))
 
     @classmethod
-    def from_model(
+    def from_artifacts(
         cls,
-        module: Any,
+        artifacts: list[tuple[Sizes, Any]],
         component: ComponentSpec,
         device: str | torch.device = "cpu",
         float_dtype: torch.dtype = torch.float32,
-        static_batch: int | None = None,
     ):
-        batched = tuple(t.dims[0] == -1 for t in component.traced_inputs)
-        return cls(module, batched, torch.device(device), float_dtype, static_batch)
+        """``artifacts``: (axis sizes, loaded module) pairs; one pair with empty sizes for a polymorphic build."""
+        keyed = {tuple(sorted(sizes.items())): module for sizes, module in artifacts}
+        return cls(keyed, component, torch.device(device), float_dtype)
 
     def _prepare(self, tensor: torch.Tensor) -> torch.Tensor:
         tensor = tensor.to(self.device, non_blocking=True)
         return tensor.to(self.float_dtype) if tensor.is_floating_point() else tensor
 
-    def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
+    def run(self, tensors: tuple[torch.Tensor, ...], sizes: Sizes | None = None) -> torch.Tensor:
+        """Run on inputs already padded to the non-batch ``sizes`` (question and answer buckets)."""
         tensors = tuple(self._prepare(t) for t in tensors)
         with torch.inference_mode():
-            if self.static_batch is None:
-                return self.module(*tensors).float()
+            if not self.static:
+                return self.artifacts[()](*tensors).float()
+            rest = tuple(sorted((sizes or {}).items()))
+            buckets = self.batch_buckets.get(rest)
+            if buckets is None:
+                raise RuntimeError(f"no artifact was built for sizes {dict(rest)}")
             rows = next(t.shape[0] for t, batched in zip(tensors, self.batched) if batched)
-            size, outputs = self.static_batch, []
-            for start in range(0, rows, size):
-                chunk = [t[start : start + size] if b else t for t, b in zip(tensors, self.batched)]
-                real = min(size, rows - start)
+            outputs, start = [], 0
+            while start < rows:
+                real = min(buckets[-1], rows - start)
+                size = next(b for b in buckets if b >= real)
+                chunk = [t[start : start + real] if b else t for t, b in zip(tensors, self.batched)]
                 if real < size:
                     chunk = [
                         torch.cat([t, t[-1:].expand(size - real, *t.shape[1:])]) if b else t
                         for t, b in zip(chunk, self.batched)
                     ]
-                outputs.append(self.module(*chunk)[:real])
+                module = self.artifacts[tuple(sorted((*rest, (BATCH, size))))]
+                outputs.append(module(*chunk)[:real])
+                start += real
             return torch.cat(outputs).float()
 
 
 class ImageEncoderWrapper(ArtifactWrapper):
     def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] -> [B, tokens, hidden]."""
-        return self(pixel_values)
+        return self.run((pixel_values,))
 
 
 class TextEncoderWrapper(ArtifactWrapper):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
-        """Questions [N, L] of one frame with its embeddings [tokens, hidden] -> question embeddings [N, L, hidden]."""
-        return self(input_ids, attention_mask, image_embeds.reshape(1, *image_embeds.shape[-2:]))
+        """Questions [N, L] of one frame (L a question bucket) with its embeddings -> [N, L, hidden]."""
+        frame = image_embeds.reshape(1, *image_embeds.shape[-2:])
+        return self.run((input_ids, attention_mask, frame), {QUESTION_TOKENS: input_ids.shape[1]})
+
+
+# How long the answer buffer is at each step: "bucketed" grows through the spec's decode lengths (the static
+# shapes), "exact" is just the tokens so far (shape-polymorphic artifacts only), "fixed" always the full length.
+DECODE_LENGTH_POLICIES = ("bucketed", "exact", "fixed")
 
 
 class TextDecoderWrapper(ArtifactWrapper):
+    decode_lengths: tuple[int, ...] = ()
+    length_policy = "bucketed"
+
+    def configure(self, decode_lengths: tuple[int, ...], policy: str) -> TextDecoderWrapper:
+        if policy not in DECODE_LENGTH_POLICIES:
+            raise ValueError(f"decode length policy {policy!r} is not one of {', '.join(DECODE_LENGTH_POLICIES)}")
+        if policy == "exact" and self.static:
+            raise ValueError("decode length policy 'exact' needs shape-polymorphic artifacts; this build is static")
+        self.decode_lengths, self.length_policy = decode_lengths, policy
+        return self
+
+    def buffer_length(self, position: int) -> int:
+        needed = position + 1
+        if self.length_policy == "exact":
+            return needed
+        if self.length_policy == "fixed":
+            return self.decode_lengths[-1]
+        return next(n for n in self.decode_lengths if n >= needed)
+
     def next_token_logits(
         self, decoder_input_ids: torch.Tensor, position: int, question_embeds: torch.Tensor, question_mask: torch.Tensor
     ) -> torch.Tensor:
-        """Logits [N, vocab] for the token after ``position`` of each answer so far."""
-        return self(decoder_input_ids, torch.tensor([position]), question_embeds, question_mask)
+        """Logits [N, vocab] for the token after ``position``; the causal decoder ignores the buffer beyond it."""
+        length = self.buffer_length(position)
+        sizes = {ANSWER_TOKENS: length, QUESTION_TOKENS: question_embeds.shape[1]}
+        tokens = decoder_input_ids[:, :length]
+        return self.run((tokens, torch.tensor([position]), question_embeds, question_mask), sizes)

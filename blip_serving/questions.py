@@ -1,4 +1,4 @@
-"""Questions at the boundary: decode, validate, and tokenize into the spec's static length bucket."""
+"""Questions at the boundary: decode, validate, and tokenize into the smallest length bucket that holds them."""
 
 from __future__ import annotations
 
@@ -35,18 +35,20 @@ def decode_questions(raw: Any, *, max_questions: int) -> list[str]:
 
 
 class QuestionTokenizer:
-    """The checkpoint's tokenizer, padding every question to the static bucket and keeping the real mask."""
+    """The checkpoint's tokenizer; a frame's questions are padded together to the smallest bucket holding the
+    longest one (short behavior questions do not pay for long ones), and the real mask is kept."""
 
-    def __init__(self, tokenizer: Any, question_tokens: int) -> None:
+    def __init__(self, tokenizer: Any, buckets: Sequence[int]) -> None:
         self.tokenizer = tokenizer
-        self.question_tokens = question_tokens
+        self.buckets = tuple(buckets)
 
     def __call__(self, questions: Sequence[str]) -> tuple[Any, Any]:
         encoded = self.tokenizer(list(questions), padding=False, truncation=False, return_token_type_ids=False)
+        limit = self.buckets[-1]
         for index, ids in enumerate(encoded["input_ids"], start=1):
-            if len(ids) > self.question_tokens:
-                raise InvalidInputError(
-                    f"question {index} is {len(ids)} tokens long; the limit is {self.question_tokens} tokens"
-                )
-        padded = self.tokenizer.pad(encoded, padding="max_length", max_length=self.question_tokens, return_tensors="pt")
+            if len(ids) > limit:
+                raise InvalidInputError(f"question {index} is {len(ids)} tokens long; the limit is {limit} tokens")
+        longest = max(len(ids) for ids in encoded["input_ids"])
+        bucket = next(b for b in self.buckets if b >= longest)
+        padded = self.tokenizer.pad(encoded, padding="max_length", max_length=bucket, return_tensors="pt")
         return padded["input_ids"], padded["attention_mask"]

@@ -21,6 +21,9 @@ ENSEMBLE_NAME = "blip_vqa"
 IMAGE = "IMAGE"
 QUESTIONS = "QUESTIONS"
 ANSWERS = "ANSWERS"
+SCORES = "SCORES"
+# Request parameter: true runs the decoder's first step only and returns SCORES without ANSWERS.
+SCORES_ONLY = "scores_only"
 
 # Tensors that pass between the three steps inside the ensemble.
 IMAGE_EMBEDS = "IMAGE_EMBEDS"
@@ -39,7 +42,12 @@ PARAM_INTRA_OP_THREADS = "intra_op_threads"
 PARAM_NEURON_CORE_START = "neuron_core_start_index"
 PARAM_NEURON_CORE_END = "neuron_core_end_index"
 
-MIN_QUESTION_TOKENS = 32
+# Static shape buckets: Neuron compiles one graph per shape, and every target pads to the same buckets.
+DEFAULT_QUESTION_BUCKETS = (16, 32)
+DEFAULT_IMAGE_BATCH_BUCKETS = (1, 4, 8)
+DEFAULT_QUESTION_BATCH_BUCKETS = (4,)
+# The decoder's answer buffer grows through these lengths (plus the full answer length).
+DEFAULT_SHORT_DECODE_LENGTHS = (1, 4)
 DEFAULT_MAX_QUESTIONS = 16
 DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
@@ -47,13 +55,25 @@ DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 _NUMPY_DTYPES: dict[str, Any] = {"FP32": np.float32, "FP16": np.float16, "INT64": np.int64, "BYTES": np.object_}
 
 
+# Names of the axes that vary: a static build has one artifact per combination of their bucket sizes.
+BATCH = "batch"
+QUESTION_TOKENS = "question_tokens"
+ANSWER_TOKENS = "answer_tokens"
+
+
 @dataclass(frozen=True)
 class TensorSpec:
-    """One tensor: Triton dtype name and dims, ``-1`` where the size varies per request."""
+    """One tensor: Triton dtype name and dims, ``-1`` where the size varies; ``axes`` names each ``-1``."""
 
     name: str
     dtype: str
     dims: tuple[int, ...]
+    axes: tuple[str | None, ...] = ()
+
+    def shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
+        """The concrete shape for the given axis sizes."""
+        axes = self.axes or (None,) * len(self.dims)
+        return tuple(sizes[axis] if dim == -1 and axis else dim for dim, axis in zip(self.dims, axes))
 
     @property
     def numpy_dtype(self) -> Any:
@@ -74,10 +94,19 @@ class ComponentSpec:
     outputs: tuple[TensorSpec, ...]
     traced_inputs: tuple[TensorSpec, ...]
     traced_outputs: tuple[TensorSpec, ...]
+    # >0: Triton batches requests (dynamic batcher) up to this size; 0: one request per execution.
+    max_batch_size: int = 0
+    # The axis sizes of each artifact of a static-shape build (Neuron), batch included.
+    shape_buckets: tuple[dict[str, int], ...] = ()
 
-    @property
-    def artifact_name(self) -> str:
-        return f"{self.name}.pt"
+    def shape_buckets_of(self, axis: str) -> tuple[int, ...]:
+        """The distinct bucket sizes of one axis, ascending."""
+        return tuple(sorted({sizes[axis] for sizes in self.shape_buckets if axis in sizes}))
+
+    def artifact_name(self, sizes: dict[str, int] | None = None) -> str:
+        """``<component>.pt`` for a shape-polymorphic artifact, ``<component>.batch4.question_tokens16.pt`` else."""
+        suffix = "".join(f".{axis}{size}" for axis, size in sorted((sizes or {}).items()))
+        return f"{self.name}{suffix}.pt"
 
 
 @dataclass(frozen=True)
@@ -91,19 +120,28 @@ class BlipSpec:
     vision_hidden_size: int
     text_hidden_size: int
     vocab_size: int
-    question_tokens: int
     answer_tokens: int
     bos_token_id: int
     sep_token_id: int
     pad_token_id: int
+    yes_token_id: int
+    no_token_id: int
+    question_buckets: tuple[int, ...] = DEFAULT_QUESTION_BUCKETS
+    image_batch_buckets: tuple[int, ...] = DEFAULT_IMAGE_BATCH_BUCKETS
+    question_batch_buckets: tuple[int, ...] = DEFAULT_QUESTION_BATCH_BUCKETS
     max_questions: int = DEFAULT_MAX_QUESTIONS
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     components: dict[str, ComponentSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.question_tokens < MIN_QUESTION_TOKENS:
-            raise ValueError(f"question_tokens must be at least {MIN_QUESTION_TOKENS}, got {self.question_tokens}")
+        for name in ("question_buckets", "image_batch_buckets", "question_batch_buckets"):
+            buckets = tuple(int(b) for b in getattr(self, name))
+            if not buckets or list(buckets) != sorted(set(buckets)) or buckets[0] < 1:
+                raise ValueError(f"{name} must be distinct positive sizes in ascending order, got {buckets}")
+            object.__setattr__(self, name, buckets)
+        if self.yes_token_id == self.no_token_id:
+            raise ValueError(f"yes_token_id and no_token_id are both {self.yes_token_id}")
         if self.answer_tokens < 2:
             raise ValueError(f"answer_tokens must be at least 2 ([DEC] and one token), got {self.answer_tokens}")
         if self.max_questions < 1:
@@ -116,15 +154,19 @@ class BlipSpec:
         config: Any,
         *,
         max_length: int,
-        question_tokens: int = MIN_QUESTION_TOKENS,
+        yes_token_id: int,
+        no_token_id: int,
+        question_buckets: tuple[int, ...] = DEFAULT_QUESTION_BUCKETS,
+        image_batch_buckets: tuple[int, ...] = DEFAULT_IMAGE_BATCH_BUCKETS,
+        question_batch_buckets: tuple[int, ...] = DEFAULT_QUESTION_BATCH_BUCKETS,
         max_questions: int = DEFAULT_MAX_QUESTIONS,
     ) -> BlipSpec:
-        """Read the shapes from a ``BlipConfig`` and the decoder's generation length."""
+        """Read the shapes from a ``BlipConfig``, the decoder's generation length and the yes/no token ids."""
         vision, text = config.vision_config, config.text_config
         height, width = _pair(vision.image_size)
         patch_h, patch_w = _pair(vision.patch_size)
         limit = text.max_position_embeddings
-        for what, value in (("question_tokens", question_tokens), ("max_length", max_length)):
+        for what, value in (("longest question bucket", max(question_buckets)), ("max_length", max_length)):
             if value > limit:
                 raise ValueError(f"{what}={value} exceeds the text model's max_position_embeddings={limit}")
         return cls(
@@ -135,22 +177,44 @@ class BlipSpec:
             vision_hidden_size=vision.hidden_size,
             text_hidden_size=text.hidden_size,
             vocab_size=text.vocab_size,
-            question_tokens=question_tokens,
             answer_tokens=max_length,
             bos_token_id=text.bos_token_id,
             sep_token_id=text.sep_token_id,
             pad_token_id=text.pad_token_id,
+            yes_token_id=yes_token_id,
+            no_token_id=no_token_id,
+            question_buckets=tuple(question_buckets),
+            image_batch_buckets=tuple(image_batch_buckets),
+            question_batch_buckets=tuple(question_batch_buckets),
             max_questions=max_questions,
         )
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("components", None)
-        return data
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BlipSpec:
-        return cls(**data)
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
+
+    @property
+    def question_tokens(self) -> int:
+        """The longest question, in tokens ([CLS] and [SEP] included), that a request may send."""
+        return self.question_buckets[-1]
+
+    @property
+    def decode_lengths(self) -> tuple[int, ...]:
+        """Lengths the answer buffer takes, step by step: short ones for yes/no answers, then the full length."""
+        return tuple(sorted({*(n for n in DEFAULT_SHORT_DECODE_LENGTHS if n < self.answer_tokens), self.answer_tokens}))
+
+    def question_bucket(self, tokens: int) -> int:
+        """The smallest question bucket that holds ``tokens``."""
+        return _bucket(self.question_buckets, tokens, "question tokens")
+
+    def decode_bucket(self, length: int) -> int:
+        """The smallest answer-buffer length that holds ``length`` tokens."""
+        return _bucket(self.decode_lengths, length, "answer tokens")
 
     @property
     def ensemble_inputs(self) -> tuple[TensorSpec, ...]:
@@ -158,52 +222,78 @@ class BlipSpec:
 
     @property
     def ensemble_outputs(self) -> tuple[TensorSpec, ...]:
-        return (TensorSpec(ANSWERS, "BYTES", (-1,)),)
+        return (TensorSpec(ANSWERS, "BYTES", (-1,)), TensorSpec(SCORES, "FP32", (-1,)))
 
     def _build_components(self) -> dict[str, ComponentSpec]:
         image, questions = self.ensemble_inputs
-        (answers,) = self.ensemble_outputs
+        answers, scores = self.ensemble_outputs
         c, h, w = self.num_channels, self.image_height, self.image_width
-        p, dv, dt, q = self.image_tokens, self.vision_hidden_size, self.text_hidden_size, self.question_tokens
+        p, dv, dt = self.image_tokens, self.vision_hidden_size, self.text_hidden_size
+        question_axes = (BATCH, QUESTION_TOKENS)
+        # The image encoder batches frames (dynamic batcher): its wire dims leave the batch out.
         image_embeds = TensorSpec(IMAGE_EMBEDS, "FP32", (p, dv))
-        question_embeds = TensorSpec(QUESTION_EMBEDS, "FP32", (-1, q, dt))
-        question_mask = TensorSpec(QUESTION_MASK, "INT64", (-1, q))
+        frame_embeds = TensorSpec(IMAGE_EMBEDS, "FP32", (1, p, dv))
+        question_embeds = TensorSpec(QUESTION_EMBEDS, "FP32", (-1, -1, dt), (*question_axes, None))
+        question_mask = TensorSpec(QUESTION_MASK, "INT64", (-1, -1), question_axes)
+
+        def buckets(**axes: tuple[int, ...]) -> tuple[dict[str, int], ...]:
+            combinations: list[dict[str, int]] = [{}]
+            for axis, sizes in axes.items():
+                combinations = [c | {axis: size} for c in combinations for size in sizes]
+            return tuple(combinations)
+
         return {
             IMAGE_ENCODER: ComponentSpec(
                 name=IMAGE_ENCODER,
                 inputs=(image,),
                 outputs=(image_embeds,),
-                traced_inputs=(TensorSpec("pixel_values", "FP32", (-1, c, h, w)),),
-                traced_outputs=(TensorSpec("image_embeds", "FP32", (-1, p, dv)),),
+                traced_inputs=(TensorSpec("pixel_values", "FP32", (-1, c, h, w), (BATCH, None, None, None)),),
+                traced_outputs=(TensorSpec("image_embeds", "FP32", (-1, p, dv), (BATCH, None, None)),),
+                max_batch_size=self.image_batch_buckets[-1],
+                shape_buckets=buckets(batch=self.image_batch_buckets),
             ),
             TEXT_ENCODER: ComponentSpec(
                 name=TEXT_ENCODER,
-                inputs=(questions, image_embeds),
+                inputs=(questions, frame_embeds),
                 outputs=(question_embeds, question_mask),
                 traced_inputs=(
-                    TensorSpec("input_ids", "INT64", (-1, q)),
-                    TensorSpec("attention_mask", "INT64", (-1, q)),
+                    TensorSpec("input_ids", "INT64", (-1, -1), question_axes),
+                    TensorSpec("attention_mask", "INT64", (-1, -1), question_axes),
                     # One frame's embeddings, shared by all its questions through broadcasting.
                     TensorSpec("image_embeds", "FP32", (1, p, dv)),
                 ),
-                traced_outputs=(TensorSpec("question_embeds", "FP32", (-1, q, dt)),),
+                traced_outputs=(TensorSpec("question_embeds", "FP32", (-1, -1, dt), (*question_axes, None)),),
+                shape_buckets=buckets(batch=self.question_batch_buckets, question_tokens=self.question_buckets),
             ),
             TEXT_DECODER: ComponentSpec(
                 name=TEXT_DECODER,
                 inputs=(question_embeds, question_mask),
-                outputs=(answers,),
+                outputs=(answers, scores),
                 traced_inputs=(
-                    TensorSpec("decoder_input_ids", "INT64", (-1, self.answer_tokens)),
+                    TensorSpec("decoder_input_ids", "INT64", (-1, -1), (BATCH, ANSWER_TOKENS)),
                     TensorSpec("position", "INT64", (1,)),
-                    TensorSpec("question_embeds", "FP32", (-1, q, dt)),
-                    TensorSpec("question_mask", "INT64", (-1, q)),
+                    TensorSpec("question_embeds", "FP32", (-1, -1, dt), (*question_axes, None)),
+                    TensorSpec("question_mask", "INT64", (-1, -1), question_axes),
                 ),
-                traced_outputs=(TensorSpec("next_token_logits", "FP32", (-1, self.vocab_size)),),
+                traced_outputs=(TensorSpec("next_token_logits", "FP32", (-1, self.vocab_size), (BATCH, None)),),
+                shape_buckets=buckets(
+                    batch=self.question_batch_buckets,
+                    question_tokens=self.question_buckets,
+                    answer_tokens=self.decode_lengths,
+                ),
             ),
         }
 
-    def example_inputs(self, component: str, batch: int = 2, seed: int = 0) -> tuple[Any, ...]:
-        """Pseudo inputs for tracing and verification, built from the traced shapes.
+    def full_sizes(self, sizes: dict[str, int] | None = None) -> dict[str, int]:
+        """Axis sizes with the largest bucket wherever ``sizes`` does not say."""
+        return {
+            BATCH: 2,
+            QUESTION_TOKENS: self.question_tokens,
+            ANSWER_TOKENS: self.answer_tokens,
+        } | (sizes or {})
+
+    def example_inputs(self, component: str, sizes: dict[str, int] | None = None, seed: int = 0) -> tuple[Any, ...]:
+        """Pseudo inputs for tracing and verification, built from the traced shapes at the given axis sizes.
 
         The masks are ragged (real padding) and token ids are drawn from the vocabulary, so a trace that baked
         in an all-ones mask or one batch size fails verification on another seed or batch.
@@ -211,11 +301,13 @@ class BlipSpec:
         import torch
 
         generator = torch.Generator().manual_seed(seed)
+        full = self.full_sizes(sizes)
         tensors = []
         for spec in self.components[component].traced_inputs:
-            shape = tuple(batch if d == -1 else d for d in spec.dims)
+            shape = spec.shape(full)
             if spec.name == "position":
-                tensors.append(torch.tensor([int(torch.randint(0, self.answer_tokens, (1,), generator=generator))]))
+                last = full[ANSWER_TOKENS]
+                tensors.append(torch.tensor([int(torch.randint(0, last, (1,), generator=generator))]))
             elif spec.name.endswith("mask"):
                 lengths = torch.randint(2, shape[1] + 1, (shape[0],), generator=generator)
                 tensors.append((torch.arange(shape[1])[None, :] < lengths[:, None]).long())
@@ -224,6 +316,13 @@ class BlipSpec:
             else:
                 tensors.append(torch.randn(shape, generator=generator))
         return tuple(tensors)
+
+
+def _bucket(buckets: tuple[int, ...], size: int, what: str) -> int:
+    for bucket in buckets:
+        if size <= bucket:
+            return bucket
+    raise ValueError(f"{size} {what} exceed the largest bucket {buckets[-1]}")
 
 
 def _pair(value: int | list[int] | tuple[int, int]) -> tuple[int, int]:

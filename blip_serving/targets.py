@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import importlib
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from blip_serving.errors import TargetUnavailableError
-from blip_serving.spec import IMAGE_ENCODER, TARGETS, TEXT_DECODER, TEXT_ENCODER
+from blip_serving.spec import TARGETS
 
 DEFAULT_NEURON_COMPILER_ARGS = "--auto-cast matmult --auto-cast-type fp16"
-# A NEFF has one shape: frames go one at a time, questions in chunks of this size (padded up).
-DEFAULT_NEURON_STATIC_BATCH = {IMAGE_ENCODER: 1, TEXT_ENCODER: 4, TEXT_DECODER: 4}
 
 
 @dataclass(frozen=True)
@@ -31,7 +29,8 @@ class TargetConfig:
     device: str
     precision: str = "fp32"
     compiler_args: tuple[str, ...] = ()
-    static_batch: dict[str, int] = field(default_factory=dict)
+    # One artifact per shape bucket (a NEFF has one shape); cpu can build this way to run the same padding.
+    static_shapes: bool = False
 
     @property
     def float_dtype(self) -> torch.dtype:
@@ -51,25 +50,29 @@ class TargetConfig:
             "device": self.device,
             "precision": self.precision,
             "compiler_args": list(self.compiler_args),
-            "static_batch": dict(self.static_batch),
+            "static_shapes": self.static_shapes,
         }
 
 
-def resolve_target(name: str, *, fp16: bool = False, compiler_args: str | None = None) -> TargetConfig:
+def resolve_target(
+    name: str, *, fp16: bool = False, compiler_args: str | None = None, static_shapes: bool = False
+) -> TargetConfig:
     """Check the target can run here and describe it; raise ``TargetUnavailableError`` with one clear line."""
     if name not in TARGETS:
         raise TargetUnavailableError(f"unknown TARGET={name!r}; expected one of {', '.join(TARGETS)}")
     if name == "cpu":
         if fp16:
             raise TargetUnavailableError("TARGET=cpu runs fp32 only; fp16 is for TARGET=gpu")
-        return TargetConfig(name="cpu", device="cpu")
+        return TargetConfig(name="cpu", device="cpu", static_shapes=static_shapes)
     if name == "gpu":
         if not torch.cuda.is_available():
             raise TargetUnavailableError(
                 "TARGET=gpu needs CUDA, and torch.cuda.is_available() is False on this machine "
                 f"(torch {torch.__version__})"
             )
-        return TargetConfig(name="gpu", device="cuda", precision="fp16" if fp16 else "fp32")
+        return TargetConfig(
+            name="gpu", device="cuda", precision="fp16" if fp16 else "fp32", static_shapes=static_shapes
+        )
     require_neuron_sdk()
     args = shlex.split(compiler_args if compiler_args is not None else DEFAULT_NEURON_COMPILER_ARGS)
     precision = "fp16" if "fp16" in args else "fp32"
@@ -78,7 +81,7 @@ def resolve_target(name: str, *, fp16: bool = False, compiler_args: str | None =
         device="cpu",
         precision=precision,
         compiler_args=tuple(args),
-        static_batch=dict(DEFAULT_NEURON_STATIC_BATCH),
+        static_shapes=True,
     )
 
 

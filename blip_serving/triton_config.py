@@ -16,6 +16,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from blip_serving.spec import (
+    BATCH,
     COMPONENT_NAMES,
     ENSEMBLE_NAME,
     IMAGE_ENCODER,
@@ -50,7 +51,10 @@ class Deployment:
 
     instances: int = 1
     neuron_cores_per_instance: int = 1
+    # 0: the machine's cores shared evenly by a component's instances, decided where the model loads.
     intra_op_threads: int = 0
+    # How long the image encoder's dynamic batcher may hold a frame to fill a batch; 0 takes what is queued.
+    max_queue_delay_us: int = 0
 
     def __post_init__(self) -> None:
         if self.instances < 1:
@@ -58,7 +62,9 @@ class Deployment:
         if self.neuron_cores_per_instance < 1:
             raise ValueError(f"neuron_cores_per_instance must be at least 1, got {self.neuron_cores_per_instance}")
         if self.intra_op_threads < 0:
-            raise ValueError(f"intra_op_threads must be 0 (library default) or more, got {self.intra_op_threads}")
+            raise ValueError(f"intra_op_threads must be 0 (cores / instances) or more, got {self.intra_op_threads}")
+        if self.max_queue_delay_us < 0:
+            raise ValueError(f"max_queue_delay_us must be 0 or more, got {self.max_queue_delay_us}")
 
     def neuron_core_blocks(self) -> dict[str, tuple[int, int]]:
         """First and last NeuronCore of each component's block; blocks are disjoint and follow each other."""
@@ -84,9 +90,14 @@ def component_config(
     """A Python-backend model that loads ``<artifact_dir>/<component>.pt`` in ``initialize``."""
     deployment = deployment or Deployment()
     component_spec = spec.components[component]
-    config = pb.ModelConfig(name=component, backend="python", max_batch_size=0)
+    config = pb.ModelConfig(name=component, backend="python", max_batch_size=component_spec.max_batch_size)
     _add_tensors(config.input, component_spec.inputs)
     _add_tensors(config.output, component_spec.outputs)
+    if component_spec.max_batch_size:
+        # Frames from concurrent requests run as one batch, padded to a traced bucket where shapes are static.
+        batching = config.dynamic_batching
+        batching.preferred_batch_size.extend(component_spec.shape_buckets_of(BATCH)[1:])
+        batching.max_queue_delay_microseconds = deployment.max_queue_delay_us
     group = config.instance_group.add()
     group.kind = _INSTANCE_KINDS[target]
     group.count = deployment.instances
@@ -94,6 +105,9 @@ def component_config(
     config.parameters[PARAM_ARTIFACT_DIR].string_value = artifact_dir
     if deployment.intra_op_threads:
         config.parameters[PARAM_INTRA_OP_THREADS].string_value = str(deployment.intra_op_threads)
+    if target == "gpu":
+        # Let tensors between the steps stay on the GPU; the models read them through DLPack.
+        config.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value = "no"
     if target == "neuron":
         start, end = deployment.neuron_core_blocks()[component]
         config.parameters[PARAM_NEURON_CORE_START].string_value = str(start)

@@ -49,6 +49,12 @@ def tiny_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
     return make_build(tmp_path_factory.mktemp("tiny"), "random-tiny")
 
 
+@pytest.fixture(scope="session")
+def static_build(tmp_path_factory: pytest.TempPathFactory, tiny_build: Build) -> Build:
+    """The same checkpoint built as Neuron builds: one artifact per shape bucket, padded at run time."""
+    return make_build(tmp_path_factory.mktemp("static"), str(tiny_build.checkpoint), ("--static-shapes",))
+
+
 class Reference:
     """transformers' own answers: the recipe the served answers must equal, on the saved checkpoint."""
 
@@ -72,6 +78,19 @@ class Reference:
             warnings.simplefilter("ignore")
             output = self.model.generate(**inputs)
         return self.processor.decode(output[0], skip_special_tokens=True)
+
+    @cache  # noqa: B019 - one Reference per session
+    def score(self, path: Path, question: str) -> float:
+        """P(yes) against no from the first step's raw logits of transformers' own ``generate``."""
+        import torch
+
+        inputs = self.processor(images=self.image(path), text=question, return_tensors="pt")
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            output = self.model.generate(**inputs, max_new_tokens=1, output_logits=True, return_dict_in_generate=True)
+        tokenizer = self.processor.tokenizer
+        pair = output.logits[0][0, tokenizer.convert_tokens_to_ids(["yes", "no"])]
+        return float(torch.softmax(pair.float(), dim=-1)[0])
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,31 @@ import warnings
 from pathlib import Path
 
 from blip_serving.errors import ArtifactError, TargetUnavailableError
-from blip_serving.spec import DEFAULT_MAX_QUESTIONS, MIN_QUESTION_TOKENS, TARGETS
+from blip_serving.spec import (
+    DEFAULT_IMAGE_BATCH_BUCKETS,
+    DEFAULT_MAX_QUESTIONS,
+    DEFAULT_QUESTION_BATCH_BUCKETS,
+    DEFAULT_QUESTION_BUCKETS,
+    TARGETS,
+)
 
 RANDOM_WARNING = "NOTE: {model} has random weights: it serves real compute, but its answers are meaningless."
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated sizes like 1,4,8, got {text!r}") from error
+
+
+def _sizes_option(parser: argparse.ArgumentParser, flag: str, env: str, default: tuple[int, ...], what: str) -> None:
+    parser.add_argument(
+        flag,
+        type=_sizes,
+        default=_sizes(os.environ.get(env) or ",".join(map(str, default))),
+        help=f"{what} (env {env}, default {','.join(map(str, default))})",
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -26,7 +48,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="root of artifacts/<target>/")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
-    parser.add_argument("--question-tokens", type=int, default=MIN_QUESTION_TOKENS, help="static question bucket")
+    _sizes_option(
+        parser, "--question-buckets", "QUESTION_BUCKETS", DEFAULT_QUESTION_BUCKETS, "question lengths in tokens"
+    )
+    _sizes_option(
+        parser, "--image-batch-buckets", "IMAGE_BATCH_BUCKETS", DEFAULT_IMAGE_BATCH_BUCKETS, "frames per image batch"
+    )
+    _sizes_option(
+        parser,
+        "--question-batch-buckets",
+        "QUESTION_BATCH_BUCKETS",
+        DEFAULT_QUESTION_BATCH_BUCKETS,
+        "questions per text batch (static-shape builds)",
+    )
+    parser.add_argument(
+        "--static-shapes",
+        action="store_true",
+        default=os.environ.get("STATIC_SHAPES") == "1",
+        help="one artifact per shape bucket, as neuron always builds (cpu/gpu trace once otherwise)",
+    )
     parser.add_argument("--max-questions", type=int, default=DEFAULT_MAX_QUESTIONS, help="questions per request")
     parser.add_argument("--fp16", action="store_true", default=os.environ.get("FP16") == "1", help="gpu only")
     parser.add_argument(
@@ -51,7 +91,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--intra-op-threads",
         type=int,
         default=int(os.environ.get("INTRA_OP_THREADS") or 0),
-        help="torch threads per instance; 0 keeps torch's default",
+        help="torch threads per instance; 0 shares the cores evenly among a component's instances",
+    )
+    parser.add_argument(
+        "--max-queue-delay-us",
+        type=int,
+        default=int(os.environ.get("MAX_QUEUE_DELAY_US") or 0),
+        help="how long the image encoder's dynamic batcher may wait to fill a batch",
     )
     return parser.parse_args(argv)
 
@@ -64,8 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         from blip_serving.targets import resolve_target
         from blip_serving.triton_config import Deployment
 
-        target = resolve_target(args.target, fp16=args.fp16, compiler_args=args.compiler_args)
-        deployment = Deployment(args.instances, args.neuron_cores_per_instance, args.intra_op_threads)
+        target = resolve_target(
+            args.target, fp16=args.fp16, compiler_args=args.compiler_args, static_shapes=args.static_shapes
+        )
+        deployment = Deployment(
+            args.instances, args.neuron_cores_per_instance, args.intra_op_threads, args.max_queue_delay_us
+        )
     except (TargetUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -79,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     from transformers.utils import logging as hf_logging
 
-    from blip_serving.artifacts import build_target, resolve_max_length
+    from blip_serving.artifacts import build_target, resolve_max_length, yes_no_token_ids
     from blip_serving.checkpoints import RANDOM_MODELS, load_checkpoint
     from blip_serving.spec import BlipSpec
     from blip_serving.triton_config import write_repository_configs
@@ -90,16 +140,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loading checkpoint {args.model}", flush=True)
     try:
         checkpoint = load_checkpoint(args.model, random_dir=args.artifacts / "checkpoints")
+        yes, no = yes_no_token_ids(checkpoint.processor.tokenizer)
         spec = BlipSpec.from_model_config(
             checkpoint.model.config,
             max_length=resolve_max_length(checkpoint.model),
-            question_tokens=args.question_tokens,
+            yes_token_id=yes,
+            no_token_id=no,
+            question_buckets=args.question_buckets,
+            image_batch_buckets=args.image_batch_buckets,
+            question_batch_buckets=args.question_batch_buckets,
             max_questions=args.max_questions,
         )
         print(
             f"spec: image {spec.image_height}x{spec.image_width} -> {spec.image_tokens} tokens x "
-            f"{spec.vision_hidden_size}; questions {spec.question_tokens} tokens x {spec.text_hidden_size}; "
-            f"answers up to {spec.answer_tokens} tokens; vocabulary {spec.vocab_size}",
+            f"{spec.vision_hidden_size}, frames batched by {list(spec.image_batch_buckets)}; questions in "
+            f"{list(spec.question_buckets)}-token buckets x {spec.text_hidden_size}; answers up to "
+            f"{spec.answer_tokens} tokens through buffers of {list(spec.decode_lengths)}; vocabulary "
+            f"{spec.vocab_size}; yes/no token ids {yes}/{no}",
             flush=True,
         )
         out_dir = args.artifacts / args.target

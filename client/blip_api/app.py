@@ -44,8 +44,9 @@ class ApiError(Exception):
 class BehaviorResult(BaseModel):
     behavior: str | None = Field(description="the behavior's name, or null for a free question")
     question: str
-    answer: str
-    alert: bool = Field(description="the answer is 'yes'")
+    score: float = Field(description="P(yes) against no, from the decoder's first step")
+    answer: str | None = Field(description="the generated answer; null when only behaviors were asked (scores only)")
+    alert: bool = Field(description="score reached the alert threshold")
 
 
 class FrameResult(BaseModel):
@@ -246,17 +247,22 @@ def create_app(settings: ApiSettings, router: Router | None = None) -> FastAPI:
         image, questions, behaviors = await read_frame(request)
         asked = resolve_questions(questions, behaviors)
         started = time.perf_counter()
+        # Behaviors alone need probabilities, not text: one decoder step instead of a generation loop.
+        scores_only = all(behavior is not None for behavior, _ in asked)
         try:
-            routed = await router.ask(image, [q for _, q in asked])
+            routed = await router.ask(image, [q for _, q in asked], scores_only=scores_only)
         except InvalidRequestError as error:
             raise ApiError(400, str(error)) from error
         except NoBackendAvailableError as error:
             raise ApiError(503, str(error), {"Retry-After": "1"}) from error
         served.labels("200").inc()
+        threshold = state["settings"].alert_threshold
         return FrameResult(
             results=[
-                BehaviorResult(behavior=b, question=q, answer=a, alert=a.strip().lower() == "yes")
-                for (b, q), a in zip(asked, routed.answers, strict=True)
+                BehaviorResult(behavior=b, question=q, score=round(score, 6), answer=answer, alert=score >= threshold)
+                for (b, q), score, answer in zip(
+                    asked, routed.scores, routed.answers or [None] * len(asked), strict=True
+                )
             ],
             backend=routed.backend,
             attempts=routed.attempts,

@@ -45,17 +45,24 @@ class Limits:
                 raise SettingsError(f"api.{item.name} must be a positive integer, got {value!r}")
 
 
+DEFAULT_ALERT_THRESHOLD = 0.5
+
+
 @dataclass(frozen=True)
 class ApiSettings:
     router: RouterConfig
     limits: Limits = Limits()
     behaviors: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_BEHAVIORS))
+    # A question alerts when P(yes) against no reaches this ([alerts] threshold).
+    alert_threshold: float = DEFAULT_ALERT_THRESHOLD
     token: str | None = None
     admin_token: str | None = None
     insecure_dev: bool = False
     config_path: Path | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.alert_threshold, int | float) or not 0.0 < self.alert_threshold < 1.0:
+            raise SettingsError(f"alerts.threshold must be a probability between 0 and 1, got {self.alert_threshold!r}")
         if not self.insecure_dev and not self.token:
             raise SettingsError(
                 f"no API token: set {TOKEN_ENV} (bearer token the cameras send), or run in insecure dev mode "
@@ -84,6 +91,7 @@ class ApiSettings:
             router=router,
             limits=limits,
             behaviors=dict(behaviors),
+            alert_threshold=data.get("alerts", {}).get("threshold", DEFAULT_ALERT_THRESHOLD),
             token=env.get(TOKEN_ENV) or None,
             admin_token=env.get(ADMIN_TOKEN_ENV) or None,
             insecure_dev=insecure_dev,

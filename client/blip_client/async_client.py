@@ -15,7 +15,7 @@ import tritonclient.http.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
 from blip_client.errors import ServerUnavailableError
-from blip_client.wire import build_inputs, classify, parse_answers, requested_outputs
+from blip_client.wire import VqaResult, build_inputs, classify, parse_result, request_parameters, requested_outputs
 from blip_serving.spec import ENSEMBLE_NAME
 
 
@@ -27,19 +27,26 @@ class AsyncBlipVqaClient:
         self._client: Any = triton_aio.InferenceServerClient(url, conn_limit=connections)
         self.closed = False
 
-    async def ask(self, image: bytes, questions: Sequence[str | bytes], *, timeout_s: float) -> list[str]:
-        """Answers to ``questions`` about one encoded image; raises a ``BlipVqaError`` subclass on failure."""
+    async def infer(
+        self, image: bytes, questions: Sequence[str | bytes], *, timeout_s: float, scores_only: bool = False
+    ) -> VqaResult:
+        """Scores (and answers unless ``scores_only``) for one encoded image; raises a ``BlipVqaError`` on failure."""
         inputs = build_inputs(triton_aio, image, questions)
         try:
             async with asyncio.timeout(timeout_s):
-                result = await self._client.infer(self.model, inputs, outputs=requested_outputs(triton_aio))
+                result = await self._client.infer(
+                    self.model,
+                    inputs,
+                    outputs=requested_outputs(triton_aio, scores_only),
+                    parameters=request_parameters(scores_only),
+                )
         except InferenceServerException as error:
             raise classify(error) from error
         except TimeoutError as error:
             raise ServerUnavailableError(f"{self.url}: no answer within {timeout_s:g}s") from error
         except (aiohttp.ClientError, OSError) as error:
             raise ServerUnavailableError(f"{self.url}: {type(error).__name__}: {error}") from error
-        return parse_answers(result, len(questions))
+        return parse_result(result, len(questions), scores_only)
 
     async def close(self) -> None:
         self.closed = True

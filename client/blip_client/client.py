@@ -1,6 +1,7 @@
 """A typed client for the ``blip_vqa`` ensemble over tritonclient, HTTP or gRPC.
 
-``ask(image_bytes, questions) -> answers``. Errors come back as typed exceptions, so the API tier can map a
+``ask(image_bytes, questions) -> answers``, ``scores(image_bytes, questions) -> P(yes) per question`` (one
+decoder step), ``infer(...)`` for both. Errors come back as typed exceptions, so the API tier can map a
 caller's mistake (``InvalidRequestError``, HTTP 400) apart from a server that cannot answer.
 """
 
@@ -16,7 +17,7 @@ from blip_client.errors import (
     ServerError,
     ServerUnavailableError,
 )
-from blip_client.wire import build_inputs, classify, parse_answers, requested_outputs
+from blip_client.wire import VqaResult, build_inputs, classify, parse_result, request_parameters, requested_outputs
 from blip_serving.spec import ENSEMBLE_NAME
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "NoBackendAvailableError",
     "ServerError",
     "ServerUnavailableError",
+    "VqaResult",
 ]
 
 
@@ -55,20 +57,33 @@ class BlipVqaClient:
             self._client = triton.InferenceServerClient(url)
         self._triton = triton
 
-    def ask(self, image: bytes, questions: Sequence[str | bytes]) -> list[str]:
-        """Answers to ``questions`` about one encoded image, in order."""
+    def infer(self, image: bytes, questions: Sequence[str | bytes], *, scores_only: bool = False) -> VqaResult:
+        """Scores (and answers, unless ``scores_only``) for ``questions`` about one encoded image, in order."""
         inputs = build_inputs(self._triton, image, questions)
-        outputs = requested_outputs(self._triton)
+        outputs = requested_outputs(self._triton, scores_only)
+        parameters = request_parameters(scores_only)
         try:
             if self.protocol == "http":
-                result = self._client.infer(self.model, inputs, outputs=outputs)
+                result = self._client.infer(self.model, inputs, outputs=outputs, parameters=parameters)
             else:
-                result = self._client.infer(self.model, inputs, outputs=outputs, client_timeout=self.timeout_s)
+                result = self._client.infer(
+                    self.model, inputs, outputs=outputs, parameters=parameters, client_timeout=self.timeout_s
+                )
         except self._exception_type() as error:
             raise classify(error) from error
         except (ConnectionError, TimeoutError, OSError) as error:
             raise ServerUnavailableError(f"{self.url}: {error}") from error
-        return parse_answers(result, len(questions))
+        return parse_result(result, len(questions), scores_only)
+
+    def ask(self, image: bytes, questions: Sequence[str | bytes]) -> list[str]:
+        """Answers to ``questions`` about one encoded image, in order."""
+        answers = self.infer(image, questions).answers
+        assert answers is not None  # answer mode always parses them
+        return answers
+
+    def scores(self, image: bytes, questions: Sequence[str | bytes]) -> list[float]:
+        """P(yes) against no for each question: the decoder's first step only."""
+        return self.infer(image, questions, scores_only=True).scores
 
     def is_ready(self) -> bool:
         try:

@@ -37,6 +37,7 @@ from blip_client.errors import (
     ServerUnavailableError,
 )
 from blip_client.router_metrics import BREAKER_STATES, RouterMetrics
+from blip_client.wire import VqaResult
 
 log = logging.getLogger("blip_client.router")
 
@@ -109,7 +110,8 @@ class RouterConfig:
 
 @dataclass
 class RoutedAnswer:
-    answers: list[str]
+    scores: list[float]
+    answers: list[str] | None  # None for a scores-only request
     backend: str
     attempts: int
     seconds: float
@@ -325,8 +327,9 @@ class Router:
         chosen.current -= total
         return chosen
 
-    async def ask(self, image: bytes, questions: Sequence[str | bytes]) -> RoutedAnswer:
-        """Answers from the first backend that can give them; ``NoBackendAvailableError`` when none can."""
+    async def ask(self, image: bytes, questions: Sequence[str | bytes], *, scores_only: bool = False) -> RoutedAnswer:
+        """Scores and answers (scores only if asked) from the first backend that can give them;
+        ``NoBackendAvailableError`` when none can."""
         started = time.perf_counter()
         tried: list[Backend] = []
         failures: list[str] = []
@@ -344,19 +347,23 @@ class Router:
                         break
                     tried.append(backend)
                     try:
-                        answers = await self._call(backend, image, questions)
+                        result = await self._call(backend, image, questions, scores_only)
                     except _BackendFailed as error:
                         failures.append(str(error))
                         self.metrics.failovers.labels(backend.name).inc()
                         raise
-                    return RoutedAnswer(answers, backend.name, len(tried), time.perf_counter() - started)
+                    return RoutedAnswer(
+                        result.scores, result.answers, backend.name, len(tried), time.perf_counter() - started
+                    )
         except _BackendFailed:
             pass
         self.metrics.unanswered.inc()
         reason = "; ".join(failures) if failures else "every backend is down, drained or has its breaker open"
         raise NoBackendAvailableError(f"no backend could answer ({len(tried)} tried): {reason}")
 
-    async def _call(self, backend: Backend, image: bytes, questions: Sequence[str | bytes]) -> list[str]:
+    async def _call(
+        self, backend: Backend, image: bytes, questions: Sequence[str | bytes], scores_only: bool
+    ) -> VqaResult:
         name = backend.name
         self.metrics.requests.labels(name).inc()
         self.metrics.in_flight.labels(name).inc()
@@ -365,7 +372,9 @@ class Router:
         started = time.perf_counter()
         try:
             with backend.breaker.calling():
-                answers = await backend.client.ask(image, questions, timeout_s=self.config.request_timeout_s)
+                result = await backend.client.infer(
+                    image, questions, timeout_s=self.config.request_timeout_s, scores_only=scores_only
+                )
         except InvalidRequestError:
             self.metrics.errors.labels(name, "invalid_request").inc()
             raise
@@ -377,7 +386,7 @@ class Router:
             kind, message = "server_error", str(error)
         else:
             self.metrics.latency.labels(name).observe(time.perf_counter() - started)
-            return answers
+            return result
         finally:
             backend.in_flight -= 1
             if backend.in_flight == 0:
@@ -396,7 +405,7 @@ class Router:
         """One real inference through ``blip_vqa``; it updates health, and a pass closes an open breaker."""
         started = time.perf_counter()
         try:
-            await backend.client.ask(PROBE_IMAGE, PROBE_QUESTIONS, timeout_s=self.config.probe_timeout_s)
+            await backend.client.infer(PROBE_IMAGE, PROBE_QUESTIONS, timeout_s=self.config.probe_timeout_s)
             result = ProbeResult(True, time.perf_counter() - started, time.monotonic())
         except BlipVqaError as error:
             result = ProbeResult(False, time.perf_counter() - started, time.monotonic(), str(error)[:300])

@@ -1,19 +1,22 @@
 """The ``blip_vqa`` wire format, shared by the blocking client, the asyncio client and the router.
 
 Tensor names come from ``blip_serving.spec``; this module only packs one frame and its questions into
-tritonclient inputs, unpacks the answers, and turns tritonclient's exceptions into the typed errors.
+tritonclient inputs, unpacks answers and yes/no scores, and turns tritonclient's exceptions into the typed errors.
+A scores-only request sets the ``scores_only`` request parameter: the decoder runs one step and the response
+holds SCORES alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from blip_client.errors import BlipVqaError, InvalidRequestError, ServerError, ServerUnavailableError
-from blip_serving.spec import ANSWERS, IMAGE, QUESTIONS
+from blip_serving.spec import ANSWERS, IMAGE, QUESTIONS, SCORES, SCORES_ONLY
 
 _INVALID = {"400", "StatusCode.INVALID_ARGUMENT"}
 _UNAVAILABLE = {"503", "StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"}
@@ -37,15 +40,34 @@ def build_inputs(triton: ModuleType, image: bytes, questions: Sequence[str | byt
     return [image_input, questions_input]
 
 
-def requested_outputs(triton: ModuleType) -> list[Any]:
-    return [triton.InferRequestedOutput(ANSWERS)]
+@dataclass(frozen=True)
+class VqaResult:
+    """One frame's results, in question order: P(yes) against no, and the answers unless scores only."""
+
+    scores: list[float]
+    answers: list[str] | None
 
 
-def parse_answers(result: Any, count: int) -> list[str]:
-    answers = result.as_numpy(ANSWERS)
-    if answers is None or len(answers) != count:
-        raise ServerError(f"expected {count} answers, got {None if answers is None else len(answers)}")
-    return [a.decode("utf-8") if isinstance(a, bytes) else str(a) for a in answers.reshape(-1)]
+def requested_outputs(triton: ModuleType, scores_only: bool = False) -> list[Any]:
+    names = (SCORES,) if scores_only else (ANSWERS, SCORES)
+    return [triton.InferRequestedOutput(name) for name in names]
+
+
+def request_parameters(scores_only: bool) -> dict[str, Any] | None:
+    return {SCORES_ONLY: True} if scores_only else None
+
+
+def parse_result(result: Any, count: int, scores_only: bool = False) -> VqaResult:
+    scores = result.as_numpy(SCORES)
+    if scores is None or scores.size != count:
+        raise ServerError(f"expected {count} scores, got {None if scores is None else scores.size}")
+    answers = None
+    if not scores_only:
+        raw = result.as_numpy(ANSWERS)
+        if raw is None or raw.size != count:
+            raise ServerError(f"expected {count} answers, got {None if raw is None else raw.size}")
+        answers = [a.decode("utf-8") if isinstance(a, bytes) else str(a) for a in raw.reshape(-1)]
+    return VqaResult(scores=[float(s) for s in scores.reshape(-1)], answers=answers)
 
 
 def classify(error: Any) -> BlipVqaError:

@@ -60,11 +60,23 @@ def test_a_frame_gets_one_result_per_behavior_equal_to_transformers(api, tiny_re
     assert [r["question"] for r in body["results"]] == asked
     assert [r["behavior"] for r in body["results"]] == ["barking", "sleeping", None]
     assert [r["answer"] for r in body["results"]] == [tiny_reference.answer(path, q) for q in asked]
-    assert all(r["alert"] == (r["answer"] == "yes") for r in body["results"])
+    scores = [r["score"] for r in body["results"]]
+    assert scores == pytest.approx([tiny_reference.score(path, q) for q in asked], abs=1e-5)
+    assert all(r["alert"] == (r["score"] >= 0.5) for r in body["results"])
     assert body["backend"] == "neuron" and body["attempts"] >= 1
 
     raw = post_raw(api, path.read_bytes(), behavior=["barking", "sleeping"], question="what is the animal doing?")
     assert raw.status_code == 200 and raw.json()["results"] == body["results"]
+
+
+def test_behaviors_alone_are_scored_in_one_step_and_alert_on_the_threshold(api, tiny_reference) -> None:
+    response = post_raw(api, PHOTO.read_bytes(), behavior=["barking", "eating"])
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    expected = [tiny_reference.score(PHOTO, DEFAULT_BEHAVIORS[b]) for b in ("barking", "eating")]
+    assert [r["answer"] for r in results] == [None, None], "scores only: no generated text"
+    assert [r["score"] for r in results] == pytest.approx(expected, abs=1e-5)
+    assert [r["alert"] for r in results] == [s >= 0.5 for s in expected]
 
 
 def test_without_the_right_token_nothing_is_answered(api) -> None:

@@ -1,9 +1,11 @@
-"""Served answers equal transformers' own ``generate`` on the saved checkpoint, image by image."""
+"""Served answers and yes/no scores equal transformers' own ``generate`` on the saved checkpoint, image by image."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from blip_client.client import BlipVqaClient
@@ -15,6 +17,38 @@ from tests.conftest import QUESTIONS, VALID_IMAGES, Reference, make_build
 def test_every_valid_image_answers_as_transformers(path: Path, client, tiny_reference) -> None:
     answers = client.ask(path.read_bytes(), QUESTIONS)
     assert answers == [tiny_reference.answer(path, q) for q in QUESTIONS]
+
+
+@pytest.mark.parametrize("path", VALID_IMAGES[:4], ids=lambda p: p.name)
+def test_scores_equal_transformers_first_step_in_both_modes(path: Path, client, tiny_reference) -> None:
+    image = path.read_bytes()
+    expected = [tiny_reference.score(path, q) for q in QUESTIONS]
+    both = client.infer(image, QUESTIONS)
+    assert both.answers == [tiny_reference.answer(path, q) for q in QUESTIONS]
+    assert np.allclose(both.scores, expected, atol=1e-5)
+    only = client.infer(image, QUESTIONS, scores_only=True)
+    assert only.answers is None and np.allclose(only.scores, expected, atol=1e-5)
+
+
+def test_scores_vary_and_are_probabilities(client) -> None:
+    scores = [s for path in VALID_IMAGES for s in client.scores(path.read_bytes(), QUESTIONS)]
+    assert all(0.0 < s < 1.0 for s in scores) and len({round(s, 6) for s in scores}) > len(VALID_IMAGES)
+
+
+def test_concurrent_frames_batched_by_the_image_encoder_keep_their_own_answers(triton, client) -> None:
+    """Twelve frames at once: the dynamic batcher groups them, and each still gets exactly its own results."""
+    frames = [VALID_IMAGES[i % len(VALID_IMAGES)] for i in range(12)]
+    alone = {path: client.infer(path.read_bytes(), QUESTIONS) for path in set(frames)}
+
+    def ask(path: Path):
+        with BlipVqaClient(triton.http_url) as own:
+            return own.infer(path.read_bytes(), QUESTIONS)
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(ask, frames))
+    for path, result in zip(frames, results):
+        assert result.answers == alone[path].answers
+        assert np.allclose(result.scores, alone[path].scores, atol=1e-5)
 
 
 def test_answers_vary_with_image_and_question(client) -> None:
@@ -77,8 +111,21 @@ def _odd_sized_checkpoint(directory: Path) -> Path:
 def test_a_local_checkpoint_with_other_sizes_serves_its_own_answers(tmp_path_factory) -> None:
     root = tmp_path_factory.mktemp("odd")
     checkpoint = _odd_sized_checkpoint(root / "checkpoint")
-    build = make_build(root, str(checkpoint), extra=("--question-tokens", "40"))
+    build = make_build(root, str(checkpoint), extra=("--question-buckets", "12,40", "--image-batch-buckets", "1,2"))
     reference = Reference(checkpoint)
     with TritonServer(build.repository, "cpu") as server, BlipVqaClient(server.http_url) as odd_client:
         for path in VALID_IMAGES[:3]:
-            assert odd_client.ask(path.read_bytes(), QUESTIONS) == [reference.answer(path, q) for q in QUESTIONS]
+            result = odd_client.infer(path.read_bytes(), QUESTIONS)
+            assert result.answers == [reference.answer(path, q) for q in QUESTIONS]
+            assert np.allclose(result.scores, [reference.score(path, q) for q in QUESTIONS], atol=1e-5)
+
+
+def test_a_static_shape_build_serves_the_same_results(static_build, client) -> None:
+    """The artifacts Neuron would get (one per bucket, padded), served by the real server: same results."""
+    with TritonServer(static_build.repository, "cpu") as server, BlipVqaClient(server.http_url) as static_client:
+        for path in VALID_IMAGES[:3]:
+            image = path.read_bytes()
+            questions = [*QUESTIONS, *QUESTIONS[:2]]  # 5 questions: a chunk of 4 and one padded
+            served, expected = static_client.infer(image, questions), client.infer(image, questions)
+            assert served.answers == expected.answers
+            assert np.allclose(served.scores, expected.scores, atol=1e-5)

@@ -25,9 +25,11 @@ def test_the_served_metadata_equals_the_gpu_and_neuron_configs(triton, tiny_buil
             }
             for target in TARGETS:
                 config = repository_configs(spec, target, "x")[name]
+                # Metadata shows a batching model's shapes with the batch dimension (-1) first.
+                batch = [-1] if config.max_batch_size else []
                 declared = {
-                    "inputs": [(t.name, _wire_dtype(t.data_type), list(t.dims)) for t in config.input],
-                    "outputs": [(t.name, _wire_dtype(t.data_type), list(t.dims)) for t in config.output],
+                    "inputs": [(t.name, _wire_dtype(t.data_type), batch + list(t.dims)) for t in config.input],
+                    "outputs": [(t.name, _wire_dtype(t.data_type), batch + list(t.dims)) for t in config.output],
                 }
                 assert declared == wire, f"{target}/{name}"
     finally:

@@ -26,6 +26,19 @@ class Tensor:
     def as_numpy(self) -> np.ndarray:
         return self._array
 
+    def to_dlpack(self) -> Any:
+        if self._array.dtype == np.object_:
+            raise RuntimeError("BYTES tensors cannot be exported through DLPack")  # as in the Python backend
+        import torch
+
+        return torch.utils.dlpack.to_dlpack(torch.from_numpy(np.ascontiguousarray(self._array)))
+
+    @classmethod
+    def from_dlpack(cls, name: str, capsule: Any) -> Tensor:
+        import torch
+
+        return cls(name, torch.from_dlpack(capsule).numpy())
+
 
 class TritonError:
     UNKNOWN, INTERNAL, NOT_FOUND, INVALID_ARG, UNAVAILABLE, UNSUPPORTED, ALREADY_EXISTS = range(7)
@@ -41,8 +54,13 @@ class TritonError:
 
 
 class InferenceRequest:
-    def __init__(self, inputs: dict[str, np.ndarray]) -> None:
+    def __init__(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any] | None = None) -> None:
         self.inputs = {name: Tensor(name, value) for name, value in inputs.items()}
+        self._parameters = json.dumps(parameters or {})
+
+    def parameters(self) -> str:
+        """JSON text, as the Python backend returns it."""
+        return self._parameters
 
 
 class InferenceResponse:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from blip_serving.artifacts import read_manifest, verify_artifact_file
+from blip_serving.artifacts import read_manifest, verify_artifact_files
 from blip_serving.errors import ArtifactError
 from tests.conftest import ROOT
 
@@ -73,10 +73,11 @@ def test_tampered_or_foreign_artifact_is_refused(tiny_build, tmp_path) -> None:
     copy = tmp_path / "cpu"
     shutil.copytree(tiny_build.target_dir(), copy)
     manifest = read_manifest(copy)
-    assert verify_artifact_file(manifest, "text_encoder", "cpu").is_file()
+    ((sizes, path),) = verify_artifact_files(manifest, "text_encoder", "cpu")
+    assert sizes == {} and path.is_file()
     with pytest.raises(ArtifactError, match="holds 'cpu' artifacts; this model is configured for 'neuron'"):
-        verify_artifact_file(manifest, "text_encoder", "neuron")
+        verify_artifact_files(manifest, "text_encoder", "neuron")
     path = manifest.artifact_path("text_encoder")
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(ArtifactError, match="sha256"):
-        verify_artifact_file(manifest, "text_encoder", "cpu")
+        verify_artifact_files(manifest, "text_encoder", "cpu")

@@ -1,4 +1,4 @@
-"""Traced components and the greedy loop, in-process: the split model answers exactly as ``generate``."""
+"""Traced components and the greedy loop, in-process: the split model answers and scores exactly as ``generate``."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from blip_serving.artifacts import read_manifest
-from blip_serving.components import TextDecoderWrapper, TextEncoderWrapper
-from blip_serving.generation import greedy_decode
-from blip_serving.spec import TEXT_DECODER, TEXT_ENCODER
+from blip_serving.components import ImageEncoderWrapper, TextDecoderWrapper, TextEncoderWrapper
+from blip_serving.generation import first_step, greedy_decode, yes_probability
+from blip_serving.questions import QuestionTokenizer
+from blip_serving.spec import IMAGE_ENCODER, TEXT_DECODER, TEXT_ENCODER
 from blip_serving.targets import load_artifact
 from tests.conftest import QUESTIONS, VALID_IMAGES
 
@@ -18,10 +19,14 @@ def manifest(tiny_build):
     return read_manifest(tiny_build.target_dir())
 
 
-def _wrapper(manifest, component, cls, static_batch=None):
-    spec = manifest.spec
-    module = load_artifact("cpu", str(manifest.artifact_path(component)), "cpu")
-    return cls.from_model(module, spec.components[component], "cpu", static_batch=static_batch)
+def _wrapper(manifest, component, cls):
+    files = manifest.artifact_files(component)
+    artifacts = [(sizes, load_artifact("cpu", str(path), "cpu")) for sizes, path in files]
+    return cls.from_artifacts(artifacts, manifest.spec.components[component], "cpu")
+
+
+def _decoder(manifest, policy: str) -> TextDecoderWrapper:
+    return _wrapper(manifest, TEXT_DECODER, TextDecoderWrapper).configure(manifest.spec.decode_lengths, policy)
 
 
 def test_manifest_describes_the_build(manifest, tiny_build) -> None:
@@ -29,36 +34,70 @@ def test_manifest_describes_the_build(manifest, tiny_build) -> None:
     assert data["target"]["name"] == "cpu" and data["saved_checkpoint"] == str(tiny_build.checkpoint.resolve())
     assert set(data["components"]) == {"image_encoder", "text_encoder", "text_decoder"}
     for entry in data["components"].values():
-        assert len(entry["sha256"]) == 64 and entry["max_relative_error"] <= 1e-4
+        ((file,),) = [entry["files"]]
+        assert file["sizes"] == {} and len(file["sha256"]) == 64 and entry["max_relative_error"] <= 1e-4
     assert {"torch", "transformers"} <= set(data["versions"])
 
 
-def test_static_batch_chunks_and_pads_to_the_same_answer(manifest) -> None:
-    """The Neuron path (static batch) is exercised on CPU: chunking and padding must not change a row."""
+def test_static_build_has_one_artifact_per_bucket(static_build) -> None:
+    manifest = read_manifest(static_build.target_dir())
     spec = manifest.spec
-    dynamic = _wrapper(manifest, TEXT_ENCODER, TextEncoderWrapper)
-    static = _wrapper(manifest, TEXT_ENCODER, TextEncoderWrapper, static_batch=4)
-    ids, mask, image = spec.example_inputs(TEXT_ENCODER, batch=7, seed=11)
-    assert torch.allclose(dynamic.encode(ids, mask, image[0]), static.encode(ids, mask, image[0]), atol=1e-6)
+    assert [sizes for sizes, _ in manifest.artifact_files(IMAGE_ENCODER)] == [{"batch": b} for b in (1, 4, 8)]
+    decoder = manifest.artifact_files(TEXT_DECODER)
+    assert len(decoder) == len(spec.question_buckets) * len(spec.decode_lengths) * len(spec.question_batch_buckets)
+    assert all(path.name == f"text_decoder.{path.name.split('.', 1)[1]}" and path.is_file() for _, path in decoder)
 
 
-def test_split_pipeline_equals_generate_with_padded_questions(tiny_build, tiny_reference, manifest) -> None:
-    """Questions of different lengths padded to the bucket, decoded together, equal one unpadded generate each."""
+def test_static_shapes_pad_to_buckets_without_changing_a_row(manifest, static_build) -> None:
+    """The Neuron path on CPU: chunks of the largest bucket, the rest padded up; rows equal the polymorphic ones."""
+    static = read_manifest(static_build.target_dir())
+    spec = manifest.spec
+    sizes = {"batch": 7, "question_tokens": 16}
+    ids, mask, image = spec.example_inputs(TEXT_ENCODER, sizes, seed=11)
+    dynamic_encoder = _wrapper(manifest, TEXT_ENCODER, TextEncoderWrapper)
+    static_encoder = _wrapper(static, TEXT_ENCODER, TextEncoderWrapper)
+    assert static_encoder.static and not dynamic_encoder.static
+    assert torch.allclose(
+        dynamic_encoder.encode(ids, mask, image[0]), static_encoder.encode(ids, mask, image[0]), atol=1e-5
+    )
+    (pixels,) = spec.example_inputs(IMAGE_ENCODER, {"batch": 11}, seed=2)  # 8 + 3 padded to 4
+    dynamic_images = _wrapper(manifest, IMAGE_ENCODER, ImageEncoderWrapper).encode(pixels)
+    assert torch.allclose(
+        dynamic_images, _wrapper(static, IMAGE_ENCODER, ImageEncoderWrapper).encode(pixels), atol=1e-5
+    )
+    with pytest.raises(RuntimeError, match="no artifact was built for sizes"):
+        static_encoder.encode(ids[:, :12], mask[:, :12], image[0])
+
+
+def test_split_pipeline_equals_generate_with_padded_questions(tiny_reference, manifest) -> None:
+    """Questions padded to their bucket, decoded together, equal one unpadded generate each; so do the scores."""
     from transformers import BlipProcessor
 
     spec = manifest.spec
     processor = BlipProcessor.from_pretrained(manifest.processor_dir)
+    tokenize = QuestionTokenizer(processor.tokenizer, spec.question_buckets)
     encoder = _wrapper(manifest, TEXT_ENCODER, TextEncoderWrapper)
-    decoder = _wrapper(manifest, TEXT_DECODER, TextDecoderWrapper)
+    decoders = [_decoder(manifest, policy) for policy in ("exact", "bucketed", "fixed")]
     blip = tiny_reference.model
     for path in VALID_IMAGES[:4]:
         pixel_values = processor(images=tiny_reference.image(path), return_tensors="pt")["pixel_values"]
         with torch.inference_mode():
             image_embeds = blip.vision_model(pixel_values=pixel_values)[0]
-        padded = processor.tokenizer(
-            list(QUESTIONS), padding="max_length", max_length=spec.question_tokens, return_tensors="pt"
-        )
-        question_embeds = encoder.encode(padded["input_ids"], padded["attention_mask"], image_embeds[0])
-        tokens = greedy_decode(decoder.next_token_logits, question_embeds, padded["attention_mask"], spec)
-        answers = processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)
-        assert answers == [tiny_reference.answer(path, q) for q in QUESTIONS], path.name
+        ids, mask = tokenize(list(QUESTIONS))
+        assert ids.shape[1] == 16, "short questions take the 16-token bucket"
+        question_embeds = encoder.encode(ids, mask, image_embeds[0])
+        expected = [tiny_reference.answer(path, q) for q in QUESTIONS]
+        for decoder in decoders:
+            tokens = greedy_decode(decoder.next_token_logits, question_embeds, mask, spec)
+            assert processor.tokenizer.batch_decode(tokens, skip_special_tokens=True) == expected, decoder.length_policy
+        scores = yes_probability(first_step(decoders[0].next_token_logits, question_embeds, mask, spec), spec)
+        assert torch.allclose(scores, torch.tensor([tiny_reference.score(path, q) for q in QUESTIONS]), atol=1e-5)
+
+
+def test_decode_length_policies(manifest, static_build) -> None:
+    decoder = _decoder(manifest, "bucketed")
+    assert [decoder.buffer_length(p) for p in (0, 1, 3, 4, 19)] == [1, 4, 4, 21, 21]
+    assert _decoder(manifest, "exact").buffer_length(5) == 6 and _decoder(manifest, "fixed").buffer_length(0) == 21
+    static = read_manifest(static_build.target_dir())
+    with pytest.raises(ValueError, match="needs shape-polymorphic artifacts"):
+        _decoder(static, "exact")

@@ -65,3 +65,43 @@ def test_missing_input_is_named(models) -> None:
     (response,) = models["text_encoder"].execute([request(QUESTIONS=np.array([b"hi?"], dtype=object))])
     assert response.error.code() == pb_utils.TritonError.INVALID_ARG
     assert "input IMAGE_EMBEDS is missing" in response.error.message()
+
+
+def _encoded(models, path, questions):
+    (embeds,) = models["image_encoder"].execute([request(IMAGE=np.array([path.read_bytes()], dtype=object))])
+    (encoded,) = models["text_encoder"].execute(
+        [request(QUESTIONS=np.array([q.encode() for q in questions], dtype=object), **embeds.outputs())]
+    )
+    return encoded.outputs()
+
+
+def test_scores_only_and_answer_requests_share_one_decoder_batch(models, tiny_reference) -> None:
+    """Frames with 16- and 32-token buckets, scores-only and answer mode, all in one execute."""
+    long_question = "is the dog on the couch or is the cat on the couch " * 2 + "?"
+    first, second = VALID_IMAGES[0], VALID_IMAGES[1]
+    short = _encoded(models, first, QUESTIONS)
+    long = _encoded(models, second, [long_question])
+    assert short["QUESTION_MASK"].shape[1] == 16 and long["QUESTION_MASK"].shape[1] == 32
+    requests = [
+        pb_utils.InferenceRequest(short, {"scores_only": True}),
+        pb_utils.InferenceRequest(long),
+        pb_utils.InferenceRequest(short, {"scores_only": "maybe"}),
+    ]
+    scored, answered, refused = models["text_decoder"].execute(requests)
+    assert set(scored.outputs()) == {"SCORES"}, "scores only: no answers computed or sent"
+    assert np.allclose(scored.outputs()["SCORES"], [tiny_reference.score(first, q) for q in QUESTIONS], atol=1e-5)
+    assert [a.decode() for a in answered.outputs()["ANSWERS"]] == [tiny_reference.answer(second, long_question)]
+    assert np.allclose(answered.outputs()["SCORES"], [tiny_reference.score(second, long_question)], atol=1e-5)
+    assert refused.error.code() == pb_utils.TritonError.INVALID_ARG
+    assert "scores_only must be true or false, got 'maybe'" in refused.error.message()
+
+
+def test_question_tokens_off_the_buckets_are_refused(models) -> None:
+    spec = models["text_decoder"].component.model.spec
+    bad = request(
+        QUESTION_EMBEDS=np.zeros((1, 20, spec.text_hidden_size), dtype=np.float32),
+        QUESTION_MASK=np.ones((1, 20), dtype=np.int64),
+    )
+    (response,) = models["text_decoder"].execute([bad])
+    assert response.error.code() == pb_utils.TritonError.INVALID_ARG
+    assert "has 20 tokens; the question buckets are [16, 32]" in response.error.message()

@@ -84,12 +84,14 @@ def test_questions_decode_utf8() -> None:
     ]
 
 
-def test_tokenizer_pads_to_the_bucket_with_the_real_mask(tiny_reference) -> None:
-    tokenize = QuestionTokenizer(tiny_reference.processor.tokenizer, 32)
+def test_tokenizer_pads_a_frame_to_the_smallest_bucket_with_the_real_mask(tiny_reference) -> None:
+    tokenize = QuestionTokenizer(tiny_reference.processor.tokenizer, (16, 32))
     ids, mask = tokenize(["Is the dog barking?", "what?"])
     reference = tiny_reference.processor.tokenizer("Is the dog barking?")["input_ids"]
-    assert ids.shape == mask.shape == (2, 32)
+    assert ids.shape == mask.shape == (2, 16), "short questions do not pay for the long bucket"
     assert ids[0, : len(reference)].tolist() == reference and int(mask[0].sum()) == len(reference)
+    long_question = "is the dog " * 5  # 17 tokens with [CLS] and [SEP]: the whole frame takes 32
+    assert tokenize(["what?", long_question])[0].shape == (2, 32)
     with pytest.raises(InvalidInputError, match=r"question 2 is \d+ tokens long; the limit is 32"):
         tokenize(["short", "dog " * 40])
 

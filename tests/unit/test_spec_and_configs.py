@@ -7,11 +7,18 @@ from transformers import BlipConfig
 
 from blip_serving import spec as names
 from blip_serving.spec import BlipSpec
-from blip_serving.triton_config import component_config, ensemble_config, parse, render
+from blip_serving.triton_config import Deployment, component_config, ensemble_config, parse, render
+
+# blip-vqa-base's tokenizer (bert-base-uncased): "yes" and "no".
+YES_NO = {"yes_token_id": 2748, "no_token_id": 2053}
+
+
+def base_spec(config=None, **kwargs) -> BlipSpec:
+    return BlipSpec.from_model_config(config or BlipConfig(), **({"max_length": 21} | YES_NO | kwargs))
 
 
 def test_base_config_gives_blip_vqa_base_shapes() -> None:
-    spec = BlipSpec.from_model_config(BlipConfig(), max_length=21)
+    spec = base_spec()
     assert (spec.image_height, spec.image_width, spec.image_tokens) == (384, 384, 577)
     assert (spec.vision_hidden_size, spec.text_hidden_size, spec.vocab_size) == (768, 768, 30524)
     assert (spec.bos_token_id, spec.sep_token_id, spec.pad_token_id) == (30522, 102, 0)
@@ -23,36 +30,65 @@ def test_sizes_follow_a_non_default_checkpoint() -> None:
         vision_config={"image_size": 96, "patch_size": 8, "hidden_size": 40, "num_attention_heads": 4},
         text_config={"hidden_size": 24, "num_attention_heads": 4, "vocab_size": 500},
     )
-    spec = BlipSpec.from_model_config(config, max_length=9, question_tokens=40)
+    spec = base_spec(config, max_length=9, question_buckets=(8, 40))
     assert spec.image_tokens == (96 // 8) ** 2 + 1
-    assert spec.components[names.TEXT_ENCODER].inputs[1].dims == (spec.image_tokens, 40)
-    assert spec.components[names.TEXT_DECODER].inputs[0].dims == (-1, 40, 24)
+    assert spec.components[names.TEXT_ENCODER].inputs[1].dims == (1, spec.image_tokens, 40)
+    assert spec.components[names.TEXT_DECODER].inputs[0].dims == (-1, -1, 24)
     assert spec.components[names.TEXT_DECODER].traced_outputs[0].dims == (-1, 500)
-    assert spec.components[names.TEXT_DECODER].traced_inputs[0].dims == (-1, 9)
+    assert spec.decode_lengths == (1, 4, 9) and spec.question_tokens == 40
+    assert (spec.question_bucket(8), spec.question_bucket(9), spec.decode_bucket(2)) == (8, 40, 4)
 
 
 def test_limits_are_refused_with_a_reason() -> None:
-    with pytest.raises(ValueError, match="question_tokens must be at least 32"):
-        BlipSpec.from_model_config(BlipConfig(), max_length=21, question_tokens=16)
+    with pytest.raises(ValueError, match="question_buckets must be distinct positive sizes in ascending order"):
+        base_spec(question_buckets=(32, 16))
     with pytest.raises(ValueError, match="max_position_embeddings"):
-        BlipSpec.from_model_config(BlipConfig(), max_length=600)
+        base_spec(max_length=600)
+    with pytest.raises(ValueError, match="yes_token_id and no_token_id are both 7"):
+        base_spec(yes_token_id=7, no_token_id=7)
+    with pytest.raises(ValueError, match="40 question tokens exceed the largest bucket 32"):
+        base_spec().question_bucket(40)
 
 
 def test_spec_round_trips_through_the_manifest_dict() -> None:
-    spec = BlipSpec.from_model_config(BlipConfig(), max_length=21, max_questions=7)
+    spec = base_spec(max_questions=7, image_batch_buckets=(1, 2))
     assert BlipSpec.from_dict(spec.to_dict()) == spec
 
 
 def test_example_inputs_have_the_traced_shapes_and_ragged_masks() -> None:
-    spec = BlipSpec.from_model_config(BlipConfig(), max_length=21)
-    ids, mask, image = spec.example_inputs(names.TEXT_ENCODER, batch=5, seed=3)
-    assert ids.shape == mask.shape == (5, 32) and image.shape == (1, 577, 768)
+    spec = base_spec()
+    ids, mask, image = spec.example_inputs(names.TEXT_ENCODER, {"batch": 5, "question_tokens": 16}, seed=3)
+    assert ids.shape == mask.shape == (5, 16) and image.shape == (1, 577, 768)
     assert 0 < int(mask.sum()) < mask.numel(), "masks must contain real padding"
+    tokens, position, embeds, _ = spec.example_inputs(names.TEXT_DECODER, {"answer_tokens": 1}, seed=3)
+    assert tokens.shape == (2, 1) and int(position) == 0 and embeds.shape == (2, 32, 768)
+
+
+def test_shape_buckets_name_every_static_artifact() -> None:
+    decoder = base_spec().components[names.TEXT_DECODER]
+    assert len(decoder.shape_buckets) == 2 * 3  # question buckets x decode lengths, batch 4
+    assert decoder.artifact_name({"batch": 4, "question_tokens": 16, "answer_tokens": 1}) == (
+        "text_decoder.answer_tokens1.batch4.question_tokens16.pt"
+    )
+    assert decoder.artifact_name() == "text_decoder.pt"
+
+
+def test_image_encoder_batches_frames_with_the_dynamic_batcher() -> None:
+    spec = base_spec()
+    config = component_config(spec, names.IMAGE_ENCODER, "cpu", "x", Deployment(max_queue_delay_us=500))
+    assert config.max_batch_size == 8
+    assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 500
+    assert component_config(spec, names.TEXT_ENCODER, "cpu", "x").max_batch_size == 0
+    assert (
+        component_config(spec, names.TEXT_ENCODER, "gpu", "x").parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value
+        == "no"
+    )
 
 
 @pytest.mark.parametrize("target", ["cpu", "gpu", "neuron"])
 def test_component_configs_carry_the_spec_for_every_target(target: str) -> None:
-    spec = BlipSpec.from_model_config(BlipConfig(), max_length=21)
+    spec = base_spec()
     for name, component in spec.components.items():
         config = parse(render(component_config(spec, name, target, "../artifacts/" + target)))
         assert config.name == name and config.backend == "python"
@@ -62,12 +98,12 @@ def test_component_configs_carry_the_spec_for_every_target(target: str) -> None:
 
 
 def test_ensemble_chains_the_three_steps_by_name() -> None:
-    spec = BlipSpec.from_model_config(BlipConfig(), max_length=21)
+    spec = base_spec()
     config = ensemble_config(spec)
     assert [t.name for t in config.input] == [names.IMAGE, names.QUESTIONS]
-    assert [t.name for t in config.output] == [names.ANSWERS]
+    assert [(t.name, list(t.dims)) for t in config.output] == [(names.ANSWERS, [-1]), (names.SCORES, [-1])]
     produced = {names.IMAGE, names.QUESTIONS}
     for step in config.ensemble_scheduling.step:
         assert set(step.input_map.values()) <= produced, f"{step.model_name} reads a tensor nobody produced"
         produced |= set(step.output_map.values())
-    assert names.ANSWERS in produced
+    assert {names.ANSWERS, names.SCORES} <= produced

@@ -99,15 +99,16 @@ class _RecordingNeuronSdk(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 @pytest.fixture
-def neuron_repository(tiny_build, tmp_path, monkeypatch):
-    """A neuron repository (2 instances per component) over cpu artifacts relabelled as neuron ones."""
+def neuron_repository(static_build, tmp_path, monkeypatch):
+    """A neuron repository (2 instances per component) over static-shape cpu artifacts relabelled as NEFFs."""
     artifacts = tmp_path / "artifacts" / "neuron"
-    shutil.copytree(tiny_build.target_dir(), artifacts)
+    shutil.copytree(static_build.target_dir(), artifacts)
     manifest = json.loads((artifacts / MANIFEST).read_text())
-    manifest["target"] |= {"name": "neuron", "static_batch": {"image_encoder": 1, "text_encoder": 4, "text_decoder": 4}}
+    assert manifest["target"]["static_shapes"], "one artifact per bucket, as torch_neuronx.trace builds"
+    manifest["target"]["name"] = "neuron"
     (artifacts / MANIFEST).write_text(json.dumps(manifest))
     repository = tmp_path / "model_repository"
-    shutil.copytree(tiny_build.repository, repository, ignore=shutil.ignore_patterns("configs"))
+    shutil.copytree(static_build.repository, repository, ignore=shutil.ignore_patterns("configs"))
     spec = BlipSpec.from_dict(manifest["spec"])
     write_repository_configs(spec, "neuron", repository, artifacts, Deployment(instances=2))
 
@@ -128,8 +129,9 @@ def neuron_repository(tiny_build, tmp_path, monkeypatch):
 def test_each_neuron_instance_reserves_its_cores_before_the_sdk_and_the_artifact_load(neuron_repository) -> None:
     repository, events = neuron_repository
     load_model(repository, "text_encoder", "neuron", instance=1)
-    # text_encoder owns cores 2..3 (image_encoder 0..1); instance 1 of 2 takes core 3, set before anything loads.
-    assert events == [("import torch_neuronx", "3"), ("torch.jit.load", "3")]
+    # text_encoder owns cores 2..3 (image_encoder 0..1); instance 1 of 2 takes core 3, set before anything loads;
+    # then one artifact per question bucket.
+    assert events == [("import torch_neuronx", "3"), ("torch.jit.load", "3"), ("torch.jit.load", "3")]
 
 
 def test_a_neuron_repository_serves_the_same_answers_as_cpu(neuron_repository, tiny_reference) -> None:
@@ -143,6 +145,13 @@ def test_a_neuron_repository_serves_the_same_answers_as_cpu(neuron_repository, t
     (decoded,) = models["text_decoder"].execute([request(encoded.outputs())])
     answers = [a.decode() for a in decoded.outputs()["ANSWERS"]]
     assert answers == [tiny_reference.answer(image, q) for q in QUESTIONS] * 2
+    scores = decoded.outputs()["SCORES"]
+    assert np.allclose(scores, [tiny_reference.score(image, q) for q in QUESTIONS] * 2, atol=1e-5)
+    # Five frames in one dynamic batch: a chunk of 4 and one padded from 1; each frame gets its own row.
+    frames = [request({"IMAGE": np.array([path.read_bytes()], dtype=object)}) for path in VALID_IMAGES[:5]]
+    batched = [r.outputs()["IMAGE_EMBEDS"] for r in models["image_encoder"].execute(frames)]
+    alone = [models["image_encoder"].execute([f])[0].outputs()["IMAGE_EMBEDS"] for f in frames]
+    assert all(b.shape == (1, *a.shape[1:]) and np.allclose(a, b, atol=1e-5) for a, b in zip(alone, batched))
 
 
 def test_artifacts_of_another_target_are_refused_at_load(neuron_repository) -> None:
@@ -159,11 +168,11 @@ def test_a_stale_artifact_after_a_spec_change_is_refused_at_load(tiny_build, tmp
     repository = tmp_path / "model_repository"
     shutil.copytree(tiny_build.repository, repository, ignore=shutil.ignore_patterns("configs"))
     spec = read_manifest(tiny_build.target_dir()).spec
-    changed = BlipSpec.from_dict(spec.to_dict() | {"question_tokens": spec.question_tokens + 16})
+    changed = BlipSpec.from_dict(spec.to_dict() | {"image_tokens": spec.image_tokens + 8})
     write_repository_configs(changed, "cpu", repository, tiny_build.target_dir())
-    with pytest.raises(ArtifactError, match=r"QUESTION_EMBEDS: config .*48.*artifacts .*32.*rebuild with"):
-        load_model(repository, "text_decoder", "cpu")
-    assert load_model(repository, "image_encoder", "cpu"), "a component whose tensors did not change still loads"
+    with pytest.raises(ArtifactError, match=r"IMAGE_EMBEDS: config .*25.*artifacts .*17.*rebuild with"):
+        load_model(repository, "text_encoder", "cpu")
+    assert load_model(repository, "text_decoder", "cpu"), "a component whose tensors did not change still loads"
 
 
 def test_a_truncated_artifact_is_refused_at_load(tiny_build, tmp_path) -> None:

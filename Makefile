@@ -2,6 +2,7 @@
 # Variables: TARGET=cpu|gpu|neuron  MODEL=random-tiny|random-base|<dir>|<hub id>  FORCE=1  FP16=1
 #            INSTANCES NEURON_CORES_PER_INSTANCE INTRA_OP_THREADS (build-artifacts)
 #            HOST HTTP_PORT GRPC_PORT METRICS_PORT (serve)  API_CONFIG API_HOST API_PORT INSECURE_DEV=1 (api)
+#            BENCH_MODEL BENCH_SECONDS BENCH_FRAMES (bench)  SLO_MS RATE PERF_INSTANCES PERF_CONCURRENCY (perf)
 #            PYTEST_ARGS
 
 PYTHON ?= python3.11
@@ -15,10 +16,12 @@ METRICS_PORT ?= 8002
 HOST ?= 127.0.0.1
 API_CONFIG ?= client/api.toml
 export TARGET MODEL FORCE FP16 INSTANCES NEURON_CORES_PER_INSTANCE INTRA_OP_THREADS
+BENCH_MODEL ?= random-base
 export HTTP_PORT GRPC_PORT METRICS_PORT API_HOST API_PORT INSECURE_DEV
+export BENCH_SECONDS BENCH_FRAMES SLO_MS RATE PERF_INSTANCES PERF_CONCURRENCY
 
 .DEFAULT_GOAL := help
-.PHONY: help install build-artifacts serve api ask demo test test-unit test-integration lint format clean
+.PHONY: help install build-artifacts serve api ask demo bench perf test test-unit test-integration lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,6 +49,12 @@ demo: ## Offline end to end: install, build random-tiny for cpu, serve, ask thre
 	$(MAKE) --no-print-directory build-artifacts TARGET=cpu MODEL=$(MODEL)
 	$(BIN)/python -m blip_client.demo --target cpu
 
+bench: install ## Floor vs served vs naive transformers, matmul limit, memory (BENCH_MODEL, default random-base)
+	$(BIN)/python -m blip_bench.bench --model $(BENCH_MODEL) --target $(TARGET)
+
+perf: install ## perf_analyzer sweep of instances x concurrency: CSV, PNG chart, knee under SLO_MS, capacity for RATE
+	$(BIN)/python -m blip_bench.perf --model $(BENCH_MODEL) --target $(TARGET)
+
 test: install ## Unit tests, then integration tests against a real Triton server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -64,4 +73,4 @@ format: install ## ruff fix and format
 	$(BIN)/ruff format .
 
 clean: ## Remove artifacts and generated configs (keeps .venv)
-	rm -rf artifacts model_repository/*/configs .pytest_cache
+	rm -rf artifacts model_repository/*/configs .pytest_cache .bench

@@ -137,7 +137,10 @@ def read_manifest(directory: Path) -> Manifest:
     except json.JSONDecodeError as error:
         raise ArtifactError(f"{path} is not valid JSON: {error}") from error
     if data.get("format") != MANIFEST_FORMAT:
-        raise ArtifactError(f"{path} has format {data.get('format')!r}; this code reads format {MANIFEST_FORMAT}")
+        raise ArtifactError(
+            f"{path} has format {data.get('format')!r}; this code reads format {MANIFEST_FORMAT}: rebuild with "
+            "`make build-artifacts`"
+        )
     return Manifest(directory=directory, data=data)
 
 

@@ -1,16 +1,21 @@
 """Image bytes -> pixel values, exactly as the checkpoint's own image processor does it.
 
 Decoding is the same as the reference (``Image.open`` -> ``ImageOps.exif_transpose`` -> ``convert("RGB")``), guarded
-against oversize payloads, decompression bombs, truncated and unreadable files. Resizing and normalization are
-the checkpoint's own ``BlipImageProcessor``, loaded from the artifacts, so they cannot drift from it.
+against oversize payloads, decompression bombs, truncated and unreadable files. Resizing and normalization follow
+the checkpoint's saved image processor settings with the steps of transformers' ``BlipImageProcessorPil`` (PIL
+resize, float64 rescale cast to float32, float32 normalize), without importing transformers into the stub (about
+100 MiB per process); a test holds them equal to transformers on every test image.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import warnings
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from blip_serving.errors import InvalidInputError
@@ -88,14 +93,52 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
 
 
 class ImagePreprocessor:
-    """The checkpoint's image processor, checked against the spec's static input shape."""
+    """The checkpoint's image processor settings, applied with PIL and numpy; checked against the spec's shape."""
 
-    def __init__(self, image_processor: Any, expected_shape: tuple[int, int, int]) -> None:
-        self.image_processor = image_processor
+    _SUPPORTED = frozenset({"BlipImageProcessor", "BlipImageProcessorPil"})
+
+    def __init__(self, settings: dict[str, Any], expected_shape: tuple[int, int, int]) -> None:
+        kind = settings.get("image_processor_type", "BlipImageProcessor")
+        if kind not in self._SUPPORTED:
+            raise ValueError(f"image processor {kind} is not supported; expected one of {sorted(self._SUPPORTED)}")
+        if settings.get("do_center_crop") or settings.get("do_pad"):
+            raise ValueError("image processor settings ask for center crop or padding, which BLIP does not use")
+        size = settings.get("size", {})
+        self.size = (int(size["width"]), int(size["height"])) if settings.get("do_resize", True) else None
+        self.resample = int(settings.get("resample", Image.Resampling.BICUBIC))
+        self.rescale = float(settings["rescale_factor"]) if settings.get("do_rescale", True) else None
+        self.normalize = settings.get("do_normalize", True)
+        self.mean = np.array(settings.get("image_mean", [0.0] * 3), dtype=np.float32)
+        self.std = np.array(settings.get("image_std", [1.0] * 3), dtype=np.float32)
         self.expected_shape = expected_shape
 
+    @classmethod
+    def from_directory(cls, processor_dir: Path, expected_shape: tuple[int, int, int]) -> ImagePreprocessor:
+        """Settings from ``processor_config.json`` (``image_processor``) or ``preprocessor_config.json``."""
+        combined, alone = processor_dir / "processor_config.json", processor_dir / "preprocessor_config.json"
+        if combined.is_file() and "image_processor" in (data := json.loads(combined.read_text())):
+            return cls(data["image_processor"], expected_shape)
+        if alone.is_file():
+            return cls(json.loads(alone.read_text()), expected_shape)
+        raise FileNotFoundError(f"no image processor settings in {processor_dir}")
+
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        """One RGB picture -> float32 [C, H, W]."""
+        if self.size is not None:
+            image = image.resize(self.size, resample=self.resample)
+        array = np.asarray(image)
+        if self.rescale is not None:
+            array = (array.astype(np.float64) * self.rescale).astype(np.float32)
+        else:
+            array = array.astype(np.float32)
+        if self.normalize:
+            array = (array - self.mean) / self.std
+        return np.ascontiguousarray(array.transpose(2, 0, 1))
+
     def __call__(self, images: list[Image.Image]) -> Any:
-        pixel_values = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        import torch
+
+        pixel_values = torch.from_numpy(np.stack([self.pixels(image) for image in images]))
         if tuple(pixel_values.shape[1:]) != self.expected_shape:
             raise RuntimeError(
                 f"image processor produced {tuple(pixel_values.shape[1:])}, the artifact takes {self.expected_shape}"

@@ -1,8 +1,15 @@
-"""Questions at the boundary: decode, validate, and tokenize into the smallest length bucket that holds them."""
+"""Questions at the boundary: decode, validate, and tokenize into the smallest length bucket that holds them.
+
+The stubs tokenize and detokenize with the checkpoint's own ``tokenizer.json`` through the ``tokenizers`` library
+(what transformers' fast tokenizer runs underneath), so no stub imports transformers; tests hold the ids and the
+decoded answers equal to transformers'.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,21 +41,51 @@ def decode_questions(raw: Any, *, max_questions: int) -> list[str]:
     return questions
 
 
-class QuestionTokenizer:
-    """The checkpoint's tokenizer; a frame's questions are padded together to the smallest bucket holding the
-    longest one (short behavior questions do not pay for long ones), and the real mask is kept."""
+class CheckpointTokenizer:
+    """The checkpoint's tokenizer.json: [CLS] question [SEP] ids, and answers decoded without special tokens."""
 
-    def __init__(self, tokenizer: Any, buckets: Sequence[int]) -> None:
+    def __init__(self, processor_dir: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(processor_dir / "tokenizer.json"))
+        config = json.loads((processor_dir / "tokenizer_config.json").read_text())
+        pad = config.get("pad_token", "[PAD]")
+        pad = pad.get("content") if isinstance(pad, dict) else pad
+        pad_id = self.tokenizer.token_to_id(pad)
+        if pad_id is None:
+            raise ValueError(f"pad token {pad!r} is not in {processor_dir / 'tokenizer.json'}")
+        self.pad_token_id = pad_id
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts), add_special_tokens=True)]
+
+    def decode(self, ids: Any) -> list[str]:
+        rows = ids.tolist() if hasattr(ids, "tolist") else [list(row) for row in ids]
+        return self.tokenizer.decode_batch(rows, skip_special_tokens=True)
+
+
+class QuestionTokenizer:
+    """A frame's questions padded together to the smallest bucket holding the longest one (short behavior
+    questions do not pay for long ones), with the real attention mask."""
+
+    def __init__(self, tokenizer: CheckpointTokenizer, buckets: Sequence[int]) -> None:
         self.tokenizer = tokenizer
         self.buckets = tuple(buckets)
 
     def __call__(self, questions: Sequence[str]) -> tuple[Any, Any]:
-        encoded = self.tokenizer(list(questions), padding=False, truncation=False, return_token_type_ids=False)
+        import torch
+
+        encoded = self.tokenizer.encode(questions)
         limit = self.buckets[-1]
-        for index, ids in enumerate(encoded["input_ids"], start=1):
+        for index, ids in enumerate(encoded, start=1):
             if len(ids) > limit:
                 raise InvalidInputError(f"question {index} is {len(ids)} tokens long; the limit is {limit} tokens")
-        longest = max(len(ids) for ids in encoded["input_ids"])
-        bucket = next(b for b in self.buckets if b >= longest)
-        padded = self.tokenizer.pad(encoded, padding="max_length", max_length=bucket, return_tensors="pt")
-        return padded["input_ids"], padded["attention_mask"]
+        bucket = next(b for b in self.buckets if b >= max(len(ids) for ids in encoded))
+        input_ids = torch.full((len(encoded), bucket), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(encoded), bucket), dtype=torch.long)
+        for row, ids in enumerate(encoded):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
+        return input_ids, attention_mask

@@ -26,7 +26,7 @@ from blip_serving.components import ImageEncoderWrapper, TextDecoderWrapper, Tex
 from blip_serving.errors import InvalidInputError
 from blip_serving.generation import first_step, greedy_decode, yes_probability
 from blip_serving.images import ImagePreprocessor, decode_image
-from blip_serving.questions import QuestionTokenizer, decode_questions
+from blip_serving.questions import CheckpointTokenizer, QuestionTokenizer, decode_questions
 from blip_serving.spec import (
     ANSWERS,
     IMAGE,
@@ -50,12 +50,6 @@ from blip_serving.targets import NEURON_VISIBLE_CORES_ENV, instance_index, load_
 
 Outputs = dict[str, "np.ndarray | torch.Tensor"]
 Parameters = Mapping[str, Any]
-
-
-def _load_processor(manifest: Manifest) -> Any:
-    from transformers import BlipProcessor
-
-    return BlipProcessor.from_pretrained(str(manifest.processor_dir))
 
 
 _TORCH_DTYPES = {np.float32: torch.float32, np.int64: torch.int64}
@@ -116,9 +110,8 @@ class ImageEncoderModel(ComponentModel):
     def __init__(self, manifest: Manifest, target: str, device: str) -> None:
         super().__init__(manifest, target, device)
         spec = self.spec
-        processor = _load_processor(manifest)
-        self.preprocess = ImagePreprocessor(
-            processor.image_processor, (spec.num_channels, spec.image_height, spec.image_width)
+        self.preprocess = ImagePreprocessor.from_directory(
+            manifest.processor_dir, (spec.num_channels, spec.image_height, spec.image_width)
         )
 
     def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> Any:
@@ -142,7 +135,7 @@ class TextEncoderModel(ComponentModel):
 
     def __init__(self, manifest: Manifest, target: str, device: str) -> None:
         super().__init__(manifest, target, device)
-        self.tokenize = QuestionTokenizer(_load_processor(manifest).tokenizer, self.spec.question_buckets)
+        self.tokenize = QuestionTokenizer(CheckpointTokenizer(manifest.processor_dir), self.spec.question_buckets)
 
     def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> Any:
         questions = decode_questions(inputs[QUESTIONS], max_questions=self.spec.max_questions)
@@ -172,7 +165,7 @@ class TextDecoderModel(ComponentModel):
         # shape-polymorphic build, buckets work everywhere.
         policy = length_policy or ("bucketed" if self.artifact.static else "exact")
         self.artifact.configure(self.spec.decode_lengths, policy)
-        self.tokenizer = _load_processor(manifest).tokenizer
+        self.tokenizer = CheckpointTokenizer(manifest.processor_dir)
 
     def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> Any:
         d = self.spec.text_hidden_size
@@ -202,7 +195,7 @@ class TextDecoderModel(ComponentModel):
         if bool(wants_answers.any()):
             rows = wants_answers.nonzero().squeeze(1)
             tokens = greedy_decode(step, embeds[rows], mask[rows], self.spec, first_logits=logits[rows])
-            answers = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+            answers = self.tokenizer.decode(tokens)
         outputs, start, answered = [], 0, 0
         for (_, _, only), count in zip(items, counts):
             output: Outputs = {SCORES: scores[start : start + count]}

@@ -61,6 +61,7 @@ class Reference:
     def __init__(self, checkpoint: Path) -> None:
         from transformers import BlipForQuestionAnswering, BlipProcessor
 
+        self.checkpoint = checkpoint
         self.model = BlipForQuestionAnswering.from_pretrained(checkpoint).eval()
         self.processor = BlipProcessor.from_pretrained(checkpoint)
 

@@ -8,7 +8,7 @@ import torch
 from blip_serving.artifacts import read_manifest
 from blip_serving.components import ImageEncoderWrapper, TextDecoderWrapper, TextEncoderWrapper
 from blip_serving.generation import first_step, greedy_decode, yes_probability
-from blip_serving.questions import QuestionTokenizer
+from blip_serving.questions import CheckpointTokenizer, QuestionTokenizer
 from blip_serving.spec import IMAGE_ENCODER, TEXT_DECODER, TEXT_ENCODER
 from blip_serving.targets import load_artifact
 from tests.conftest import QUESTIONS, VALID_IMAGES
@@ -75,7 +75,7 @@ def test_split_pipeline_equals_generate_with_padded_questions(tiny_reference, ma
 
     spec = manifest.spec
     processor = BlipProcessor.from_pretrained(manifest.processor_dir)
-    tokenize = QuestionTokenizer(processor.tokenizer, spec.question_buckets)
+    tokenize = QuestionTokenizer(CheckpointTokenizer(manifest.processor_dir), spec.question_buckets)
     encoder = _wrapper(manifest, TEXT_ENCODER, TextEncoderWrapper)
     decoders = [_decoder(manifest, policy) for policy in ("exact", "bucketed", "fixed")]
     blip = tiny_reference.model

@@ -11,7 +11,7 @@ from PIL import Image
 
 from blip_serving.errors import InvalidInputError
 from blip_serving.images import ImagePreprocessor, decode_image
-from blip_serving.questions import QuestionTokenizer, decode_questions
+from blip_serving.questions import CheckpointTokenizer, QuestionTokenizer, decode_questions
 from tests.conftest import INVALID_IMAGES, VALID_IMAGES
 
 LIMITS = {"max_bytes": 20 * 2**20, "max_pixels": 40_000_000}
@@ -21,10 +21,20 @@ LIMITS = {"max_bytes": 20 * 2**20, "max_pixels": 40_000_000}
 def test_pixels_equal_the_reference_processor(path, tiny_reference) -> None:
     processor = tiny_reference.processor
     size = processor.image_processor.size
-    preprocess = ImagePreprocessor(processor.image_processor, (3, size["height"], size["width"]))
+    preprocess = ImagePreprocessor.from_directory(tiny_reference.checkpoint, (3, size["height"], size["width"]))
     ours = preprocess([decode_image(path.read_bytes(), **LIMITS)])
     reference = processor(images=tiny_reference.image(path), return_tensors="pt")["pixel_values"]
     assert torch.equal(ours, reference)
+
+
+def test_tokenizer_ids_and_decoded_text_equal_transformers(tiny_reference) -> None:
+    ours, theirs = CheckpointTokenizer(tiny_reference.checkpoint), tiny_reference.processor.tokenizer
+    texts = ["Is the dog barking?", "¿Qué hace el PERRO, ahora?", "what's   on the couch"]
+    assert ours.encode(texts) == theirs(texts)["input_ids"]
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randint(0, theirs.vocab_size, (20, 12), generator=generator)
+    rows[:, 0], rows[:, -1] = theirs.convert_tokens_to_ids("[DEC]"), theirs.sep_token_id
+    assert ours.decode(rows) == theirs.batch_decode(rows, skip_special_tokens=True)
 
 
 def test_exif_orientation_is_applied() -> None:
@@ -85,7 +95,7 @@ def test_questions_decode_utf8() -> None:
 
 
 def test_tokenizer_pads_a_frame_to_the_smallest_bucket_with_the_real_mask(tiny_reference) -> None:
-    tokenize = QuestionTokenizer(tiny_reference.processor.tokenizer, (16, 32))
+    tokenize = QuestionTokenizer(CheckpointTokenizer(tiny_reference.checkpoint), (16, 32))
     ids, mask = tokenize(["Is the dog barking?", "what?"])
     reference = tiny_reference.processor.tokenizer("Is the dog barking?")["input_ids"]
     assert ids.shape == mask.shape == (2, 16), "short questions do not pay for the long bucket"

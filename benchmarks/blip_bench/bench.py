@@ -1,0 +1,354 @@
+"""``make bench``: one run on one machine, the served path against the compute floor and naive transformers.
+
+- floor: the same artifacts and serving code (``blip_serving.triton_models``) called in one process, no server;
+- served: ``blip_vqa`` through tritonclient at concurrency 1 and at the best of a few concurrencies;
+- naive: ``BlipForQuestionAnswering.generate`` per question, eager, ``max_new_tokens=2``;
+- limit: this machine's fp32 matmul rate, and the floor's share of it (multiply-adds counted from the shapes);
+- decode: the answer loop with a fixed full-length buffer against growing ones;
+- memory: resident memory of the server and its stubs against the fp32 weights.
+
+Frames carry 3 behavior questions and run in scores-only mode (one decoder step) unless ``--answers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from blip_bench.memory import tree_memory
+from blip_bench.timing import Run, concurrent, sequential
+from blip_bench.workspace import ROOT, Workspace, prepare
+from blip_serving.spec import (
+    IMAGE,
+    IMAGE_EMBEDS,
+    IMAGE_ENCODER,
+    QUESTIONS,
+    SCORES_ONLY,
+    TEXT_DECODER,
+    TEXT_ENCODER,
+)
+from blip_serving.triton_config import Deployment
+
+SAMPLE = ROOT / "client" / "samples" / "chelsea.png"
+BEHAVIOR_QUESTIONS = ("Is the dog barking?", "Is the dog chewing furniture?", "Is the dog on the couch?")
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "memory_gib": round(memory / 2**30, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def matmul_gflops(size: int = 2048, seconds: float = 3.0) -> float:
+    """Sustained fp32 GEMM rate with all cores: the ceiling any fp32 model on this machine can reach."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        torch.mm(a, b)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        torch.mm(a, b)
+        count += 1
+    return 2 * size**3 * count / (time.perf_counter() - started) / 1e9
+
+
+def macs_per_frame(workspace: Workspace, questions: tuple[str, ...], scores_only: bool) -> dict[str, float]:
+    """Multiply-adds of one frame, counted from the shapes of every op the eager components run."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import BlipForQuestionAnswering
+
+    from blip_serving.components import COMPILE_WRAPPERS
+    from blip_serving.generation import answer_buffer
+
+    manifest = workspace.manifest
+    spec = manifest.spec
+    blip = BlipForQuestionAnswering.from_pretrained(manifest.data["saved_checkpoint"]).eval()
+    modules = {name: COMPILE_WRAPPERS[name](blip).eval() for name in (IMAGE_ENCODER, TEXT_ENCODER, TEXT_DECODER)}
+    from transformers import BlipProcessor
+
+    count = len(questions)
+    tokenizer = BlipProcessor.from_pretrained(manifest.processor_dir).tokenizer
+    length = spec.question_bucket(max(len(ids) for ids in tokenizer(list(questions))["input_ids"]))
+    question_sizes = {"batch": count, "question_tokens": length}
+    inputs = {
+        IMAGE_ENCODER: spec.example_inputs(IMAGE_ENCODER, {"batch": 1}),
+        TEXT_ENCODER: spec.example_inputs(TEXT_ENCODER, question_sizes),
+    }
+    _, _, embeds, mask = spec.example_inputs(TEXT_DECODER, question_sizes | {"answer_tokens": 1})
+    inputs[TEXT_DECODER] = (answer_buffer(count, spec)[:, :1], torch.tensor([0]), embeds, mask)
+    macs = {}
+    with torch.inference_mode():
+        for name, module in modules.items():
+            with FlopCounterMode(display=False) as counter:
+                module(*inputs[name])
+            macs[name] = counter.get_total_flops() / 2
+    del blip, modules
+    if not scores_only:
+        macs["note"] = "answer mode: decoder counted for its first step only"
+    return macs
+
+
+def floor_frame(workspace: Workspace, image: bytes, questions: tuple[str, ...], scores_only: bool):
+    """The serving code of the three models, in this process: what Triton runs, minus Triton."""
+    from blip_serving.triton_models import COMPONENT_MODELS
+
+    manifest = workspace.manifest
+    models = {name: COMPONENT_MODELS[name](manifest, workspace.target, "cpu") for name in COMPONENT_MODELS}
+    encoded_questions = np.array([q.encode() for q in questions], dtype=object)
+
+    def frame() -> Any:
+        image_item = models[IMAGE_ENCODER].prepare({IMAGE: np.array([image], dtype=object)}, {})
+        (embeds,) = models[IMAGE_ENCODER].run([image_item])
+        text_item = models[TEXT_ENCODER].prepare({QUESTIONS: encoded_questions, IMAGE_EMBEDS: embeds[IMAGE_EMBEDS]}, {})
+        (encoded,) = models[TEXT_ENCODER].run([text_item])
+        decoder_item = models[TEXT_DECODER].prepare(encoded, {SCORES_ONLY: scores_only})
+        return models[TEXT_DECODER].run([decoder_item])[0]
+
+    return frame, models
+
+
+def decode_strategies(models: dict[str, Any], image: bytes, questions: tuple[str, ...], repeats: int) -> dict:
+    """Seconds per frame of the answer loop: fixed full-length buffer vs growing (bucketed, exact) ones."""
+    from blip_serving.generation import greedy_decode
+
+    spec = models[TEXT_DECODER].spec
+    item = models[IMAGE_ENCODER].prepare({IMAGE: np.array([image], dtype=object)}, {})
+    embeds = models[IMAGE_ENCODER].run([item])[0][IMAGE_EMBEDS]
+    encoded = np.array([q.encode() for q in questions], dtype=object)
+    text = models[TEXT_ENCODER].run([models[TEXT_ENCODER].prepare({QUESTIONS: encoded, IMAGE_EMBEDS: embeds}, {})])[0]
+    question_embeds, mask = text["QUESTION_EMBEDS"], text["QUESTION_MASK"]
+    decoder = models[TEXT_DECODER].artifact
+    saved = decoder.length_policy
+    results: dict[str, dict[str, float]] = {}
+    for steps, label in ((2, "yes/no answer (2 steps)"), (spec.answer_tokens - 1, f"{spec.answer_tokens - 1} steps")):
+        limited = type(spec).from_dict(spec.to_dict() | {"answer_tokens": steps + 1})
+        results[label] = {}
+        for policy in ("fixed", "bucketed", "exact"):
+            decoder.configure(spec.decode_lengths, policy)
+            step = decoder.next_token_logits
+
+            def run(step=step, limited=limited) -> None:
+                # The buffer keeps the full length (what "fixed" pads to); the loop stops after ``steps``.
+                greedy_decode(lambda t, p, e, m: step(_widen(t, spec), p, e, m), question_embeds, mask, limited)
+
+            results[label][policy] = round(sequential(run, frames=repeats, warmup=1).p50_ms, 2)
+    decoder.configure(spec.decode_lengths, saved)
+    return results
+
+
+def _widen(tokens: torch.Tensor, spec: Any) -> torch.Tensor:
+    if tokens.shape[1] >= spec.answer_tokens:
+        return tokens
+    pad = torch.full((tokens.shape[0], spec.answer_tokens - tokens.shape[1]), spec.pad_token_id, dtype=tokens.dtype)
+    return torch.cat([tokens, pad], dim=1)
+
+
+def naive_frame(workspace: Workspace, image: bytes, questions: tuple[str, ...]):
+    """What a first version would do: the whole BLIP per question, eager, through ``generate``."""
+    import io
+
+    from PIL import Image
+    from transformers import BlipForQuestionAnswering, BlipProcessor
+
+    checkpoint = workspace.manifest.data["saved_checkpoint"]
+    model = BlipForQuestionAnswering.from_pretrained(checkpoint).eval()
+    processor = BlipProcessor.from_pretrained(checkpoint)
+
+    def frame() -> list[str]:
+        picture = Image.open(io.BytesIO(image)).convert("RGB")
+        answers = []
+        for question in questions:
+            inputs = processor(images=picture, text=question, return_tensors="pt")
+            with torch.inference_mode():
+                output = model.generate(**inputs, max_new_tokens=2)
+            answers.append(processor.decode(output[0], skip_special_tokens=True))
+        return answers
+
+    return frame, model
+
+
+def fp32_weight_bytes(workspace: Workspace) -> int:
+    from transformers import BlipForQuestionAnswering
+
+    model = BlipForQuestionAnswering.from_pretrained(workspace.manifest.data["saved_checkpoint"])
+    return sum(p.numel() for p in model.parameters()) * 4
+
+
+def served(workspace: Workspace, image: bytes, questions: tuple[str, ...], scores_only: bool, args) -> dict:
+    from blip_client.client import BlipVqaClient
+    from blip_serving.server import TritonServer
+
+    workspace.deploy(Deployment(instances=args.instances))
+    runs: list[Run] = []
+    with TritonServer(workspace.repository, workspace.target) as server:
+
+        def make_caller():
+            client = BlipVqaClient(server.http_url, timeout_s=600)
+            return lambda: client.infer(image, questions, scores_only=scores_only)
+
+        for level in args.concurrency:
+            run = concurrent(make_caller, concurrency=level, seconds=args.seconds)
+            runs.append(run)
+            print(f"  served c={level}: {run.fps:.3f} frames/s, p50 {run.p50_ms:.0f} ms, p99 {run.p99_ms:.0f} ms")
+        memory = tree_memory(server.process.pid)
+    return {"runs": runs, "memory": memory}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="blip-bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--model", default=os.environ.get("MODEL") or "random-base")
+    parser.add_argument("--target", default=os.environ.get("TARGET") or "cpu")
+    parser.add_argument("--frames", type=int, default=int(os.environ.get("BENCH_FRAMES") or 12), help="floor frames")
+    parser.add_argument("--naive-frames", type=int, default=int(os.environ.get("NAIVE_FRAMES") or 4))
+    parser.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS") or 20), help="per level")
+    parser.add_argument("--concurrency", type=lambda t: [int(c) for c in t.split(",")], default=[1, 2, 3, 4])
+    parser.add_argument("--instances", type=int, default=int(os.environ.get("INSTANCES") or 1))
+    parser.add_argument("--answers", action="store_true", help="answer mode instead of scores only")
+    parser.add_argument("--workspace", type=Path, default=None)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON path (default benchmarks/results/bench-<target>.json)"
+    )
+    args = parser.parse_args(argv)
+    if args.concurrency[0] != 1:
+        args.concurrency.insert(0, 1)
+    warnings.filterwarnings("ignore")
+    extra = ("--fp16",) if os.environ.get("FP16") == "1" else ()
+    workspace = prepare(args.model, args.target, **({"root": args.workspace} if args.workspace else {}), extra=extra)
+    image, questions, scores_only = SAMPLE.read_bytes(), BEHAVIOR_QUESTIONS, not args.answers
+    mode = "scores only (one decoder step)" if scores_only else "answers (greedy loop)"
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; torch {info['torch']}")
+    print(f"model: {args.model} on {args.target}; frame: {SAMPLE.name} with {len(questions)} questions; {mode}")
+
+    print("limit: fp32 matmul rate ...", flush=True)
+    gflops = matmul_gflops()
+    macs = macs_per_frame(workspace, questions, scores_only)
+    frame_macs = sum(v for v in macs.values() if isinstance(v, float))
+
+    print("floor: the artifacts in this process ...", flush=True)
+    frame, models = floor_frame(workspace, image, questions, scores_only)
+    floor = sequential(frame, frames=args.frames)
+    decode = decode_strategies(models, image, questions, repeats=3)
+    del models, frame
+
+    print("served: blip_vqa through tritonclient ...", flush=True)
+    serving = served(workspace, image, questions, scores_only, args)
+    runs: list[Run] = serving["runs"]
+    c1, best = runs[0], max(runs, key=lambda r: r.fps)
+
+    print("naive: generate per question ...", flush=True)
+    naive_call, naive_model = naive_frame(workspace, image, questions)
+    naive = sequential(naive_call, frames=args.naive_frames, warmup=1)
+    del naive_model
+    weights = fp32_weight_bytes(workspace)
+
+    memory = serving["memory"]
+    rss, pss = sum(m.rss_bytes for m in memory), sum(m.pss_bytes for m in memory)
+    achieved = frame_macs * 2 * floor.fps / 1e9
+    report = {
+        "machine": info,
+        "model": args.model,
+        "target": args.target,
+        "mode": "scores_only" if scores_only else "answers",
+        "questions": list(questions),
+        "instances": args.instances,
+        "limit": {
+            "matmul_gflops": round(gflops, 1),
+            "macs_per_frame": {k: (round(v / 1e9, 3) if isinstance(v, float) else v) for k, v in macs.items()},
+            "gmacs_per_frame": round(frame_macs / 1e9, 3),
+            "floor_gflops": round(achieved, 1),
+            "floor_fraction_of_matmul": round(achieved / gflops, 3),
+        },
+        "floor": floor.summary(),
+        "served_c1": c1.summary(),
+        "served_best": best.summary(),
+        "served_levels": [r.summary() for r in runs],
+        "naive": naive.summary(),
+        "decode_ms": decode,
+        "memory": {
+            "fp32_weights_mib": round(weights / 2**20, 1),
+            "rss_mib": round(rss / 2**20, 1),
+            "pss_mib": round(pss / 2**20, 1),
+            "processes": [
+                {"name": m.name, "rss_mib": round(m.rss_bytes / 2**20, 1), "pss_mib": round(m.pss_bytes / 2**20, 1)}
+                for m in memory
+            ],
+        },
+        "ratios": {
+            "served_best_fps_over_floor": round(best.fps / floor.fps, 3),
+            "served_best_fps_over_naive": round(best.fps / naive.fps, 3),
+            "served_c1_p50_over_floor_p50": round(c1.p50_ms / floor.p50_ms, 3),
+            "served_c1_p99_over_floor_p99": round(c1.p99_ms / floor.p99_ms, 3),
+            "naive_p50_over_served_c1_p50": round(naive.p50_ms / c1.p50_ms, 3),
+            "rss_over_fp32_weights": round(rss / weights, 3),
+            "pss_over_fp32_weights": round(pss / weights, 3),
+        },
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    print_table(report)
+    out = args.out or RESULTS / f"bench-{args.target}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def print_table(report: dict) -> None:
+    rows = [("floor (in process)", report["floor"]), ("served c=1", report["served_c1"])]
+    rows.append((f"served best (c={report['served_best']['concurrency']})", report["served_best"]))
+    rows.append(("naive generate", report["naive"]))
+    print()
+    print(f"{'path':<26}{'frames/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    for label, row in rows:
+        print(f"{label:<26}{row['fps']:>10.3f}{row['p50_ms']:>10.0f}{row['p99_ms']:>10.0f}")
+    limit, memory, ratios = report["limit"], report["memory"], report["ratios"]
+    print(
+        f"\nlimit: matmul {limit['matmul_gflops']} GFLOP/s; frame {limit['gmacs_per_frame']} GMAC; floor runs at "
+        f"{limit['floor_gflops']} GFLOP/s = {limit['floor_fraction_of_matmul']:.0%} of matmul"
+    )
+    print(f"decode loop p50 ms by buffer policy: {report['decode_ms']}")
+    print(
+        f"memory: server + stubs RSS {memory['rss_mib']} MiB, PSS {memory['pss_mib']} MiB; fp32 weights "
+        f"{memory['fp32_weights_mib']} MiB"
+    )
+    targets = (
+        ("served best fps / floor fps", ratios["served_best_fps_over_floor"], ">= 0.9"),
+        ("served best fps / naive fps", ratios["served_best_fps_over_naive"], ">= 2"),
+        ("served c=1 p50 / floor p50", ratios["served_c1_p50_over_floor_p50"], "<= 1.1"),
+        ("server RSS / fp32 weights", ratios["rss_over_fp32_weights"], "<= 1.3"),
+        ("server PSS / fp32 weights", ratios["pss_over_fp32_weights"], "<= 1.3"),
+    )
+    print(f"\n{'target':<30}{'measured':>10}  goal")
+    for label, value, goal in targets:
+        bound = float(goal.split()[1])
+        met = value >= bound if goal.startswith(">=") else value <= bound
+        print(f"{label:<30}{value:>10.3f}  {goal}  {'met' if met else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

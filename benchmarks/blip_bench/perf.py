@@ -1,0 +1,288 @@
+"""``make perf``: perf_analyzer against ``blip_vqa``, sweeping server instances x client concurrency.
+
+Each point is one perf_analyzer run (tritonclient 2.50's binary) on a real frame and its questions, sent as BYTES
+with their 4-byte length prefixes in the input JSON. It writes a CSV and a chart (latency bars and throughput by
+"instances-concurrency", as the seeds' "#server threads - #client threads" figure) and prints the knee: the
+highest throughput whose p99 stays under ``SLO_MS``, and how many instances (or machines) a rate ``RATE`` needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from blip_bench.bench import BEHAVIOR_QUESTIONS, RESULTS, SAMPLE, machine
+from blip_bench.workspace import Workspace, prepare
+from blip_serving.spec import ENSEMBLE_NAME, IMAGE, QUESTIONS, SCORES_ONLY
+from blip_serving.triton_config import Deployment
+
+# perf_analyzer 2.50 links these sonames; the nvidia-pytriton wheel carries both under hashed names.
+_NEEDED_LIBRARIES = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
+
+
+@dataclass(frozen=True)
+class Point:
+    instances: int
+    concurrency: int
+    throughput: float  # frames per second
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+def bytes_element(data: bytes) -> bytes:
+    """One BYTES element as Triton serializes it: a 4-byte little-endian length, then the bytes."""
+    return len(data).to_bytes(4, "little") + data
+
+
+def input_data(image: bytes, questions: tuple[str, ...]) -> dict:
+    """perf_analyzer's JSON: BYTES tensors as base64 of their serialized elements, with explicit shapes."""
+    encoded_questions = b"".join(bytes_element(q.encode()) for q in questions)
+    return {
+        "data": [
+            {
+                IMAGE: {"b64": base64.b64encode(bytes_element(image)).decode(), "shape": [1]},
+                QUESTIONS: {"b64": base64.b64encode(encoded_questions).decode(), "shape": [len(questions)]},
+            }
+        ]
+    }
+
+
+def perf_analyzer_binary() -> Path:
+    binary = Path(sys.executable).parent / "perf_analyzer"
+    if not binary.is_file():
+        found = shutil.which("perf_analyzer")
+        if not found:
+            raise SystemExit("perf_analyzer not found: it comes with tritonclient==2.50.0 (make install)")
+        binary = Path(found)
+    return binary
+
+
+def library_directory(root: Path) -> Path:
+    """A directory with the sonames perf_analyzer needs, linked to the copies in the nvidia-pytriton wheel."""
+    import pytriton
+
+    wheel_libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
+    directory = root / "perf_analyzer_libs"
+    directory.mkdir(parents=True, exist_ok=True)
+    for soname, pattern in _NEEDED_LIBRARIES.items():
+        link = directory / soname
+        if link.exists():
+            continue
+        candidates = sorted(wheel_libs.glob(pattern))
+        if not candidates:
+            raise SystemExit(f"{soname} for perf_analyzer: nothing like {pattern} in {wheel_libs}")
+        link.unlink(missing_ok=True)
+        link.symlink_to(candidates[0])
+    return directory
+
+
+def run_point(
+    url: str, data_path: Path, concurrency: int, args: argparse.Namespace, env: dict[str, str], work: Path
+) -> dict[str, float]:
+    csv_path = work / f"point-{concurrency}.csv"
+    command = [
+        str(perf_analyzer_binary()),
+        "-m",
+        ENSEMBLE_NAME,
+        "-u",
+        url,
+        # gRPC: perf_analyzer 2.50 sends --request-parameter over gRPC only.
+        "-i",
+        "grpc",
+        "--input-data",
+        str(data_path),
+        "--concurrency-range",
+        f"{concurrency}:{concurrency}",
+        "--measurement-mode",
+        "count_windows",
+        "--measurement-request-count",
+        str(max(args.requests_per_window, 2 * concurrency)),
+        "--stability-percentage",
+        str(args.stability),
+        "--max-trials",
+        str(args.max_trials),
+        "-f",
+        str(csv_path),
+    ]
+    if args.scores_only:
+        command += ["--request-parameter", f"{SCORES_ONLY}:true:bool"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.point_timeout_s)
+    if result.returncode != 0 or not csv_path.is_file():
+        raise RuntimeError(
+            f"perf_analyzer failed ({result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
+    with csv_path.open() as handle:
+        row = next(csv.DictReader(handle))
+    return {
+        "throughput": float(row["Inferences/Second"]),
+        **{f"{p}_ms": float(row[f"{p} latency"]) / 1000 for p in ("p50", "p90", "p95", "p99")},
+    }
+
+
+def sweep(workspace: Workspace, args: argparse.Namespace) -> list[Point]:
+    from blip_client.client import BlipVqaClient
+    from blip_serving.server import TritonServer
+
+    image = SAMPLE.read_bytes()
+    work = workspace.repository.parent / "perf"
+    work.mkdir(parents=True, exist_ok=True)
+    data_path = work / "input.json"
+    data_path.write_text(json.dumps(input_data(image, BEHAVIOR_QUESTIONS)))
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(library_directory(work)), env.get("LD_LIBRARY_PATH")]))
+    total, done, points = len(args.instances) * len(args.concurrency), 0, []
+    for instances in args.instances:
+        workspace.deploy(Deployment(instances=instances))
+        with TritonServer(workspace.repository, workspace.target) as server:
+            with BlipVqaClient(server.http_url, timeout_s=600) as client:  # warm every instance's first calls
+                for _ in range(2 * instances):
+                    client.infer(image, BEHAVIOR_QUESTIONS, scores_only=args.scores_only)
+            for concurrency in args.concurrency:
+                started = time.perf_counter()
+                figures = run_point(server.grpc_url, data_path, concurrency, args, env, work)
+                points.append(Point(instances, concurrency, **figures))
+                done += 1
+                print(
+                    f"[{done}/{total}] instances {instances}, concurrency {concurrency}: "
+                    f"{figures['throughput']:.3f} frames/s, p50 {figures['p50_ms']:.0f} ms, "
+                    f"p99 {figures['p99_ms']:.0f} ms ({time.perf_counter() - started:.0f} s)",
+                    flush=True,
+                )
+    return points
+
+
+def knee(points: list[Point], slo_ms: float) -> Point | None:
+    """The highest throughput whose p99 stays under the SLO."""
+    within = [p for p in points if p.p99_ms <= slo_ms]
+    return max(within, key=lambda p: p.throughput) if within else None
+
+
+def capacity_for_rate(points: list[Point], slo_ms: float, rate: float) -> dict:
+    """The fewest instances that carry ``rate`` within the SLO on one machine, else machines at the knee."""
+    best = knee(points, slo_ms)
+    if best is None:
+        return {"rate": rate, "answer": f"no point keeps p99 under {slo_ms:g} ms"}
+    for instances in sorted({p.instances for p in points}):
+        top = knee([p for p in points if p.instances == instances], slo_ms)
+        if top is not None and top.throughput >= rate:
+            return {"rate": rate, "instances": instances, "machines": 1, "concurrency": top.concurrency}
+    machines = math.ceil(rate / best.throughput)
+    return {"rate": rate, "instances": best.instances, "machines": machines, "concurrency": best.concurrency}
+
+
+def write_csv(points: list[Point], path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(asdict(points[0])))
+        writer.writeheader()
+        writer.writerows(asdict(p) for p in points)
+
+
+def chart(points: list[Point], path: Path, slo_ms: float, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{p.instances}-{p.concurrency}" for p in points]
+    x = range(len(points))
+    figure, latency_axis = plt.subplots(figsize=(max(6, 1.1 * len(points)), 4.5))
+    width = 0.4
+    latency_axis.bar([i - width / 2 for i in x], [p.p50_ms for p in points], width, label="p50 latency")
+    latency_axis.bar([i + width / 2 for i in x], [p.p99_ms for p in points], width, label="p99 latency")
+    latency_axis.axhline(slo_ms, color="red", linestyle="--", linewidth=1, label=f"SLO {slo_ms:g} ms")
+    latency_axis.set_xticks(list(x), labels)
+    latency_axis.set_xlabel("#server instances - #client concurrency")
+    latency_axis.set_ylabel("latency (ms)")
+    throughput_axis = latency_axis.twinx()
+    throughput_axis.plot(list(x), [p.throughput for p in points], "ko-", label="throughput")
+    throughput_axis.set_ylabel("frames / s")
+    throughput_axis.set_ylim(bottom=0)
+    handles = latency_axis.get_legend_handles_labels()[0] + throughput_axis.get_legend_handles_labels()[0]
+    latency_axis.legend(handles, [h.get_label() for h in handles], loc="upper left", fontsize=8)
+    latency_axis.set_title(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="blip-perf", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--model", default=os.environ.get("MODEL") or "random-base")
+    parser.add_argument("--target", default=os.environ.get("TARGET") or "cpu")
+    parser.add_argument("--instances", type=_sizes, default=_sizes(os.environ.get("PERF_INSTANCES") or "1,2"))
+    parser.add_argument("--concurrency", type=_sizes, default=_sizes(os.environ.get("PERF_CONCURRENCY") or "1,2,4"))
+    parser.add_argument("--slo-ms", type=float, default=float(os.environ.get("SLO_MS") or 2000))
+    parser.add_argument("--rate", type=float, default=float(os.environ.get("RATE") or 2), help="frames per second")
+    parser.add_argument("--answers", dest="scores_only", action="store_false", help="answer mode, not scores only")
+    parser.add_argument("--requests-per-window", type=int, default=8)
+    parser.add_argument("--stability", type=int, default=50, help="perf_analyzer --stability-percentage")
+    parser.add_argument("--max-trials", type=int, default=6)
+    parser.add_argument("--point-timeout-s", type=float, default=300)
+    parser.add_argument("--workspace", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for perf-<target>.csv/.png/.json")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    workspace = prepare(args.model, args.target, **({"root": args.workspace} if args.workspace else {}))
+    info = machine()
+    mode = "scores only" if args.scores_only else "answers"
+    print(
+        f"perf: {args.model} on {args.target}, {info['cpu']} ({info['cores']} cores); instances {args.instances} x "
+        f"concurrency {args.concurrency}; {len(BEHAVIOR_QUESTIONS)} questions per frame, {mode}",
+        flush=True,
+    )
+    points = sweep(workspace, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"perf-{args.target}"
+    write_csv(points, stem.with_suffix(".csv"))
+    title = f"blip_vqa {args.model} on {args.target}: {info['cpu']}, {info['cores']} cores ({mode}, 3 questions/frame)"
+    chart(points, stem.with_suffix(".png"), args.slo_ms, title)
+    best = knee(points, args.slo_ms)
+    capacity = capacity_for_rate(points, args.slo_ms, args.rate)
+    summary = {
+        "machine": info,
+        "model": args.model,
+        "target": args.target,
+        "mode": mode,
+        "slo_ms": args.slo_ms,
+        "knee": asdict(best) if best else None,
+        "capacity": capacity,
+        "points": [asdict(p) for p in points],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    stem.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    if best:
+        print(
+            f"knee (p99 <= {args.slo_ms:g} ms): {best.throughput:.3f} frames/s at {best.instances} instance(s), "
+            f"concurrency {best.concurrency} (p99 {best.p99_ms:.0f} ms)"
+        )
+    else:
+        print(f"knee: no point keeps p99 under {args.slo_ms:g} ms")
+    if "machines" in capacity:
+        print(
+            f"rate {args.rate:g} frames/s: {capacity['machines']} machine(s) like this one with "
+            f"{capacity['instances']} instance(s) each"
+        )
+    print(f"wrote {stem}.csv, {stem}.png, {stem}.json in {summary['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

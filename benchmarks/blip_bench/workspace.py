@@ -1,0 +1,59 @@
+"""A build the benchmarks own, apart from ``artifacts/`` and ``model_repository/`` of `make build-artifacts`.
+
+The model.py files are copied from the committed repository, artifacts are built (or found up to date) for the
+benchmark's model, and configs are rewritten per deployment without tracing again.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from blip_serving.artifacts import Manifest, read_manifest
+from blip_serving.triton_config import Deployment, write_repository_configs
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_WORKSPACE = ROOT / ".bench"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    repository: Path
+    artifacts: Path
+    target: str
+
+    @property
+    def target_dir(self) -> Path:
+        return self.artifacts / self.target
+
+    @property
+    def manifest(self) -> Manifest:
+        return read_manifest(self.target_dir)
+
+    def deploy(self, deployment: Deployment) -> None:
+        """Rewrite the configs for ``deployment`` (instances, threads, batching delay); artifacts stay."""
+        write_repository_configs(self.manifest.spec, self.target, self.repository, self.target_dir, deployment)
+
+
+def copy_model_sources(repository: Path) -> Path:
+    """``<repository>/<model>/1/model.py`` for every model, from the committed repository (no configs)."""
+    shutil.copytree(
+        ROOT / "model_repository",
+        repository,
+        ignore=shutil.ignore_patterns("configs", "__pycache__"),
+        dirs_exist_ok=True,
+    )
+    return repository
+
+
+def prepare(model: str, target: str, root: Path = DEFAULT_WORKSPACE, extra: tuple[str, ...] = ()) -> Workspace:
+    """Build ``model`` for ``target`` under ``root`` (skipped where up to date) and return the workspace."""
+    from blip_build.cli import main
+
+    repository = copy_model_sources(root / "model_repository")
+    artifacts = root / "artifacts"
+    args = ["--target", target, "--model", model, "--artifacts", str(artifacts), "--repository", str(repository)]
+    if main([*args, *extra]) != 0:
+        raise SystemExit(f"building {model} for {target} failed")
+    return Workspace(repository=repository, artifacts=artifacts, target=target)

@@ -1,0 +1,48 @@
+"""`make bench` and `make perf` end to end on random-tiny: the real server, tritonclient and perf_analyzer.
+
+Figures are not asserted (they belong to the benchmark run); what is asserted is that every figure is
+produced, from real measurements, in the files the README points to.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from blip_bench import bench, perf
+
+
+def test_perf_sweeps_with_perf_analyzer_and_writes_csv_chart_and_knee(tmp_path, capsys) -> None:
+    out = tmp_path / "results"
+    args = ["--model", "random-tiny", "--workspace", str(tmp_path / "ws"), "--out", str(out)]
+    assert perf.main([*args, "--instances", "1,2", "--concurrency", "1,2", "--slo-ms", "5000", "--rate", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert [f"[{i}/4] instances" in printed for i in range(1, 5)] == [True] * 4, "a progress line per point"
+    with (out / "perf-cpu.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["instances"], r["concurrency"]) for r in rows] == [("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")]
+    assert all(float(r["throughput"]) > 0 and 0 < float(r["p50_ms"]) <= float(r["p99_ms"]) for r in rows)
+    assert (out / "perf-cpu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((out / "perf-cpu.json").read_text())
+    best = max(rows, key=lambda r: float(r["throughput"]))
+    assert summary["knee"]["throughput"] == float(best["throughput"]) and "knee (p99 <= 5000 ms)" in printed
+    assert summary["capacity"]["machines"] == 1
+
+
+def test_bench_measures_every_path_and_writes_its_json(tmp_path, capsys) -> None:
+    out = tmp_path / "bench.json"
+    argv = ["--model", "random-tiny", "--workspace", str(tmp_path / "ws"), "--out", str(out)]
+    assert bench.main([*argv, "--frames", "3", "--naive-frames", "1", "--seconds", "2", "--concurrency", "1,2"]) == 0
+    report = json.loads(out.read_text())
+    for path in ("floor", "served_c1", "served_best", "naive"):
+        assert report[path]["frames"] >= 1 and report[path]["fps"] > 0 and report[path]["p50_ms"] > 0, path
+    assert [level["concurrency"] for level in report["served_levels"]] == [1, 2]
+    assert report["limit"]["matmul_gflops"] > 0 and report["limit"]["gmacs_per_frame"] > 0
+    assert {p["name"] for p in report["memory"]["processes"]} >= {
+        "tritonserver",
+        "stub image_encoder",
+        "stub text_encoder",
+        "stub text_decoder",
+    }
+    assert set(report["decode_ms"]["yes/no answer (2 steps)"]) == {"fixed", "bucketed", "exact"}
+    assert "served best fps / floor fps" in capsys.readouterr().out

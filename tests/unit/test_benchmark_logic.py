@@ -1,0 +1,50 @@
+"""The benchmarks' own logic: perf_analyzer's input JSON, the knee and the capacity for a rate."""
+
+from __future__ import annotations
+
+import base64
+
+from blip_bench.perf import Point, capacity_for_rate, input_data, knee
+
+
+def _elements(serialized: bytes) -> list[bytes]:
+    out, position = [], 0
+    while position < len(serialized):
+        length = int.from_bytes(serialized[position : position + 4], "little")
+        out.append(serialized[position + 4 : position + 4 + length])
+        position += 4 + length
+    return out
+
+
+def test_bytes_inputs_carry_their_4_byte_length_prefixes() -> None:
+    image, questions = b"\x89PNG fake image", ("Is the dog barking?", "¿Está ladrando?")
+    (entry,) = input_data(image, questions)["data"]
+    assert entry["IMAGE"]["shape"] == [1] and entry["QUESTIONS"]["shape"] == [2]
+    assert _elements(base64.b64decode(entry["IMAGE"]["b64"])) == [image]
+    assert _elements(base64.b64decode(entry["QUESTIONS"]["b64"])) == [q.encode() for q in questions]
+
+
+def _point(instances: int, concurrency: int, throughput: float, p99: float) -> Point:
+    return Point(instances, concurrency, throughput, p99 / 2, p99 * 0.8, p99 * 0.9, p99)
+
+
+POINTS = [
+    _point(1, 1, 0.8, 1500),
+    _point(1, 2, 0.9, 2600),
+    _point(2, 1, 0.7, 1700),
+    _point(2, 2, 1.1, 1900),
+    _point(2, 4, 1.2, 4000),
+]
+
+
+def test_the_knee_is_the_best_throughput_under_the_slo() -> None:
+    assert knee(POINTS, 2000) == POINTS[3]
+    assert knee(POINTS, 1600) == POINTS[0]
+    assert knee(POINTS, 1000) is None
+
+
+def test_capacity_uses_one_machine_when_it_can_else_counts_machines_at_the_knee() -> None:
+    assert capacity_for_rate(POINTS, 2000, 0.8) == {"rate": 0.8, "instances": 1, "machines": 1, "concurrency": 1}
+    assert capacity_for_rate(POINTS, 2000, 1.0) == {"rate": 1.0, "instances": 2, "machines": 1, "concurrency": 2}
+    assert capacity_for_rate(POINTS, 2000, 5.0) == {"rate": 5.0, "instances": 2, "machines": 5, "concurrency": 2}
+    assert "no point keeps p99 under 1000 ms" in capacity_for_rate(POINTS, 1000, 1.0)["answer"]

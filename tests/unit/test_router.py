@@ -87,3 +87,13 @@ def test_a_reload_adds_removes_and_reweights_without_a_restart() -> None:
 def test_bad_router_configs_are_refused_with_the_setting_named(data, message) -> None:
     with pytest.raises(RouterConfigError, match=message):
         RouterConfig.from_dict(data)
+
+
+def test_the_alert_threshold_is_a_probability() -> None:
+    from blip_api.settings import ApiSettings, SettingsError
+
+    base = {"backends": {"a": {"url": "127.0.0.1:1"}}}
+    assert ApiSettings.from_dict(base, env={}, insecure_dev=True).alert_threshold == 0.5
+    assert ApiSettings.from_dict(base | {"alerts": {"threshold": 0.8}}, env={}, insecure_dev=True).alert_threshold == 0.8
+    with pytest.raises(SettingsError, match="alerts.threshold must be a probability between 0 and 1, got 1.5"):
+        ApiSettings.from_dict(base | {"alerts": {"threshold": 1.5}}, env={}, insecure_dev=True)

@@ -94,6 +94,8 @@ def test_the_alert_threshold_is_a_probability() -> None:
 
     base = {"backends": {"a": {"url": "127.0.0.1:1"}}}
     assert ApiSettings.from_dict(base, env={}, insecure_dev=True).alert_threshold == 0.5
-    assert ApiSettings.from_dict(base | {"alerts": {"threshold": 0.8}}, env={}, insecure_dev=True).alert_threshold == 0.8
-    with pytest.raises(SettingsError, match="alerts.threshold must be a probability between 0 and 1, got 1.5"):
+    assert (
+        ApiSettings.from_dict(base | {"alerts": {"threshold": 0.8}}, env={}, insecure_dev=True).alert_threshold == 0.8
+    )
+    with pytest.raises(SettingsError, match=r"alerts\.threshold must be a probability between 0 and 1, got 1\.5"):
         ApiSettings.from_dict(base | {"alerts": {"threshold": 1.5}}, env={}, insecure_dev=True)

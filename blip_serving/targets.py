@@ -1,8 +1,8 @@
 """How each target traces a component and where its artifact runs.
 
-cpu and gpu use ``torch.jit.trace`` (the batch dimension stays dynamic; the build proves it on other batch
-sizes). neuron uses ``torch_neuronx.trace`` as the AWS Neuron documentation gives it, with static batch
-sizes, since a NEFF is compiled for one shape. Where the SDK or CUDA is missing the build stops at once,
+cpu and gpu use ``torch.jit.trace`` (batch, question and answer lengths stay dynamic; the build proves it on
+every bucket shape). neuron uses ``torch_neuronx.trace`` as the AWS Neuron documentation gives it, once per
+shape bucket, since a NEFF is compiled for one shape. Where the SDK or CUDA is missing the build stops at once,
 before anything is written.
 """
 

@@ -205,6 +205,8 @@ class TextDecoderModel(ComponentModel):
                 answered += count
             outputs.append(output)
             start += count
+        if start != scores.shape[0] or answered != len(answers):
+            raise RuntimeError(f"split {start} scores and {answered} answers from {scores.shape[0]} and {len(answers)}")
         return outputs
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from dataclasses import dataclass
 from functools import cache
@@ -31,10 +30,10 @@ class Build:
 
 def make_build(root: Path, model: str, extra: tuple[str, ...] = ()) -> Build:
     """Copy the committed model_repository (model.py files) and build ``model`` for cpu into it."""
+    from blip_bench.workspace import copy_model_sources
     from blip_build.cli import main
 
-    repository = root / "model_repository"
-    shutil.copytree(ROOT / "model_repository", repository, ignore=shutil.ignore_patterns("configs", "__pycache__"))
+    repository = copy_model_sources(root / "model_repository")
     artifacts = root / "artifacts"
     code = main(
         ["--target", "cpu", "--model", model, "--artifacts", str(artifacts), "--repository", str(repository), *extra]

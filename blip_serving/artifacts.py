@@ -106,10 +106,6 @@ class Manifest:
         return self.data["target"]["name"]
 
     @property
-    def static_shapes(self) -> bool:
-        return bool(self.data["target"].get("static_shapes"))
-
-    @property
     def precision(self) -> str:
         return self.data["target"]["precision"]
 

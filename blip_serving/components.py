@@ -22,6 +22,7 @@ from blip_serving.spec import (
     TEXT_DECODER,
     TEXT_ENCODER,
     ComponentSpec,
+    smallest_bucket,
 )
 
 
@@ -168,7 +169,7 @@ class ArtifactWrapper:
             outputs, start = [], 0
             while start < rows:
                 real = min(buckets[-1], rows - start)
-                size = next(b for b in buckets if b >= real)
+                size = smallest_bucket(buckets, real, "rows")
                 chunk = [t[start : start + real] if b else t for t, b in zip(tensors, self.batched)]
                 if real < size:
                     chunk = [
@@ -217,7 +218,7 @@ class TextDecoderWrapper(ArtifactWrapper):
             return needed
         if self.length_policy == "fixed":
             return self.decode_lengths[-1]
-        return next(n for n in self.decode_lengths if n >= needed)
+        return smallest_bucket(self.decode_lengths, needed, "answer tokens")
 
     def next_token_logits(
         self, decoder_input_ids: torch.Tensor, position: int, question_embeds: torch.Tensor, question_mask: torch.Tensor

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from blip_serving.errors import InvalidInputError
+from blip_serving.spec import smallest_bucket
 
 
 def decode_questions(raw: Any, *, max_questions: int) -> list[str]:
@@ -82,7 +83,7 @@ class QuestionTokenizer:
         for index, ids in enumerate(encoded, start=1):
             if len(ids) > limit:
                 raise InvalidInputError(f"question {index} is {len(ids)} tokens long; the limit is {limit} tokens")
-        bucket = next(b for b in self.buckets if b >= max(len(ids) for ids in encoded))
+        bucket = smallest_bucket(self.buckets, max(len(ids) for ids in encoded), "question tokens")
         input_ids = torch.full((len(encoded), bucket), self.tokenizer.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(encoded), bucket), dtype=torch.long)
         for row, ids in enumerate(encoded):

@@ -210,11 +210,11 @@ class BlipSpec:
 
     def question_bucket(self, tokens: int) -> int:
         """The smallest question bucket that holds ``tokens``."""
-        return _bucket(self.question_buckets, tokens, "question tokens")
+        return smallest_bucket(self.question_buckets, tokens, "question tokens")
 
     def decode_bucket(self, length: int) -> int:
         """The smallest answer-buffer length that holds ``length`` tokens."""
-        return _bucket(self.decode_lengths, length, "answer tokens")
+        return smallest_bucket(self.decode_lengths, length, "answer tokens")
 
     @property
     def ensemble_inputs(self) -> tuple[TensorSpec, ...]:
@@ -318,7 +318,8 @@ class BlipSpec:
         return tuple(tensors)
 
 
-def _bucket(buckets: tuple[int, ...], size: int, what: str) -> int:
+def smallest_bucket(buckets: tuple[int, ...], size: int, what: str) -> int:
+    """The smallest of ascending ``buckets`` that holds ``size``; padding up to it is what static shapes cost."""
     for bucket in buckets:
         if size <= bucket:
             return bucket

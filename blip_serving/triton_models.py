@@ -159,11 +159,11 @@ class TextDecoderModel(ComponentModel):
     component = TEXT_DECODER
     wrapper = TextDecoderWrapper
 
-    def __init__(self, manifest: Manifest, target: str, device: str, length_policy: str | None = None) -> None:
+    def __init__(self, manifest: Manifest, target: str, device: str) -> None:
         super().__init__(manifest, target, device)
         # Measured in `make bench`: growing the buffer beats a fixed full-length one; exact lengths need a
         # shape-polymorphic build, buckets work everywhere.
-        policy = length_policy or ("bucketed" if self.artifact.static else "exact")
+        policy = "bucketed" if self.artifact.static else "exact"
         self.artifact.configure(self.spec.decode_lengths, policy)
         self.tokenizer = CheckpointTokenizer(manifest.processor_dir)
 

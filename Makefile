@@ -37,7 +37,7 @@ build-artifacts: install ## Trace, verify and write artifacts/$(TARGET) + config
 	$(BIN)/python -m blip_build --target $(TARGET) --model $(MODEL)
 
 serve: install ## Run Triton for TARGET on HOST (HTTP_PORT, GRPC_PORT, METRICS_PORT) until Ctrl-C
-	$(BIN)/python -m blip_serving.server --target $(TARGET) --host $(HOST)
+	$(BIN)/python -m blip_serving.deploy.server --target $(TARGET) --host $(HOST)
 
 api: install ## Run the API tier (router + FastAPI) on API_HOST:API_PORT for the fleets in API_CONFIG
 	$(BIN)/python -m blip_api --config $(API_CONFIG)
@@ -47,7 +47,7 @@ ask: install ## Ask a running server: make ask IMAGE=dog.jpg Q="Is the dog barki
 
 demo: ## Offline end to end: install, build random-tiny for cpu, serve, ask three questions, stop
 	$(MAKE) --no-print-directory build-artifacts TARGET=cpu MODEL=$(MODEL)
-	$(BIN)/python -m blip_client.demo --target cpu
+	$(BIN)/python -m blip_serving.deploy.demo --target cpu
 
 bench: install ## Floor vs served vs naive transformers, matmul limit, memory (BENCH_MODEL, default random-base)
 	$(BIN)/python -m blip_bench.bench --model $(BENCH_MODEL) --target $(TARGET)

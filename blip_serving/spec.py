@@ -4,7 +4,8 @@ Every tensor name, dtype and static shape lives here once. Tracing takes its exa
 config.pbtxt files are generated from it and the client reads its wire names from it. Sizes come from the
 checkpoint's own config, never from constants: 384 px, 577 tokens and 768 wide are one checkpoint's values.
 
-This module imports no torch, so the API tier can use the wire contract without the model stack.
+This module imports no torch (``example_inputs`` imports it when called); the wire names callers use live
+in ``blip_contract``, which this spec builds on.
 """
 
 from __future__ import annotations
@@ -12,18 +13,33 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
+from blip_contract import (
+    ANSWERS,
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_QUESTIONS,
+    ENSEMBLE_INPUTS,
+    ENSEMBLE_NAME,
+    ENSEMBLE_OUTPUTS,
+    IMAGE,
+    QUESTIONS,
+    SCORES,
+    SCORES_ONLY,
+    TensorSpec,
+)
 
-TARGETS: tuple[str, ...] = ("cpu", "gpu", "neuron")
-
-# Wire contract of the ensemble, the names the API tier uses.
-ENSEMBLE_NAME = "blip_vqa"
-IMAGE = "IMAGE"
-QUESTIONS = "QUESTIONS"
-ANSWERS = "ANSWERS"
-SCORES = "SCORES"
-# Request parameter: true runs the decoder's first step only and returns SCORES without ANSWERS.
-SCORES_ONLY = "scores_only"
+# The wire names above are re-exported: serving code reads everything from the spec, callers from blip_contract.
+__all__ = [
+    "ANSWERS",
+    "ENSEMBLE_NAME",
+    "IMAGE",
+    "QUESTIONS",
+    "SCORES",
+    "SCORES_ONLY",
+    "BlipSpec",
+    "ComponentSpec",
+    "TensorSpec",
+]
 
 # Tensors that pass between the three steps inside the ensemble.
 IMAGE_EMBEDS = "IMAGE_EMBEDS"
@@ -39,50 +55,19 @@ COMPONENT_NAMES: tuple[str, ...] = (IMAGE_ENCODER, TEXT_ENCODER, TEXT_DECODER)
 PARAM_TARGET = "target"
 PARAM_ARTIFACT_DIR = "artifact_dir"
 PARAM_INTRA_OP_THREADS = "intra_op_threads"
-PARAM_NEURON_CORE_START = "neuron_core_start_index"
-PARAM_NEURON_CORE_END = "neuron_core_end_index"
 
-# Static shape buckets: Neuron compiles one graph per shape, and every target pads to the same buckets.
+# Shape buckets. A static-shape build (always on neuron) traces one artifact per bucket and pads to them; a
+# shape-polymorphic one (cpu, gpu by default) runs exact sizes and only questions are padded to their bucket.
 DEFAULT_QUESTION_BUCKETS = (16, 32)
 DEFAULT_IMAGE_BATCH_BUCKETS = (1, 4, 8)
 DEFAULT_QUESTION_BATCH_BUCKETS = (4,)
 # The decoder's answer buffer grows through these lengths (plus the full answer length).
 DEFAULT_SHORT_DECODE_LENGTHS = (1, 4)
-DEFAULT_MAX_QUESTIONS = 16
-DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
-DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
-
-_NUMPY_DTYPES: dict[str, Any] = {"FP32": np.float32, "FP16": np.float16, "INT64": np.int64, "BYTES": np.object_}
-
 
 # Names of the axes that vary: a static build has one artifact per combination of their bucket sizes.
 BATCH = "batch"
 QUESTION_TOKENS = "question_tokens"
 ANSWER_TOKENS = "answer_tokens"
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One tensor: Triton dtype name and dims, ``-1`` where the size varies; ``axes`` names each ``-1``."""
-
-    name: str
-    dtype: str
-    dims: tuple[int, ...]
-    axes: tuple[str | None, ...] = ()
-
-    def shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
-        """The concrete shape for the given axis sizes."""
-        axes = self.axes or (None,) * len(self.dims)
-        return tuple(sizes[axis] if dim == -1 and axis else dim for dim, axis in zip(self.dims, axes))
-
-    @property
-    def numpy_dtype(self) -> Any:
-        return _NUMPY_DTYPES[self.dtype]
-
-    @property
-    def triton_dtype(self) -> str:
-        """The ``TYPE_*`` name config.pbtxt uses (BYTES is TYPE_STRING there)."""
-        return "TYPE_STRING" if self.dtype == "BYTES" else f"TYPE_{self.dtype}"
 
 
 @dataclass(frozen=True)
@@ -218,11 +203,11 @@ class BlipSpec:
 
     @property
     def ensemble_inputs(self) -> tuple[TensorSpec, ...]:
-        return (TensorSpec(IMAGE, "BYTES", (1,)), TensorSpec(QUESTIONS, "BYTES", (-1,)))
+        return ENSEMBLE_INPUTS
 
     @property
     def ensemble_outputs(self) -> tuple[TensorSpec, ...]:
-        return (TensorSpec(ANSWERS, "BYTES", (-1,)), TensorSpec(SCORES, "FP32", (-1,)))
+        return ENSEMBLE_OUTPUTS
 
     def _build_components(self) -> dict[str, ComponentSpec]:
         image, questions = self.ensemble_inputs

@@ -9,10 +9,21 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixture_images import generated_images
+
 ROOT = Path(__file__).resolve().parents[1]
-IMAGES = ROOT.parent / "shared" / "images"
-VALID_IMAGES = sorted((IMAGES / "valid").iterdir())
-INVALID_IMAGES = sorted((IMAGES / "invalid").iterdir())
+# The project's own images always; the workplace's extra real images beside the clone too, where they exist.
+GENERATED = generated_images()
+EXTRA = ROOT.parent / "shared" / "images"
+
+
+def _images(kind: str) -> list[Path]:
+    extra = EXTRA / kind
+    return sorted((GENERATED / kind).iterdir()) + (sorted(extra.iterdir()) if extra.is_dir() else [])
+
+
+VALID_IMAGES = _images("valid")
+INVALID_IMAGES = _images("invalid")
 QUESTIONS = ("Is the dog barking?", "what is the animal doing?", "Is the dog chewing furniture?")
 
 
@@ -28,19 +39,15 @@ class Build:
         return self.artifacts / target
 
 
-def make_build(root: Path, model: str, extra: tuple[str, ...] = ()) -> Build:
+def make_build(root: Path, model: str, **options) -> Build:
     """Copy the committed model_repository (model.py files) and build ``model`` for cpu into it."""
     from blip_bench.workspace import copy_model_sources
-    from blip_build.cli import main
+    from blip_build import build
 
     repository = copy_model_sources(root / "model_repository")
     artifacts = root / "artifacts"
-    code = main(
-        ["--target", "cpu", "--model", model, "--artifacts", str(artifacts), "--repository", str(repository), *extra]
-    )
-    assert code == 0, f"build of {model} failed with exit code {code}"
-    checkpoint = artifacts / "checkpoints" / model if not Path(model).is_dir() else Path(model)
-    return Build(repository=repository, artifacts=artifacts, checkpoint=checkpoint)
+    manifest = build(model, "cpu", artifacts=artifacts, repository=repository, **options)
+    return Build(repository=repository, artifacts=artifacts, checkpoint=Path(manifest.checkpoint_location))
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +58,7 @@ def tiny_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
 @pytest.fixture(scope="session")
 def static_build(tmp_path_factory: pytest.TempPathFactory, tiny_build: Build) -> Build:
     """The same checkpoint built as Neuron builds: one artifact per shape bucket, padded at run time."""
-    return make_build(tmp_path_factory.mktemp("static"), str(tiny_build.checkpoint), ("--static-shapes",))
+    return make_build(tmp_path_factory.mktemp("static"), str(tiny_build.checkpoint), static_shapes=True)
 
 
 class Reference:

@@ -1,6 +1,6 @@
 """``make bench``: one run on one machine, the served path against the compute floor and naive transformers.
 
-- floor: the same artifacts and serving code (``blip_serving.triton_models``) called in one process, no server;
+- floor: the same artifacts and serving code (``blip_serving.stub.models``) called in one process, no server;
 - served: ``blip_vqa`` through tritonclient at concurrency 1 and at the best of a few concurrencies;
 - naive: ``BlipForQuestionAnswering.generate`` per question, eager, ``max_new_tokens=2``;
 - limit: this machine's fp32 matmul rate, and the floor's share of it (multiply-adds counted from the shapes);
@@ -28,6 +28,7 @@ import torch
 from blip_bench.memory import tree_memory
 from blip_bench.timing import Run, concurrent, sequential
 from blip_bench.workspace import ROOT, Workspace, prepare
+from blip_serving.deploy.triton_config import Deployment
 from blip_serving.spec import (
     IMAGE,
     IMAGE_EMBEDS,
@@ -37,7 +38,6 @@ from blip_serving.spec import (
     TEXT_DECODER,
     TEXT_ENCODER,
 )
-from blip_serving.triton_config import Deployment
 
 SAMPLE = ROOT / "client" / "samples" / "chelsea.png"
 BEHAVIOR_QUESTIONS = ("Is the dog barking?", "Is the dog chewing furniture?", "Is the dog on the couch?")
@@ -80,13 +80,13 @@ def macs_per_frame(workspace: Workspace, questions: tuple[str, ...], scores_only
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import BlipForQuestionAnswering
 
-    from blip_serving.components import COMPILE_WRAPPERS
-    from blip_serving.generation import answer_buffer
+    from blip_build.traceable import TRACEABLE_MODULES
+    from blip_serving.stub.generation import answer_buffer
 
     manifest = workspace.manifest
     spec = manifest.spec
-    blip = BlipForQuestionAnswering.from_pretrained(manifest.data["saved_checkpoint"]).eval()
-    modules = {name: COMPILE_WRAPPERS[name](blip).eval() for name in (IMAGE_ENCODER, TEXT_ENCODER, TEXT_DECODER)}
+    blip = BlipForQuestionAnswering.from_pretrained(manifest.checkpoint_location).eval()
+    modules = {name: TRACEABLE_MODULES[name](blip).eval() for name in (IMAGE_ENCODER, TEXT_ENCODER, TEXT_DECODER)}
     from transformers import BlipProcessor
 
     count = len(questions)
@@ -113,10 +113,9 @@ def macs_per_frame(workspace: Workspace, questions: tuple[str, ...], scores_only
 
 def floor_frame(workspace: Workspace, image: bytes, questions: tuple[str, ...], scores_only: bool):
     """The serving code of the three models, in this process: what Triton runs, minus Triton."""
-    from blip_serving.triton_models import COMPONENT_MODELS
+    from blip_serving.stub.models import load_models
 
-    manifest = workspace.manifest
-    models = {name: COMPONENT_MODELS[name](manifest, workspace.target, "cpu") for name in COMPONENT_MODELS}
+    models = load_models(workspace.manifest)
     encoded_questions = np.array([q.encode() for q in questions], dtype=object)
 
     def frame() -> Any:
@@ -132,7 +131,7 @@ def floor_frame(workspace: Workspace, image: bytes, questions: tuple[str, ...], 
 
 def decode_strategies(models: dict[str, Any], image: bytes, questions: tuple[str, ...], repeats: int) -> dict:
     """Seconds per frame of the answer loop: fixed full-length buffer vs growing (bucketed, exact) ones."""
-    from blip_serving.generation import greedy_decode
+    from blip_serving.stub.generation import greedy_decode
 
     spec = models[TEXT_DECODER].spec
     item = models[IMAGE_ENCODER].prepare({IMAGE: np.array([image], dtype=object)}, {})
@@ -173,7 +172,7 @@ def naive_frame(workspace: Workspace, image: bytes, questions: tuple[str, ...]):
     from PIL import Image
     from transformers import BlipForQuestionAnswering, BlipProcessor
 
-    checkpoint = workspace.manifest.data["saved_checkpoint"]
+    checkpoint = workspace.manifest.checkpoint_location
     model = BlipForQuestionAnswering.from_pretrained(checkpoint).eval()
     processor = BlipProcessor.from_pretrained(checkpoint)
 
@@ -193,13 +192,13 @@ def naive_frame(workspace: Workspace, image: bytes, questions: tuple[str, ...]):
 def fp32_weight_bytes(workspace: Workspace) -> int:
     from transformers import BlipForQuestionAnswering
 
-    model = BlipForQuestionAnswering.from_pretrained(workspace.manifest.data["saved_checkpoint"])
+    model = BlipForQuestionAnswering.from_pretrained(workspace.manifest.checkpoint_location)
     return sum(p.numel() for p in model.parameters()) * 4
 
 
 def served(workspace: Workspace, image: bytes, questions: tuple[str, ...], scores_only: bool, args) -> dict:
     from blip_client.client import BlipVqaClient
-    from blip_serving.server import TritonServer
+    from blip_serving.deploy.server import TritonServer
 
     workspace.deploy(Deployment(instances=args.instances))
     runs: list[Run] = []
@@ -237,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.concurrency[0] != 1:
         args.concurrency.insert(0, 1)
     warnings.filterwarnings("ignore")
-    extra = ("--fp16",) if os.environ.get("FP16") == "1" else ()
-    workspace = prepare(args.model, args.target, **({"root": args.workspace} if args.workspace else {}), extra=extra)
+    fp16 = os.environ.get("FP16") == "1"
+    workspace = prepare(args.model, args.target, **({"root": args.workspace} if args.workspace else {}), fp16=fp16)
     image, questions, scores_only = SAMPLE.read_bytes(), BEHAVIOR_QUESTIONS, not args.answers
     mode = "scores only (one decoder step)" if scores_only else "answers (greedy loop)"
     info = machine()

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from blip_bench.bench import BEHAVIOR_QUESTIONS, RESULTS, SAMPLE, machine
 from blip_bench.workspace import Workspace, prepare
+from blip_serving.deploy.triton_config import Deployment
 from blip_serving.spec import ENSEMBLE_NAME, IMAGE, QUESTIONS, SCORES_ONLY
-from blip_serving.triton_config import Deployment
 
 # perf_analyzer 2.50 links these sonames; the nvidia-pytriton wheel carries both under hashed names.
 _NEEDED_LIBRARIES = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
@@ -133,7 +133,7 @@ def run_point(
 
 def sweep(workspace: Workspace, args: argparse.Namespace) -> list[Point]:
     from blip_client.client import BlipVqaClient
-    from blip_serving.server import TritonServer
+    from blip_serving.deploy.server import TritonServer
 
     image = SAMPLE.read_bytes()
     work = workspace.repository.parent / "perf"

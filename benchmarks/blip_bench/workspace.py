@@ -10,8 +10,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from blip_serving.artifacts import Manifest, read_manifest
-from blip_serving.triton_config import Deployment, write_repository_configs
+from blip_serving.deploy.triton_config import Deployment, write_repository_configs
+from blip_serving.manifest import Manifest, read_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WORKSPACE = ROOT / ".bench"
@@ -47,13 +47,22 @@ def copy_model_sources(repository: Path) -> Path:
     return repository
 
 
-def prepare(model: str, target: str, root: Path = DEFAULT_WORKSPACE, extra: tuple[str, ...] = ()) -> Workspace:
+def prepare(model: str, target: str, root: Path = DEFAULT_WORKSPACE, **options) -> Workspace:
     """Build ``model`` for ``target`` under ``root`` (skipped where up to date) and return the workspace."""
-    from blip_build.cli import main
+    from blip_build import build
+    from blip_serving.errors import ArtifactError, TargetUnavailableError
 
     repository = copy_model_sources(root / "model_repository")
     artifacts = root / "artifacts"
-    args = ["--target", target, "--model", model, "--artifacts", str(artifacts), "--repository", str(repository)]
-    if main([*args, *extra]) != 0:
-        raise SystemExit(f"building {model} for {target} failed")
+    try:
+        build(
+            model,
+            target,
+            artifacts=artifacts,
+            repository=repository,
+            progress=lambda line: print(line, flush=True),
+            **options,
+        )
+    except (ArtifactError, TargetUnavailableError, OSError, ValueError) as error:
+        raise SystemExit(f"building {model} for {target} failed: {error}") from error
     return Workspace(repository=repository, artifacts=artifacts, target=target)

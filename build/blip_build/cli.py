@@ -1,4 +1,7 @@
-"""Command line of the artifact build: ``python -m blip_build --target cpu --model random-tiny``."""
+"""Command line of the artifact build: ``python -m blip_build --target cpu --model random-tiny``.
+
+It parses arguments and prints; ``blip_build.build`` does the work.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +10,18 @@ import logging
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
+from blip_build.pipeline import build, is_random
+from blip_serving.deploy.triton_config import Deployment
 from blip_serving.errors import ArtifactError, TargetUnavailableError
 from blip_serving.spec import (
     DEFAULT_IMAGE_BATCH_BUCKETS,
     DEFAULT_MAX_QUESTIONS,
     DEFAULT_QUESTION_BATCH_BUCKETS,
     DEFAULT_QUESTION_BUCKETS,
-    TARGETS,
 )
+from blip_serving.targets import TARGET_NAMES, resolve_target
 
 RANDOM_WARNING = "NOTE: {model} has random weights: it serves real compute, but its answers are meaningless."
 
@@ -40,7 +44,7 @@ def _sizes_option(parser: argparse.ArgumentParser, flag: str, env: str, default:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="blip-build", description=__doc__)
-    parser.add_argument("--target", choices=TARGETS, default=os.environ.get("TARGET", "cpu"))
+    parser.add_argument("--target", choices=TARGET_NAMES, default=os.environ.get("TARGET", "cpu"))
     parser.add_argument(
         "--model",
         default=os.environ.get("MODEL", "random-tiny"),
@@ -107,9 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         # Resolve the target first: a missing SDK or GPU stops the build before anything is loaded or written.
-        from blip_serving.targets import resolve_target
-        from blip_serving.triton_config import Deployment
-
         target = resolve_target(
             args.target, fp16=args.fp16, compiler_args=args.compiler_args, static_shapes=args.static_shapes
         )
@@ -120,71 +121,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    # transformers' mask helpers warn about shape checks under tracing; every artifact is verified on other
-    # batch sizes and inputs after reloading, which is what would catch a trace that did not generalize.
-    import torch
-
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-    from transformers.utils import logging as hf_logging
-
-    from blip_serving.artifacts import build_target, resolve_max_length, yes_no_token_ids
-    from blip_serving.checkpoints import RANDOM_MODELS, load_checkpoint
-    from blip_serving.spec import BlipSpec
-    from blip_serving.triton_config import write_repository_configs
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     started = time.perf_counter()
-    print(f"loading checkpoint {args.model}", flush=True)
     try:
-        checkpoint = load_checkpoint(args.model, random_dir=args.artifacts / "checkpoints")
-        yes, no = yes_no_token_ids(checkpoint.processor.tokenizer)
-        spec = BlipSpec.from_model_config(
-            checkpoint.model.config,
-            max_length=resolve_max_length(checkpoint.model),
-            yes_token_id=yes,
-            no_token_id=no,
+        manifest = build(
+            args.model,
+            target,
+            artifacts=args.artifacts,
+            repository=args.repository,
             question_buckets=args.question_buckets,
             image_batch_buckets=args.image_batch_buckets,
             question_batch_buckets=args.question_batch_buckets,
             max_questions=args.max_questions,
-        )
-        print(
-            f"spec: image {spec.image_height}x{spec.image_width} -> {spec.image_tokens} tokens x "
-            f"{spec.vision_hidden_size}, frames batched by {list(spec.image_batch_buckets)}; questions in "
-            f"{list(spec.question_buckets)}-token buckets x {spec.text_hidden_size}; answers up to "
-            f"{spec.answer_tokens} tokens through buffers of {list(spec.decode_lengths)}; vocabulary "
-            f"{spec.vocab_size}; yes/no token ids {yes}/{no}",
-            flush=True,
-        )
-        out_dir = args.artifacts / args.target
-        saved = checkpoint.path if args.model in RANDOM_MODELS else None
-        manifest = build_target(
-            checkpoint,
-            spec,
-            target,
-            out_dir,
+            deployment=deployment,
             force=args.force,
-            saved_checkpoint=saved,
             progress=lambda line: print(line, flush=True),
         )
-        configs = write_repository_configs(spec, args.target, args.repository, out_dir, deployment)
     except (ArtifactError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(
-        f"wrote {manifest.directory / 'manifest.json'} and {len(configs)} configs ({args.repository}/*/configs/{args.target}.pbtxt)"
-    )
-    if args.target == "neuron":
-        print(
-            f"neuron: {deployment.neuron_cores_needed} NeuronCores needed "
-            f"({args.instances} instance(s) x {args.neuron_cores_per_instance} core(s) x 3 components); "
-            f"blocks {deployment.neuron_core_blocks()}"
-        )
-    if args.model in RANDOM_MODELS:
-        print(f"saved checkpoint for comparison with transformers: {saved}")
+    print(f"wrote {manifest.directory / 'manifest.json'} and configs ({args.repository}/*/configs/{target.name}.pbtxt)")
+    note = target.deployment_note(deployment)
+    if note:
+        print(note)
+    if is_random(args.model):
+        print(f"saved checkpoint for comparison with transformers: {manifest.checkpoint_location}")
         print(RANDOM_WARNING.format(model=args.model))
     print(f"done in {time.perf_counter() - started:.1f}s")
     return 0

@@ -17,9 +17,10 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter
 from pydantic import BaseModel, Field
@@ -112,51 +113,220 @@ def _replay(request: Request, body: bytes) -> Request:
     return Request(request.scope, receive)
 
 
+@dataclass
+class ApiState:
+    """What the routes share: the settings in force (a reload swaps them), the router and the status counter."""
+
+    settings: ApiSettings
+    router: Router
+    served: Counter
+
+    @property
+    def limits(self) -> Limits:
+        return self.settings.limits
+
+    def reload_config(self) -> dict[str, list[str]]:
+        """Re-read the config file the API started with; the running settings stay if it is invalid."""
+        path = self.settings.config_path
+        if path is None:
+            raise ApiError(409, "this API tier was started without a config file; nothing to reload")
+        new = ApiSettings.load(path, insecure_dev=self.settings.insecure_dev)
+        changes = self.router.apply_config(new.router)
+        self.settings = new
+        return changes
+
+
+def api_state(request: Request) -> ApiState:
+    return request.app.state.blip
+
+
+State = Annotated[ApiState, Depends(api_state)]
+
+
+def _check_token(request: Request, state: ApiState, expected: str | None, what: str) -> None:
+    if state.settings.insecure_dev:
+        return
+    if expected is None:
+        raise ApiError(403, f"{what} is disabled: no token is configured for it")
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        raise ApiError(401, "invalid bearer token", {"WWW-Authenticate": "Bearer"})
+
+
+def caller(request: Request, state: State) -> None:
+    """Dependency: the camera's bearer token."""
+    _check_token(request, state, state.settings.token, "the API")
+
+
+def admin(request: Request, state: State) -> None:
+    """Dependency: the admin bearer token."""
+    _check_token(request, state, state.settings.admin_token, f"the admin API (set {ADMIN_TOKEN_ENV})")
+
+
+def resolve_questions(state: ApiState, questions: list[str], behaviors: list[str]) -> list[tuple[str | None, str]]:
+    """(behavior or None, question) pairs in asking order; 400 naming what is wrong with the list."""
+    catalog, limits = state.settings.behaviors, state.limits
+    unknown = [b for b in behaviors if b not in catalog]
+    if unknown:
+        raise ApiError(400, f"unknown behavior(s) {unknown}; known: {sorted(catalog)}")
+    asked = [(b, catalog[b]) for b in behaviors] + [(None, q) for q in questions]
+    if not asked:
+        raise ApiError(400, "ask at least one question or behavior ('question' or 'behavior' fields)")
+    if len(asked) > limits.max_questions:
+        raise ApiError(400, f"{len(asked)} questions; at most {limits.max_questions} per frame")
+    for _, question in asked:
+        if not question.strip():
+            raise ApiError(400, "a question is empty")
+        if len(question) > limits.max_question_chars:
+            raise ApiError(400, f"a question has {len(question)} characters; at most {limits.max_question_chars}")
+    return asked
+
+
+async def read_frame(request: Request, limits: Limits) -> tuple[bytes, list[str], list[str]]:
+    """The image and the question and behavior lists, from a multipart or a raw body."""
+    content_type = request.headers.get("content-type", "")
+    # Room for the multipart framing and the question fields around the image.
+    body = await read_capped_body(request, limits.max_image_bytes + 64 * 1024)
+    if content_type.startswith("multipart/form-data"):
+        try:
+            form = await _replay(request, body).form(max_files=1, max_fields=2 * limits.max_questions + 8)
+        except Exception as error:  # the multipart parser's own errors name the problem
+            raise ApiError(400, f"malformed multipart body: {error}") from error
+        upload = form.get("image")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(400, "multipart body has no 'image' file field")
+        image = await upload.read()
+        questions = [str(v) for v in form.getlist("question")]
+        behaviors = [str(v) for v in form.getlist("behavior")]
+    elif content_type.startswith(RAW_TYPES):
+        image = body
+        questions = request.query_params.getlist("question")
+        behaviors = request.query_params.getlist("behavior")
+    else:
+        raise ApiError(
+            415,
+            f"Content-Type {content_type or '(none)'} is not accepted: use multipart/form-data, image/* or application/octet-stream",
+        )
+    if not image:
+        raise ApiError(400, "the image is empty")
+    if len(image) > limits.max_image_bytes:
+        raise ApiError(413, f"image is {len(image)} bytes; the limit is {limits.max_image_bytes}")
+    return image, questions, behaviors
+
+
+routes = APIRouter()
+
+
+@routes.post(
+    "/v1/frames",
+    response_model=FrameResult,
+    dependencies=[Depends(caller)],
+    openapi_extra={"requestBody": FRAME_REQUEST_BODY, "parameters": FRAME_PARAMETERS},
+    responses={
+        400: {"description": "bad image or questions"},
+        401: {"description": "missing or wrong bearer token"},
+        413: {"description": "body over the size limit"},
+        415: {"description": "unsupported Content-Type"},
+        503: {"description": "no backend could answer"},
+    },
+)
+async def frames(request: Request, state: State) -> FrameResult:
+    """Ask behavior questions about one camera frame."""
+    image, questions, behaviors = await read_frame(request, state.limits)
+    asked = resolve_questions(state, questions, behaviors)
+    started = time.perf_counter()
+    # Behaviors alone need probabilities, not text: one decoder step instead of a generation loop.
+    scores_only = all(behavior is not None for behavior, _ in asked)
+    try:
+        routed = await state.router.ask(image, [q for _, q in asked], scores_only=scores_only)
+    except InvalidRequestError as error:
+        raise ApiError(400, str(error)) from error
+    except NoBackendAvailableError as error:
+        raise ApiError(503, str(error), {"Retry-After": "1"}) from error
+    state.served.labels("200").inc()
+    threshold = state.settings.alert_threshold
+    return FrameResult(
+        results=[
+            BehaviorResult(behavior=b, question=q, score=round(score, 6), answer=answer, alert=score >= threshold)
+            for (b, q), score, answer in zip(asked, routed.scores, routed.answers or [None] * len(asked), strict=True)
+        ],
+        backend=routed.backend,
+        attempts=routed.attempts,
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+
+
+@routes.get("/healthz")
+async def healthz(state: State) -> JSONResponse:
+    """200 while at least one backend passes its probes and takes traffic; 503 otherwise."""
+    router = state.router
+    serving = any(b.healthy and b.takes_traffic() for b in router.backends.values())
+    return JSONResponse(
+        {"status": "ok" if serving else "unavailable", "backends": router.status()}, 200 if serving else 503
+    )
+
+
+@routes.get("/metrics")
+async def metrics(state: State) -> Response:
+    """Prometheus metrics: per-backend requests, errors, latency, in flight, breaker, weight, health."""
+    return Response(state.router.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+@routes.get("/admin/backends", dependencies=[Depends(admin)])
+async def backends(state: State) -> dict[str, Any]:
+    return state.router.status()
+
+
+@routes.put("/admin/backends/{name}/weight", dependencies=[Depends(admin)])
+async def set_weight(name: str, change: WeightChange, state: State) -> dict[str, Any]:
+    """Change one fleet's routing weight now; no restart, no dropped request."""
+    try:
+        state.router.set_weight(name, change.weight)
+    except KeyError as error:
+        raise ApiError(404, str(error.args[0])) from error
+    return state.router.status()
+
+
+@routes.post("/admin/reload", dependencies=[Depends(admin)])
+async def reload(state: State) -> dict[str, Any]:
+    """Re-read the config file (also on SIGHUP): weights, backends, limits, behaviors."""
+    try:
+        changes = state.reload_config()
+    except (SettingsError, RouterConfigError) as error:
+        raise ApiError(400, f"config not reloaded, the running one stays: {error}") from error
+    return {"changes": changes, "backends": state.router.status()}
+
+
 def create_app(settings: ApiSettings, router: Router | None = None) -> FastAPI:
     """The FastAPI app; it owns the router (created from ``settings`` unless given) for its lifetime."""
     router = router or Router(settings.router)
-    state: dict[str, Any] = {"settings": settings}
-
-    def limits() -> Limits:
-        return state["settings"].limits  # a reload may change them
-
     served = Counter(
         "blip_api_requests", "Frames answered or refused, by HTTP status", ["status"], registry=router.metrics.registry
     )
+    state = ApiState(settings=settings, router=router, served=served)
 
-    def reload_config() -> dict[str, list[str]]:
-        path = settings.config_path
-        if path is None:
-            raise ApiError(409, "this API tier was started without a config file; nothing to reload")
-        new = ApiSettings.load(path, insecure_dev=settings.insecure_dev)
-        changes = router.apply_config(new.router)
-        state["settings"] = new
-        return changes
+    def reload_from_signal() -> None:
+        try:
+            log.warning("SIGHUP: config reloaded: %s", state.reload_config())
+        except (ApiError, SettingsError, RouterConfigError) as error:
+            log.error("SIGHUP: config not reloaded, the running one stays: %s", error)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await router.start()
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGHUP, _reload_from_signal)
+            loop.add_signal_handler(signal.SIGHUP, reload_from_signal)
         log.info("router started: %s", router.status())
         yield
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGHUP)
         await router.close()
 
-    def _reload_from_signal() -> None:
-        try:
-            log.warning("SIGHUP: config reloaded: %s", reload_config())
-        except (ApiError, SettingsError, RouterConfigError) as error:
-            log.error("SIGHUP: config not reloaded, the running one stays: %s", error)
-
-    app = FastAPI(
-        title="BLIP VQA pet-camera API",
-        version="1.0",
-        description=__doc__,
-        lifespan=lifespan,
-    )
+    app = FastAPI(title="BLIP VQA pet-camera API", version="1.0", description=__doc__, lifespan=lifespan)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -164,144 +334,7 @@ def create_app(settings: ApiSettings, router: Router | None = None) -> FastAPI:
             served.labels(str(error.status)).inc()
         return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
 
-    def check_token(request: Request, expected: str | None, what: str) -> None:
-        if settings.insecure_dev:
-            return
-        if expected is None:
-            raise ApiError(403, f"{what} is disabled: no token is configured for it")
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(token.encode(), expected.encode()):
-            raise ApiError(401, "invalid bearer token", {"WWW-Authenticate": "Bearer"})
-
-    def caller(request: Request) -> None:
-        check_token(request, state["settings"].token, "the API")
-
-    def admin(request: Request) -> None:
-        check_token(request, state["settings"].admin_token, f"the admin API (set {ADMIN_TOKEN_ENV})")
-
-    def resolve_questions(questions: list[str], behaviors: list[str]) -> list[tuple[str | None, str]]:
-        catalog = state["settings"].behaviors
-        unknown = [b for b in behaviors if b not in catalog]
-        if unknown:
-            raise ApiError(400, f"unknown behavior(s) {unknown}; known: {sorted(catalog)}")
-        asked = [(b, catalog[b]) for b in behaviors] + [(None, q) for q in questions]
-        if not asked:
-            raise ApiError(400, "ask at least one question or behavior ('question' or 'behavior' fields)")
-        if len(asked) > limits().max_questions:
-            raise ApiError(400, f"{len(asked)} questions; at most {limits().max_questions} per frame")
-        for _, question in asked:
-            if not question.strip():
-                raise ApiError(400, "a question is empty")
-            if len(question) > limits().max_question_chars:
-                raise ApiError(400, f"a question has {len(question)} characters; at most {limits().max_question_chars}")
-        return asked
-
-    async def read_frame(request: Request) -> tuple[bytes, list[str], list[str]]:
-        content_type = request.headers.get("content-type", "")
-        # Room for the multipart framing and the question fields around the image.
-        body = await read_capped_body(request, limits().max_image_bytes + 64 * 1024)
-        if content_type.startswith("multipart/form-data"):
-            try:
-                form = await _replay(request, body).form(max_files=1, max_fields=2 * limits().max_questions + 8)
-            except Exception as error:  # the multipart parser's own errors name the problem
-                raise ApiError(400, f"malformed multipart body: {error}") from error
-            upload = form.get("image")
-            if not isinstance(upload, UploadFile):
-                raise ApiError(400, "multipart body has no 'image' file field")
-            image = await upload.read()
-            questions = [str(v) for v in form.getlist("question")]
-            behaviors = [str(v) for v in form.getlist("behavior")]
-        elif content_type.startswith(RAW_TYPES):
-            image = body
-            questions = request.query_params.getlist("question")
-            behaviors = request.query_params.getlist("behavior")
-        else:
-            raise ApiError(
-                415,
-                f"Content-Type {content_type or '(none)'} is not accepted: use multipart/form-data, image/* or application/octet-stream",
-            )
-        if not image:
-            raise ApiError(400, "the image is empty")
-        if len(image) > limits().max_image_bytes:
-            raise ApiError(413, f"image is {len(image)} bytes; the limit is {limits().max_image_bytes}")
-        return image, questions, behaviors
-
-    @app.post(
-        "/v1/frames",
-        response_model=FrameResult,
-        dependencies=[Depends(caller)],
-        openapi_extra={"requestBody": FRAME_REQUEST_BODY, "parameters": FRAME_PARAMETERS},
-        responses={
-            400: {"description": "bad image or questions"},
-            401: {"description": "missing or wrong bearer token"},
-            413: {"description": "body over the size limit"},
-            415: {"description": "unsupported Content-Type"},
-            503: {"description": "no backend could answer"},
-        },
-    )
-    async def frames(request: Request) -> FrameResult:
-        """Ask behavior questions about one camera frame."""
-        image, questions, behaviors = await read_frame(request)
-        asked = resolve_questions(questions, behaviors)
-        started = time.perf_counter()
-        # Behaviors alone need probabilities, not text: one decoder step instead of a generation loop.
-        scores_only = all(behavior is not None for behavior, _ in asked)
-        try:
-            routed = await router.ask(image, [q for _, q in asked], scores_only=scores_only)
-        except InvalidRequestError as error:
-            raise ApiError(400, str(error)) from error
-        except NoBackendAvailableError as error:
-            raise ApiError(503, str(error), {"Retry-After": "1"}) from error
-        served.labels("200").inc()
-        threshold = state["settings"].alert_threshold
-        return FrameResult(
-            results=[
-                BehaviorResult(behavior=b, question=q, score=round(score, 6), answer=answer, alert=score >= threshold)
-                for (b, q), score, answer in zip(
-                    asked, routed.scores, routed.answers or [None] * len(asked), strict=True
-                )
-            ],
-            backend=routed.backend,
-            attempts=routed.attempts,
-            latency_ms=round((time.perf_counter() - started) * 1000, 2),
-        )
-
-    @app.get("/healthz")
-    async def healthz() -> JSONResponse:
-        """200 while at least one backend passes its probes and takes traffic; 503 otherwise."""
-        status = router.status()
-        serving = any(b.healthy and b.takes_traffic() for b in router.backends.values())
-        return JSONResponse({"status": "ok" if serving else "unavailable", "backends": status}, 200 if serving else 503)
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        """Prometheus metrics: per-backend requests, errors, latency, in flight, breaker, weight, health."""
-        return Response(router.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/admin/backends", dependencies=[Depends(admin)])
-    async def backends() -> dict[str, Any]:
-        return router.status()
-
-    @app.put("/admin/backends/{name}/weight", dependencies=[Depends(admin)])
-    async def set_weight(name: str, change: WeightChange) -> dict[str, Any]:
-        """Change one fleet's routing weight now; no restart, no dropped request."""
-        try:
-            router.set_weight(name, change.weight)
-        except KeyError as error:
-            raise ApiError(404, str(error.args[0])) from error
-        return router.status()
-
-    @app.post("/admin/reload", dependencies=[Depends(admin)])
-    async def reload() -> dict[str, Any]:
-        """Re-read the config file (also on SIGHUP): weights, backends, limits, behaviors."""
-        try:
-            changes = reload_config()
-        except (SettingsError, RouterConfigError) as error:
-            raise ApiError(400, f"config not reloaded, the running one stays: {error}") from error
-        return {"changes": changes, "backends": router.status()}
-
+    app.include_router(routes)
+    app.state.blip = state
     app.state.router = router
     return app

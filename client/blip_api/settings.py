@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from blip_client.router import RouterConfig, RouterConfigError
-from blip_serving.spec import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_QUESTIONS
+from blip_contract import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_QUESTIONS
 
 TOKEN_ENV = "BLIP_API_TOKEN"
 ADMIN_TOKEN_ENV = "BLIP_API_ADMIN_TOKEN"

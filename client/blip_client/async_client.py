@@ -14,9 +14,9 @@ import aiohttp
 import tritonclient.http.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
-from blip_client.errors import ServerUnavailableError
+from blip_client.errors import ServerTimeoutError, ServerUnavailableError
 from blip_client.wire import VqaResult, build_inputs, classify, parse_result, request_parameters, requested_outputs
-from blip_serving.spec import ENSEMBLE_NAME
+from blip_contract import ENSEMBLE_NAME
 
 
 class AsyncBlipVqaClient:
@@ -43,7 +43,7 @@ class AsyncBlipVqaClient:
         except InferenceServerException as error:
             raise classify(error) from error
         except TimeoutError as error:
-            raise ServerUnavailableError(f"{self.url}: no answer within {timeout_s:g}s") from error
+            raise ServerTimeoutError(f"{self.url}: no answer within {timeout_s:g}s") from error
         except (aiohttp.ClientError, OSError) as error:
             raise ServerUnavailableError(f"{self.url}: {type(error).__name__}: {error}") from error
         return parse_result(result, len(questions), scores_only)

@@ -18,7 +18,7 @@ from blip_client.errors import (
     ServerUnavailableError,
 )
 from blip_client.wire import VqaResult, build_inputs, classify, parse_result, request_parameters, requested_outputs
-from blip_serving.spec import ENSEMBLE_NAME
+from blip_contract import ENSEMBLE_NAME
 
 __all__ = [
     "BlipVqaClient",

@@ -19,6 +19,10 @@ class ServerUnavailableError(BlipVqaError):
     """The server could not be reached, timed out, or is not ready."""
 
 
+class ServerTimeoutError(ServerUnavailableError):
+    """The server took longer than the caller's deadline: it may still be working on the request."""
+
+
 class ServerError(BlipVqaError):
     """The server failed while answering a valid request."""
 

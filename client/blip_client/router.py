@@ -34,6 +34,7 @@ from blip_client.errors import (
     InvalidRequestError,
     NoBackendAvailableError,
     ServerError,
+    ServerTimeoutError,
     ServerUnavailableError,
 )
 from blip_client.router_metrics import BREAKER_STATES, RouterMetrics
@@ -381,7 +382,7 @@ class Router:
         except pybreaker.CircuitBreakerError as error:
             kind, message = "breaker_open", f"circuit breaker open ({error})"
         except ServerUnavailableError as error:
-            kind, message = ("timeout" if "no answer within" in str(error) else "unavailable"), str(error)
+            kind, message = ("timeout" if isinstance(error, ServerTimeoutError) else "unavailable"), str(error)
         except (ServerError, BlipVqaError) as error:
             kind, message = "server_error", str(error)
         else:

@@ -1,6 +1,6 @@
 """The ``blip_vqa`` wire format, shared by the blocking client, the asyncio client and the router.
 
-Tensor names come from ``blip_serving.spec``; this module only packs one frame and its questions into
+Tensor names come from ``blip_contract``; this module only packs one frame and its questions into
 tritonclient inputs, unpacks answers and yes/no scores, and turns tritonclient's exceptions into the typed errors.
 A scores-only request sets the ``scores_only`` request parameter: the decoder runs one step and the response
 holds SCORES alone.
@@ -15,11 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from blip_client.errors import BlipVqaError, InvalidRequestError, ServerError, ServerUnavailableError
-from blip_serving.spec import ANSWERS, IMAGE, QUESTIONS, SCORES, SCORES_ONLY
+from blip_client.errors import (
+    BlipVqaError,
+    InvalidRequestError,
+    ServerError,
+    ServerTimeoutError,
+    ServerUnavailableError,
+)
+from blip_contract import ANSWERS, IMAGE, QUESTIONS, SCORES, SCORES_ONLY
 
 _INVALID = {"400", "StatusCode.INVALID_ARGUMENT"}
-_UNAVAILABLE = {"503", "StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"}
+_UNAVAILABLE = {"503", "StatusCode.UNAVAILABLE"}
+_TIMEOUT = {"StatusCode.DEADLINE_EXCEEDED"}
 
 
 def encode_questions(questions: Sequence[str | bytes]) -> list[bytes]:
@@ -75,6 +82,9 @@ def classify(error: Any) -> BlipVqaError:
     status, message = str(error.status()), error.message() or str(error)
     if status in _INVALID:
         return InvalidRequestError(message)
-    if status in _UNAVAILABLE or "timed out" in message.lower() or "connect" in message.lower():
+    # tritonclient.http reports socket timeouts and refused connections with no status, only a message.
+    if status in _TIMEOUT or "timed out" in message.lower():
+        return ServerTimeoutError(message)
+    if status in _UNAVAILABLE or "connect" in message.lower():
         return ServerUnavailableError(message)
     return ServerError(f"[{status}] {message}")

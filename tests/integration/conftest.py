@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from blip_client.client import BlipVqaClient
-from blip_serving.server import TritonServer
+from blip_serving.deploy.server import TritonServer
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from blip_serving.server import TritonServer, free_port
+from blip_serving.deploy.server import TritonServer, free_port
 from tests.conftest import ROOT
 
 TOKEN, ADMIN_TOKEN = "camera-token", "admin-token"

@@ -1,4 +1,4 @@
-"""`make bench` and `make perf` end to end on random-tiny: the real server, tritonclient and perf_analyzer.
+"""`make bench` and `make perf` end to end on random-tiny (bench: from a local checkpoint directory): the real server, tritonclient and perf_analyzer.
 
 Figures are not asserted (they belong to the benchmark run); what is asserted is that every figure is
 produced, from real measurements, in the files the README points to.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 from blip_bench import bench, perf
 
@@ -29,9 +30,11 @@ def test_perf_sweeps_with_perf_analyzer_and_writes_csv_chart_and_knee(tmp_path, 
     assert summary["capacity"]["machines"] == 1
 
 
-def test_bench_measures_every_path_and_writes_its_json(tmp_path, capsys) -> None:
+def test_bench_measures_every_path_and_writes_its_json(tmp_path, capsys, tiny_build) -> None:
+    # A local checkpoint directory, as a user benchmarks their own fine-tuned model (not a random-* name).
+    checkpoint = shutil.copytree(tiny_build.checkpoint, tmp_path / "my-finetuned-blip")
     out = tmp_path / "bench.json"
-    argv = ["--model", "random-tiny", "--workspace", str(tmp_path / "ws"), "--out", str(out)]
+    argv = ["--model", str(checkpoint), "--workspace", str(tmp_path / "ws"), "--out", str(out)]
     assert bench.main([*argv, "--frames", "3", "--naive-frames", "1", "--seconds", "2", "--concurrency", "1,2"]) == 0
     report = json.loads(out.read_text())
     for path in ("floor", "served_c1", "served_best", "naive"):

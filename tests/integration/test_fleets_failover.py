@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from blip_client.client import BlipVqaClient
-from blip_serving.artifacts import read_manifest
-from blip_serving.server import TritonServer
-from blip_serving.triton_config import Deployment, write_repository_configs
+from blip_serving.deploy.server import TritonServer
+from blip_serving.deploy.triton_config import Deployment, write_repository_configs
+from blip_serving.manifest import read_manifest
 from tests.conftest import VALID_IMAGES
 from tests.integration.fleets import (
     ADMIN,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from blip_client.client import BlipVqaClient
-from blip_serving.server import TritonServer
+from blip_serving.deploy.server import TritonServer
 from tests.conftest import QUESTIONS, VALID_IMAGES, Reference, make_build
 
 
@@ -77,7 +77,7 @@ def _odd_sized_checkpoint(directory: Path) -> Path:
     import torch
     from transformers import BlipConfig, BlipForQuestionAnswering, BlipImageProcessorPil, BlipProcessor
 
-    from blip_serving.checkpoints import make_tokenizer, tokenizer_text_config
+    from blip_build.checkpoints import make_tokenizer, tokenizer_text_config
 
     tokenizer = make_tokenizer()
     text = dict(
@@ -111,7 +111,7 @@ def _odd_sized_checkpoint(directory: Path) -> Path:
 def test_a_local_checkpoint_with_other_sizes_serves_its_own_answers(tmp_path_factory) -> None:
     root = tmp_path_factory.mktemp("odd")
     checkpoint = _odd_sized_checkpoint(root / "checkpoint")
-    build = make_build(root, str(checkpoint), extra=("--question-buckets", "12,40", "--image-batch-buckets", "1,2"))
+    build = make_build(root, str(checkpoint), question_buckets=(12, 40), image_batch_buckets=(1, 2))
     reference = Reference(checkpoint)
     with TritonServer(build.repository, "cpu") as server, BlipVqaClient(server.http_url) as odd_client:
         for path in VALID_IMAGES[:3]:

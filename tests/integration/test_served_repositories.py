@@ -7,10 +7,11 @@ import shutil
 import pytest
 import tritonclient.http as triton_http
 
-from blip_serving.artifacts import read_manifest
-from blip_serving.server import ServerError, TritonServer
-from blip_serving.spec import COMPONENT_NAMES, ENSEMBLE_NAME, TARGETS
-from blip_serving.triton_config import repository_configs
+from blip_serving.deploy.server import ServerError, TritonServer
+from blip_serving.deploy.triton_config import repository_configs
+from blip_serving.manifest import read_manifest
+from blip_serving.spec import COMPONENT_NAMES, ENSEMBLE_NAME
+from blip_serving.targets import TARGET_NAMES
 
 
 def test_the_served_metadata_equals_the_gpu_and_neuron_configs(triton, tiny_build) -> None:
@@ -23,7 +24,7 @@ def test_the_served_metadata_equals_the_gpu_and_neuron_configs(triton, tiny_buil
                 kind: [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in served[kind]]
                 for kind in ("inputs", "outputs")
             }
-            for target in TARGETS:
+            for target in TARGET_NAMES:
                 config = repository_configs(spec, target, "x")[name]
                 # Metadata shows a batching model's shapes with the batch dimension (-1) first.
                 batch = [-1] if config.max_batch_size else []

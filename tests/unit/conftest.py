@@ -108,7 +108,7 @@ def load_model(repository: Path, name: str, target: str = "cpu", instance: int =
     """Import ``<name>/1/model.py`` and call ``initialize`` with the args the Python backend passes."""
     from google.protobuf import json_format
 
-    from blip_serving.triton_config import parse
+    from blip_serving.deploy.triton_config import parse
 
     path = repository / name / "1" / "model.py"
     module_spec = importlib.util.spec_from_file_location(f"model_{name}_{target}_{instance}", path)

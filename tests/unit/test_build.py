@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from blip_serving.artifacts import read_manifest, verify_artifact_files
 from blip_serving.errors import ArtifactError
+from blip_serving.manifest import read_manifest, verify_artifact_files
 from tests.conftest import ROOT
 
 
@@ -48,24 +48,26 @@ def test_gpu_without_cuda_fails_with_one_line(tmp_path) -> None:
     assert result.returncode != 0 and "needs CUDA" in result.stderr and not (tmp_path / "a").exists()
 
 
-def test_second_build_skips_and_force_rebuilds(tiny_build, capsys) -> None:
-    from blip_build.cli import main
+def test_second_build_skips_and_force_rebuilds(tiny_build) -> None:
+    from blip_build import build
 
-    args = [
-        "--model",
-        "random-tiny",
-        "--artifacts",
-        str(tiny_build.artifacts),
-        "--repository",
-        str(tiny_build.repository),
-    ]
-    assert main(args) == 0
-    assert capsys.readouterr().out.count("up to date") == 3
-    manifest = read_manifest(tiny_build.target_dir())
-    before = {name: manifest.artifact_path(name).stat().st_mtime_ns for name in manifest.data["components"]}
-    assert main([*args, "--force"]) == 0
-    assert "up to date" not in capsys.readouterr().out
-    after = {name: manifest.artifact_path(name).stat().st_mtime_ns for name in manifest.data["components"]}
+    def run(force: bool) -> tuple[list[str], dict[str, int]]:
+        lines: list[str] = []
+        manifest = build(
+            "random-tiny",
+            "cpu",
+            artifacts=tiny_build.artifacts,
+            repository=tiny_build.repository,
+            force=force,
+            progress=lines.append,
+        )
+        files = {name: manifest.artifact_files(name)[0][1] for name in manifest.data["components"]}
+        return lines, {name: path.stat().st_mtime_ns for name, path in files.items()}
+
+    lines, before = run(force=False)
+    assert sum("up to date" in line for line in lines) == 3
+    lines, after = run(force=True)
+    assert not any("up to date" in line for line in lines)
     assert all(after[name] > before[name] for name in before), "FORCE=1 rewrites every artifact"
 
 
@@ -77,7 +79,7 @@ def test_tampered_or_foreign_artifact_is_refused(tiny_build, tmp_path) -> None:
     assert sizes == {} and path.is_file()
     with pytest.raises(ArtifactError, match="holds 'cpu' artifacts; this model is configured for 'neuron'"):
         verify_artifact_files(manifest, "text_encoder", "neuron")
-    path = manifest.artifact_path("text_encoder")
+    path = manifest.artifact_files("text_encoder")[0][1]
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(ArtifactError, match="sha256"):
         verify_artifact_files(manifest, "text_encoder", "cpu")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from blip_serving.artifacts import read_manifest
-from blip_serving.components import ImageEncoderWrapper, TextDecoderWrapper, TextEncoderWrapper
-from blip_serving.generation import first_step, greedy_decode, yes_probability
-from blip_serving.questions import CheckpointTokenizer, QuestionTokenizer
+from blip_serving.manifest import read_manifest
 from blip_serving.spec import IMAGE_ENCODER, TEXT_DECODER, TEXT_ENCODER
-from blip_serving.targets import load_artifact
+from blip_serving.stub.generation import first_step, greedy_decode, yes_probability
+from blip_serving.stub.questions import CheckpointTokenizer, QuestionTokenizer
+from blip_serving.stub.runners import ImageEncoderRunner, TextDecoderRunner, TextEncoderRunner
+from blip_serving.targets.cpu import CpuTarget
 from tests.conftest import QUESTIONS, VALID_IMAGES
 
 
@@ -19,19 +19,19 @@ def manifest(tiny_build):
     return read_manifest(tiny_build.target_dir())
 
 
-def _wrapper(manifest, component, cls):
+def _runner(manifest, component, cls):
     files = manifest.artifact_files(component)
-    artifacts = [(sizes, load_artifact("cpu", str(path), "cpu")) for sizes, path in files]
+    artifacts = [(sizes, CpuTarget().load(str(path), "cpu")) for sizes, path in files]
     return cls.from_artifacts(artifacts, manifest.spec.components[component], "cpu")
 
 
-def _decoder(manifest, policy: str) -> TextDecoderWrapper:
-    return _wrapper(manifest, TEXT_DECODER, TextDecoderWrapper).configure(manifest.spec.decode_lengths, policy)
+def _decoder(manifest, policy: str) -> TextDecoderRunner:
+    return _runner(manifest, TEXT_DECODER, TextDecoderRunner).configure(manifest.spec.decode_lengths, policy)
 
 
 def test_manifest_describes_the_build(manifest, tiny_build) -> None:
     data = manifest.data
-    assert data["target"]["name"] == "cpu" and data["saved_checkpoint"] == str(tiny_build.checkpoint.resolve())
+    assert data["target"]["name"] == "cpu" and manifest.checkpoint_location == str(tiny_build.checkpoint.resolve())
     assert set(data["components"]) == {"image_encoder", "text_encoder", "text_decoder"}
     for entry in data["components"].values():
         ((file,),) = [entry["files"]]
@@ -54,17 +54,15 @@ def test_static_shapes_pad_to_buckets_without_changing_a_row(manifest, static_bu
     spec = manifest.spec
     sizes = {"batch": 7, "question_tokens": 16}
     ids, mask, image = spec.example_inputs(TEXT_ENCODER, sizes, seed=11)
-    dynamic_encoder = _wrapper(manifest, TEXT_ENCODER, TextEncoderWrapper)
-    static_encoder = _wrapper(static, TEXT_ENCODER, TextEncoderWrapper)
+    dynamic_encoder = _runner(manifest, TEXT_ENCODER, TextEncoderRunner)
+    static_encoder = _runner(static, TEXT_ENCODER, TextEncoderRunner)
     assert static_encoder.static and not dynamic_encoder.static
     assert torch.allclose(
         dynamic_encoder.encode(ids, mask, image[0]), static_encoder.encode(ids, mask, image[0]), atol=1e-5
     )
     (pixels,) = spec.example_inputs(IMAGE_ENCODER, {"batch": 11}, seed=2)  # 8 + 3 padded to 4
-    dynamic_images = _wrapper(manifest, IMAGE_ENCODER, ImageEncoderWrapper).encode(pixels)
-    assert torch.allclose(
-        dynamic_images, _wrapper(static, IMAGE_ENCODER, ImageEncoderWrapper).encode(pixels), atol=1e-5
-    )
+    dynamic_images = _runner(manifest, IMAGE_ENCODER, ImageEncoderRunner).encode(pixels)
+    assert torch.allclose(dynamic_images, _runner(static, IMAGE_ENCODER, ImageEncoderRunner).encode(pixels), atol=1e-5)
     with pytest.raises(RuntimeError, match="no artifact was built for sizes"):
         static_encoder.encode(ids[:, :12], mask[:, :12], image[0])
 
@@ -76,7 +74,7 @@ def test_split_pipeline_equals_generate_with_padded_questions(tiny_reference, ma
     spec = manifest.spec
     processor = BlipProcessor.from_pretrained(manifest.processor_dir)
     tokenize = QuestionTokenizer(CheckpointTokenizer(manifest.processor_dir), spec.question_buckets)
-    encoder = _wrapper(manifest, TEXT_ENCODER, TextEncoderWrapper)
+    encoder = _runner(manifest, TEXT_ENCODER, TextEncoderRunner)
     decoders = [_decoder(manifest, policy) for policy in ("exact", "bucketed", "fixed")]
     blip = tiny_reference.model
     for path in VALID_IMAGES[:4]:

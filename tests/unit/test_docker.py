@@ -57,7 +57,7 @@ def test_a_fleet_container_runs_what_make_serve_runs(target) -> None:
         cwd=ROOT,
         check=True,
     )
-    (line,) = [line for line in make.stdout.splitlines() if "blip_serving.server" in line]
+    (line,) = [line for line in make.stdout.splitlines() if "blip_serving.deploy.server" in line]
     assert cmd[1:] == shlex.split(line)[1:], "same module and arguments; only the interpreter differs"
 
 

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from blip_serving.errors import InvalidInputError
-from blip_serving.images import ImagePreprocessor, decode_image
-from blip_serving.questions import CheckpointTokenizer, QuestionTokenizer, decode_questions
+from blip_serving.stub.images import ImagePreprocessor, decode_image
+from blip_serving.stub.questions import CheckpointTokenizer, QuestionTokenizer, decode_questions
 from tests.conftest import INVALID_IMAGES, VALID_IMAGES
 
 LIMITS = {"max_bytes": 20 * 2**20, "max_pixels": 40_000_000}
@@ -107,7 +107,7 @@ def test_tokenizer_pads_a_frame_to_the_smallest_bucket_with_the_real_mask(tiny_r
 
 
 def test_jpeg_walk_accepts_every_valid_jpeg() -> None:
-    from blip_serving.images import check_jpeg_structure
+    from blip_serving.stub.images import check_jpeg_structure
 
     jpegs = [p for p in VALID_IMAGES if p.read_bytes()[:2] == b"\xff\xd8"]
     assert jpegs, "the shared images hold JPEGs"

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from blip_client.router import BackendConfig, Router, RouterConfig, RouterConfigError
-from blip_serving.server import free_port
+from blip_serving.deploy.server import free_port
 
 
 def config(**weights: float) -> RouterConfig:

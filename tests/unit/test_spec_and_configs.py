@@ -6,8 +6,8 @@ import pytest
 from transformers import BlipConfig
 
 from blip_serving import spec as names
+from blip_serving.deploy.triton_config import Deployment, component_config, ensemble_config, parse, render
 from blip_serving.spec import BlipSpec
-from blip_serving.triton_config import Deployment, component_config, ensemble_config, parse, render
 
 # blip-vqa-base's tokenizer (bert-base-uncased): "yes" and "no".
 YES_NO = {"yes_token_id": 2748, "no_token_id": 2053}

@@ -1,8 +1,8 @@
-"""Triton Python backend for the BLIP text decoder: lifecycle only; the logic is blip_serving.triton_models."""
+"""Triton Python backend for the BLIP text decoder: lifecycle only; the logic is blip_serving.stub."""
 
 import triton_python_backend_utils as pb_utils
 
-from blip_serving.triton_models import TritonComponent
+from blip_serving.stub.triton_adapter import TritonComponent
 
 
 class TritonPythonModel:

@@ -92,6 +92,16 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
         raise InvalidInputError(f"IMAGE could not be decoded: {error}") from error
 
 
+def composite_on_white(image: Image.Image) -> Image.Image:
+    """transformers' ``convert_to_rgb``: transparency (an alpha band, or a ``transparency`` entry that survives
+    ``convert("RGB")`` of a palette image) is composited onto white; anything else is converted as it is."""
+    if "A" not in image.getbands() and image.info.get("transparency") is None:
+        return image if image.mode == "RGB" else image.convert("RGB")
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
 class ImagePreprocessor:
     """The checkpoint's image processor settings, applied with PIL and numpy; checked against the spec's shape."""
 
@@ -108,6 +118,7 @@ class ImagePreprocessor:
         self.resample = int(settings.get("resample", Image.Resampling.BICUBIC))
         self.rescale = float(settings["rescale_factor"]) if settings.get("do_rescale", True) else None
         self.normalize = settings.get("do_normalize", True)
+        self.convert_rgb = settings.get("do_convert_rgb", True)
         self.mean = np.array(settings.get("image_mean", [0.0] * 3), dtype=np.float32)
         self.std = np.array(settings.get("image_std", [1.0] * 3), dtype=np.float32)
         self.expected_shape = expected_shape
@@ -124,6 +135,8 @@ class ImagePreprocessor:
 
     def pixels(self, image: Image.Image) -> np.ndarray:
         """One RGB picture -> float32 [C, H, W]."""
+        if self.convert_rgb:
+            image = composite_on_white(image)
         if self.size is not None:
             image = image.resize(self.size, resample=self.resample)
         array = np.asarray(image)

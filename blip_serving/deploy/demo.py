@@ -1,4 +1,4 @@
-"""``make demo``: start the embedded Triton server, ask behavior questions about the sample photo, stop.
+"""Deployment: ``make demo`` starts the embedded Triton server, asks behavior questions about the sample photo, stops.
 
 Run after ``make build-artifacts``; with random weights (the default, offline) the answers are meaningless,
 but every step is the real one: Triton, the ensemble, the three traced artifacts, tritonclient.
@@ -7,16 +7,16 @@ but every step is the real one: Triton, the ensemble, the three traced artifacts
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 from blip_client.client import BlipVqaClient
-from blip_serving.server import ServerError, TritonServer
+from blip_serving.deploy.server import ServerError, TritonServer
+from blip_serving.manifest import read_manifest
 
-SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "chelsea.png"
+SAMPLE = Path(__file__).resolve().parents[2] / "client" / "samples" / "chelsea.png"
 QUESTIONS = ("Is the cat sleeping?", "Is the cat chewing furniture?", "What is the animal doing?")
 
 
@@ -28,8 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed requests after the first")
     args = parser.parse_args(argv)
 
-    manifest = json.loads(Path("artifacts", args.target, "manifest.json").read_text())
-    source = manifest["checkpoint"]["source"]
+    source = read_manifest(Path("artifacts", args.target)).data["checkpoint"]["source"]
     print(f"model: {source} ({args.target}); image: {args.image}")
     if source.startswith("random-"):
         print(f"NOTE: {source} has random weights, so these answers are meaningless; the serving path is real.")

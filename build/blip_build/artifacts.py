@@ -1,4 +1,4 @@
-"""Build, verify and describe the traced artifacts of one target; load them back for serving.
+"""Build time: trace, save, reload and verify the artifacts of one target, and write their manifest.
 
 Layout of ``artifacts/<target>/``: one ``<component>.pt`` per component (a static-shape build has one
 ``<component>.<axis><size>....pt`` per shape bucket instead), ``processor/`` (the checkpoint's own image processor
@@ -16,30 +16,19 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from blip_serving.errors import ArtifactError
+from blip_serving.manifest import MANIFEST, MANIFEST_FORMAT, PROCESSOR_DIR, Manifest, read_manifest, sha256_file
 from blip_serving.spec import BATCH, COMPONENT_NAMES, BlipSpec
-
-MANIFEST = "manifest.json"
-PROCESSOR_DIR = "processor"
-MANIFEST_FORMAT = 2
+from blip_serving.targets import Target
 
 Progress = Callable[[str], None]
 
 
 class VerificationError(ArtifactError):
     """A reloaded artifact does not reproduce the original module."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checkpoint_fingerprint(path: str | None, source: str) -> str:
@@ -90,102 +79,6 @@ def yes_no_token_ids(tokenizer: Any) -> tuple[int, int]:
     return ids[0], ids[1]
 
 
-@dataclass(frozen=True)
-class Manifest:
-    """The parsed ``manifest.json`` of one target directory."""
-
-    directory: Path
-    data: dict[str, Any]
-
-    @property
-    def spec(self) -> BlipSpec:
-        return BlipSpec.from_dict(self.data["spec"])
-
-    @property
-    def target(self) -> str:
-        return self.data["target"]["name"]
-
-    @property
-    def precision(self) -> str:
-        return self.data["target"]["precision"]
-
-    def artifact_files(self, component: str) -> list[tuple[dict[str, int], Path]]:
-        """(axis sizes, path) of each artifact of ``component``; sizes are empty for a shape-polymorphic one."""
-        return [
-            (entry["sizes"], self.directory / entry["file"]) for entry in self.data["components"][component]["files"]
-        ]
-
-    def artifact_path(self, component: str) -> Path:
-        """The first artifact file: the only one unless the build is static-shape."""
-        return self.artifact_files(component)[0][1]
-
-    @property
-    def processor_dir(self) -> Path:
-        return self.directory / PROCESSOR_DIR
-
-
-def read_manifest(directory: Path) -> Manifest:
-    path = directory / MANIFEST
-    if not path.is_file():
-        raise ArtifactError(f"no {MANIFEST} in {directory}: run `make build-artifacts TARGET=...` first")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ArtifactError(f"{path} is not valid JSON: {error}") from error
-    if data.get("format") != MANIFEST_FORMAT:
-        raise ArtifactError(
-            f"{path} has format {data.get('format')!r}; this code reads format {MANIFEST_FORMAT}: rebuild with "
-            "`make build-artifacts`"
-        )
-    return Manifest(directory=directory, data=data)
-
-
-def verify_artifact_files(manifest: Manifest, component: str, target: str) -> list[tuple[dict[str, int], Path]]:
-    """Refuse artifacts built for another target, missing, or whose bytes differ from the manifest's sha256."""
-    if manifest.target != target:
-        raise ArtifactError(
-            f"{manifest.directory} holds {manifest.target!r} artifacts; this model is configured for {target!r}"
-        )
-    entry = manifest.data["components"].get(component)
-    if entry is None or not entry.get("files"):
-        raise ArtifactError(f"manifest in {manifest.directory} has no {component!r} artifact")
-    for file in entry["files"]:
-        path = manifest.directory / file["file"]
-        if not path.is_file():
-            raise ArtifactError(f"artifact {path} is missing")
-        digest = sha256_file(path)
-        if digest != file["sha256"]:
-            raise ArtifactError(
-                f"artifact {path} has sha256 {digest[:12]}..., the manifest says {file['sha256'][:12]}..."
-            )
-    return manifest.artifact_files(component)
-
-
-def check_config_matches(manifest: Manifest, component: str, model_config: dict[str, Any]) -> None:
-    """Refuse to serve artifacts built for another spec than the config's: a stale build after a spec change.
-
-    ``model_config`` is the JSON config Triton hands to ``initialize``; its tensors must equal, by name, dtype
-    and dims, the tensors of the spec the artifacts were traced for.
-    """
-    expected = manifest.spec.components[component]
-    for kind, tensors in (("input", expected.inputs), ("output", expected.outputs)):
-        declared = {
-            entry["name"]: (entry.get("data_type"), [int(d) for d in entry.get("dims", [])])
-            for entry in model_config.get(kind, [])
-        }
-        built = {t.name: (t.triton_dtype, list(t.dims)) for t in tensors}
-        if declared != built:
-            differences = [
-                f"{name}: config {declared.get(name, 'absent')}, artifacts {built.get(name, 'absent')}"
-                for name in sorted(declared.keys() | built.keys())
-                if declared.get(name) != built.get(name)
-            ]
-            raise ArtifactError(
-                f"{component}: the config's {kind}s do not match the artifacts in {manifest.directory} "
-                f"({'; '.join(differences)}): rebuild with `make build-artifacts TARGET={manifest.target}`"
-            )
-
-
 def _relative_error(expected: Any, actual: Any) -> float:
     expected, actual = expected.float().cpu(), actual.float().cpu()
     if expected.shape != actual.shape:
@@ -229,18 +122,16 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def build_target(
     checkpoint: Any,
     spec: BlipSpec,
-    target: Any,
+    target: Target,
     out_dir: Path,
     *,
     force: bool = False,
-    saved_checkpoint: str | None = None,
     progress: Progress = print,
 ) -> Manifest:
     """Trace, save, reload and verify every component of ``checkpoint`` for ``target`` into ``out_dir``."""
     import torch
 
-    from blip_serving.components import COMPILE_WRAPPERS
-    from blip_serving.targets import load_artifact, trace
+    from blip_build.traceable import TRACEABLE_MODULES
 
     out_dir.mkdir(parents=True, exist_ok=True)
     versions = _versions()
@@ -250,6 +141,7 @@ def build_target(
     except ArtifactError:
         previous = {}
 
+    device = target.build_device
     checkpoint.processor.save_pretrained(out_dir / PROCESSOR_DIR)
     components: dict[str, Any] = {}
     for index, name in enumerate(COMPONENT_NAMES, start=1):
@@ -261,8 +153,8 @@ def build_target(
                     "spec": spec.to_dict(),
                     "target": target.describe(),
                     "versions": versions,
-                    # The wrapper's own code: a changed wrapper must never be served from a stale artifact.
-                    "wrapper": inspect.getsource(COMPILE_WRAPPERS[name]),
+                    # The traceable module's own code: a changed one must never be served from a stale artifact.
+                    "traceable_module": inspect.getsource(TRACEABLE_MODULES[name]),
                 },
                 sort_keys=True,
             ).encode()
@@ -284,11 +176,11 @@ def build_target(
             continue
 
         started = time.perf_counter()
-        module = COMPILE_WRAPPERS[name](checkpoint.model).eval().to(target.device, target.float_dtype)
+        module = TRACEABLE_MODULES[name](checkpoint.model).eval().to(device, target.float_dtype)
 
         def inputs(sizes: dict[str, int], seed: int, name: str = name) -> tuple[Any, ...]:
             return tuple(
-                t.to(target.device, target.float_dtype) if t.is_floating_point() else t.to(target.device)
+                t.to(device, target.float_dtype) if t.is_floating_point() else t.to(device)
                 for t in spec.example_inputs(name, sizes, seed=seed)
             )
 
@@ -296,11 +188,11 @@ def build_target(
         for sizes, artifact in zip(variants, files):
             shape = ", ".join(f"{axis} {size}" for axis, size in sorted(sizes.items())) or "any shape"
             progress(f"{step}: tracing for {target.name} ({target.precision}, {shape})")
-            traced = trace(target, module, inputs(sizes, seed=0))
+            traced = target.trace(module, inputs(sizes, seed=0))
             temporary = artifact.with_suffix(".pt.tmp")
             torch.jit.save(traced, str(temporary))
             del traced
-            reloaded = load_artifact(target.name, str(temporary), target.device)
+            reloaded = target.load(str(temporary), device)
             # A static artifact is checked at its own shape; a polymorphic one at every bucket and odd batches.
             checks = [sizes] if sizes else _distinct([*component.shape_buckets, {BATCH: 3}, {BATCH: 1}])
             error = 0.0
@@ -342,7 +234,6 @@ def build_target(
         "format": MANIFEST_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "checkpoint": {"source": checkpoint.source, "path": checkpoint.path, "fingerprint": checkpoint_id},
-        "saved_checkpoint": saved_checkpoint,
         "target": target.describe(),
         "spec": spec.to_dict(),
         "components": components,

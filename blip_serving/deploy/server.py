@@ -1,4 +1,4 @@
-"""Run Triton on one target's configs: ``make serve``, the tests and the Docker images use this one class.
+"""Deployment: run Triton on one target's configs; ``make serve``, the tests and the Docker images use this class.
 
 Where ``/opt/tritonserver`` exists (NGC's ``tritonserver`` images) its binary and backends are used. Elsewhere
 the real ``tritonserver`` that the nvidia-pytriton wheel ships runs, with a backend directory laid out from the
@@ -25,9 +25,10 @@ import urllib.request
 from collections import deque
 from pathlib import Path
 
+from blip_serving.deploy.triton_config import CONFIGS_DIR
 from blip_serving.errors import TargetUnavailableError
-from blip_serving.spec import COMPONENT_NAMES, ENSEMBLE_NAME, TARGETS
-from blip_serving.triton_config import CONFIGS_DIR
+from blip_serving.spec import COMPONENT_NAMES, ENSEMBLE_NAME
+from blip_serving.targets import TARGET_NAMES, get_target
 
 
 class ServerError(RuntimeError):
@@ -90,8 +91,7 @@ class TritonServer:
         backend_root: Path | None = None,
         host: str = "127.0.0.1",
     ) -> None:
-        if target not in TARGETS:
-            raise TargetUnavailableError(f"unknown TARGET={target!r}; expected one of {', '.join(TARGETS)}")
+        self.target_type = get_target(target)  # an unknown name fails here, in one line
         self.repository = repository.resolve()
         self.target = target
         self.host = host
@@ -118,11 +118,7 @@ class TritonServer:
 
     def check_repository(self) -> None:
         """Fail before starting if the target cannot run here or ``make build-artifacts`` has not run for it."""
-        if self.target == "gpu":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise TargetUnavailableError("TARGET=gpu needs a CUDA GPU, and none is visible on this machine")
+        self.target_type().check_serving()
         missing = [
             name
             for name in (ENSEMBLE_NAME, *COMPONENT_NAMES)
@@ -233,7 +229,7 @@ class TritonServer:
 def main(argv: list[str] | None = None) -> int:
     """``make serve``: run until SIGTERM or Ctrl-C, then shut Triton down cleanly."""
     parser = argparse.ArgumentParser(prog="blip-serve", description=main.__doc__)
-    parser.add_argument("--target", choices=TARGETS, default=os.environ.get("TARGET", "cpu"))
+    parser.add_argument("--target", choices=TARGET_NAMES, default=os.environ.get("TARGET", "cpu"))
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--host", default=os.environ.get("HOST") or "127.0.0.1", help="address to listen on")
     parser.add_argument("--http-port", type=int, default=int(os.environ.get("HTTP_PORT", "8000")))

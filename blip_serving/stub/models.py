@@ -1,0 +1,220 @@
+"""Inside the Triton stub: what each of the three component models does, with no Triton types in sight.
+
+Each component model validates a request at the boundary (``prepare``, raising ``InvalidInputError``), then runs
+all valid requests of an ``execute`` call together (``run``: concatenate, run once, split). The Triton glue is
+``blip_serving.stub.triton_adapter``; tests and benchmarks call these models directly.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from blip_serving.errors import InvalidInputError
+from blip_serving.manifest import Manifest, verify_artifact_files
+from blip_serving.spec import (
+    ANSWERS,
+    IMAGE,
+    IMAGE_EMBEDS,
+    IMAGE_ENCODER,
+    QUESTION_EMBEDS,
+    QUESTION_MASK,
+    QUESTIONS,
+    SCORES,
+    SCORES_ONLY,
+    TEXT_DECODER,
+    TEXT_ENCODER,
+    BlipSpec,
+)
+from blip_serving.stub.generation import first_step, greedy_decode, yes_probability
+from blip_serving.stub.images import ImagePreprocessor, decode_image
+from blip_serving.stub.questions import CheckpointTokenizer, QuestionTokenizer, decode_questions
+from blip_serving.stub.runners import ImageEncoderRunner, TextDecoderRunner, TextEncoderRunner
+from blip_serving.targets import Target
+
+Outputs = dict[str, "np.ndarray | torch.Tensor"]
+Parameters = Mapping[str, Any]
+
+
+_TORCH_DTYPES = {np.float32: torch.float32, np.int64: torch.int64}
+
+
+def _expect(tensor: torch.Tensor, name: str, shape: tuple[int, ...], dtype: Any) -> torch.Tensor:
+    """Check a tensor from another step (``-1`` matches any size): a mismatch is a caller's error, not a crash."""
+    expected = _TORCH_DTYPES[dtype]
+    if tensor.dtype != expected:
+        raise InvalidInputError(
+            f"{name} has dtype {str(tensor.dtype).removeprefix('torch.')}, expected {np.dtype(dtype)}"
+        )
+    if tensor.dim() != len(shape) or any(e not in (-1, a) for a, e in zip(tensor.shape, shape)):
+        raise InvalidInputError(f"{name} has shape {list(tensor.shape)}, expected {list(shape)}")
+    return tensor
+
+
+def scores_only(parameters: Parameters) -> bool:
+    """The ``scores_only`` request parameter (JSON boolean); absent means answers and scores."""
+    value = parameters.get(SCORES_ONLY, False)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"request parameter {SCORES_ONLY} must be true or false, got {value!r}")
+    return value
+
+
+class ComponentModel(ABC):
+    """One split component served from its artifact(s); ``name`` is the component (and Triton model) name."""
+
+    name: ClassVar[str]
+    runner: ClassVar[type]
+
+    def __init__(self, manifest: Manifest, target: Target, device: str) -> None:
+        self.spec: BlipSpec = manifest.spec
+        files = verify_artifact_files(manifest, self.name, target.name)
+        # The manifest's own settings decide the dtype (an fp16 build runs in half), not the config's target.
+        built = manifest.target
+        self.artifact = self.runner.from_artifacts(
+            [(sizes, target.load(str(path), device)) for sizes, path in files],
+            self.spec.components[self.name],
+            device,
+            built.float_dtype,
+        )
+
+    @abstractmethod
+    def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> Any:
+        """Validate and convert one request's inputs; raise ``InvalidInputError`` naming what is wrong."""
+
+    @abstractmethod
+    def run(self, items: list[Any]) -> list[Outputs]:
+        """Run every prepared request at once; one output dict per item, in order."""
+
+
+class ImageEncoderModel(ComponentModel):
+    name = IMAGE_ENCODER
+    runner = ImageEncoderRunner
+
+    def __init__(self, manifest: Manifest, target: Target, device: str) -> None:
+        super().__init__(manifest, target, device)
+        spec = self.spec
+        self.preprocess = ImagePreprocessor.from_directory(
+            manifest.processor_dir, (spec.num_channels, spec.image_height, spec.image_width)
+        )
+
+    def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> Any:
+        raw = np.asarray(inputs[IMAGE], dtype=object).reshape(-1)
+        if raw.size != 1:
+            raise InvalidInputError(f"IMAGE must hold exactly one encoded image, got {raw.size} elements")
+        data = raw[0] if isinstance(raw[0], bytes) else bytes(raw[0])
+        return decode_image(data, max_bytes=self.spec.max_image_bytes, max_pixels=self.spec.max_image_pixels)
+
+    def run(self, items: list[Any]) -> list[Outputs]:
+        # The dynamic batcher hands over several frames: one artifact call, each request gets its own row.
+        embeds = self.artifact.encode(self.preprocess(items))
+        if embeds.shape[0] != len(items):
+            raise RuntimeError(f"image encoder returned {embeds.shape[0]} rows for {len(items)} images")
+        return [{IMAGE_EMBEDS: embeds[index : index + 1]} for index in range(len(items))]
+
+
+class TextEncoderModel(ComponentModel):
+    name = TEXT_ENCODER
+    runner = TextEncoderRunner
+
+    def __init__(self, manifest: Manifest, target: Target, device: str) -> None:
+        super().__init__(manifest, target, device)
+        self.tokenize = QuestionTokenizer(CheckpointTokenizer(manifest.processor_dir), self.spec.question_buckets)
+
+    def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> Any:
+        questions = decode_questions(inputs[QUESTIONS], max_questions=self.spec.max_questions)
+        input_ids, attention_mask = self.tokenize(questions)
+        shape = (1, self.spec.image_tokens, self.spec.vision_hidden_size)
+        image_embeds = _expect(inputs[IMAGE_EMBEDS], IMAGE_EMBEDS, shape, np.float32)
+        return input_ids, attention_mask, image_embeds
+
+    def run(self, items: list[Any]) -> list[Outputs]:
+        # Each request is a different frame; its questions share that frame's cross-attention keys and values.
+        outputs = []
+        for input_ids, attention_mask, image_embeds in items:
+            question_embeds = self.artifact.encode(input_ids, attention_mask, image_embeds)
+            outputs.append({QUESTION_EMBEDS: question_embeds, QUESTION_MASK: attention_mask})
+        return outputs
+
+
+class TextDecoderModel(ComponentModel):
+    """Scores every question from the first step; questions of answer-mode requests go on to greedy answers."""
+
+    name = TEXT_DECODER
+    runner = TextDecoderRunner
+
+    def __init__(self, manifest: Manifest, target: Target, device: str) -> None:
+        super().__init__(manifest, target, device)
+        # Measured in `make bench`: growing the buffer beats a fixed full-length one; exact lengths need a
+        # shape-polymorphic build, buckets work everywhere.
+        policy = "bucketed" if self.artifact.static else "exact"
+        self.artifact.configure(self.spec.decode_lengths, policy)
+        self.tokenizer = CheckpointTokenizer(manifest.processor_dir)
+
+    def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> Any:
+        d = self.spec.text_hidden_size
+        embeds = _expect(inputs[QUESTION_EMBEDS], QUESTION_EMBEDS, (-1, -1, d), np.float32)
+        mask = _expect(inputs[QUESTION_MASK], QUESTION_MASK, (-1, -1), np.int64)
+        if embeds.shape[:2] != mask.shape or not 1 <= embeds.shape[0] <= self.spec.max_questions:
+            raise InvalidInputError(
+                f"{QUESTION_EMBEDS} has shape {list(embeds.shape)} and {QUESTION_MASK} {list(mask.shape)}; expected "
+                f"the same questions and tokens, 1 to {self.spec.max_questions} questions"
+            )
+        if embeds.shape[1] not in self.spec.question_buckets:
+            raise InvalidInputError(
+                f"{QUESTION_EMBEDS} has {embeds.shape[1]} tokens; the question buckets are {list(self.spec.question_buckets)}"
+            )
+        return embeds, mask, scores_only(parameters)
+
+    def run(self, items: list[Any]) -> list[Outputs]:
+        counts = [embeds.shape[0] for embeds, _, _ in items]
+        length = max(embeds.shape[1] for embeds, _, _ in items)
+        embeds = torch.cat([_pad_tokens(e, length) for e, _, _ in items])
+        mask = torch.cat([_pad_tokens(m, length) for _, m, _ in items])
+        step = self.artifact.next_token_logits
+        logits = first_step(step, embeds, mask, self.spec)
+        scores = yes_probability(logits, self.spec)
+        wants_answers = torch.tensor([not only for (_, _, only), n in zip(items, counts) for _ in range(n)])
+        answers: list[str] = []
+        if bool(wants_answers.any()):
+            rows = wants_answers.nonzero().squeeze(1)
+            tokens = greedy_decode(step, embeds[rows], mask[rows], self.spec, first_logits=logits[rows])
+            answers = self.tokenizer.decode(tokens)
+        outputs, start, answered = [], 0, 0
+        for (_, _, only), count in zip(items, counts):
+            output: Outputs = {SCORES: scores[start : start + count]}
+            if not only:
+                chunk = answers[answered : answered + count]
+                output[ANSWERS] = np.array([a.encode("utf-8") for a in chunk], dtype=np.object_)
+                answered += count
+            outputs.append(output)
+            start += count
+        if start != scores.shape[0] or answered != len(answers):
+            raise RuntimeError(f"split {start} scores and {answered} answers from {scores.shape[0]} and {len(answers)}")
+        return outputs
+
+
+def _pad_tokens(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    """Pad dim 1 (question tokens) with zeros: masked positions, whatever the embeddings hold there."""
+    missing = length - tensor.shape[1]
+    if missing == 0:
+        return tensor
+    padding = torch.zeros((tensor.shape[0], missing, *tensor.shape[2:]), dtype=tensor.dtype, device=tensor.device)
+    return torch.cat([tensor, padding], dim=1)
+
+
+COMPONENT_MODELS: dict[str, type[ComponentModel]] = {
+    model.name: model for model in (ImageEncoderModel, TextEncoderModel, TextDecoderModel)
+}
+
+
+def load_models(manifest: Manifest, device_id: int = 0) -> dict[str, ComponentModel]:
+    """The three component models in this one process, on the manifest's target (benchmarks, checks)."""
+    target = manifest.target
+    device = target.load_device(device_id)
+    return {name: model(manifest, target, device) for name, model in COMPONENT_MODELS.items()}

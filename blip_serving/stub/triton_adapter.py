@@ -1,0 +1,129 @@
+"""Inside the Triton stub: the glue between Triton's Python backend and a component model.
+
+``TritonComponent.from_args`` parses ``initialize``'s arguments, asks the target to place the instance (on neuron
+that reserves its NeuronCores before any artifact loads), checks the manifest against the config and loads the
+model. ``execute`` isolates errors per request: a bad request gets its own INVALID_ARG error while the rest of the
+batch succeeds, and an unexpected failure is logged and answered with INTERNAL instead of killing the stub.
+Tensors between the steps cross as DLPack (no numpy round trip; on GPU they stay on the device).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.dlpack import to_dlpack
+
+from blip_serving.errors import InvalidInputError
+from blip_serving.manifest import check_config_matches, read_manifest
+from blip_serving.spec import PARAM_ARTIFACT_DIR, PARAM_INTRA_OP_THREADS, PARAM_TARGET
+from blip_serving.stub.models import COMPONENT_MODELS, ComponentModel
+from blip_serving.targets import get_target, instance_index
+
+
+def intra_op_threads(configured: int, instances: int) -> int:
+    """Threads per instance: the configured count, else this machine's cores shared evenly by the instances.
+
+    More threads than cores per instance oversubscribes OpenMP, and every request then waits for the slowest
+    thread; fewer leaves cores idle at low load.
+    """
+    if configured > 0:
+        return configured
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, instances))
+
+
+class TritonComponent:
+    """The Triton side of a component model: parses ``initialize`` args, isolates errors per request."""
+
+    def __init__(self, model: ComponentModel, pb_utils: Any) -> None:
+        self.model = model
+        self.pb_utils = pb_utils
+        self.logger = pb_utils.Logger
+        self.inputs = model.spec.components[model.name].inputs
+
+    @classmethod
+    def from_args(cls, component: str, args: Mapping[str, str], pb_utils: Any) -> TritonComponent:
+        config = json.loads(args["model_config"])
+        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        artifact_dir = Path(args["model_repository"]).parent / parameters[PARAM_ARTIFACT_DIR]
+        instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+        manifest = read_manifest(artifact_dir.resolve())
+        target = get_target(parameters[PARAM_TARGET]).from_description(manifest.data["target"])
+        placed = target.prepare_instance(
+            parameters,
+            instances,
+            instance_index(args.get("model_instance_name", f"{component}_0_0")),
+            int(args.get("model_instance_device_id", "0") or 0),
+        )
+        threads = intra_op_threads(int(parameters.get(PARAM_INTRA_OP_THREADS, "0") or 0), instances)
+        torch.set_num_threads(threads)
+        check_config_matches(manifest, component, config)
+        model = COMPONENT_MODELS[component](manifest, target, placed.load_device)
+        files = manifest.artifact_files(component)
+        pb_utils.Logger.log_info(
+            f"{component}: loaded {len(files)} artifact(s) ({files[0][1].name}...) for {target.name} on "
+            f"{placed.description}, "
+            f"{threads} intra-op thread(s) (checkpoint {manifest.data['checkpoint']['source']})"
+        )
+        return cls(model, pb_utils)
+
+    def _error(self, message: str, code_name: str) -> Any:
+        error_type = self.pb_utils.TritonError
+        return self.pb_utils.InferenceResponse(
+            output_tensors=[], error=error_type(message, getattr(error_type, code_name))
+        )
+
+    def _read_inputs(self, request: Any) -> dict[str, Any]:
+        """BYTES as numpy objects; numeric tensors through DLPack, without a copy (on the GPU where they are)."""
+        inputs: dict[str, Any] = {}
+        for spec in self.inputs:
+            tensor = self.pb_utils.get_input_tensor_by_name(request, spec.name)
+            if tensor is None:
+                raise InvalidInputError(f"input {spec.name} is missing")
+            inputs[spec.name] = tensor.as_numpy() if spec.dtype == "BYTES" else torch.from_dlpack(tensor.to_dlpack())
+        return inputs
+
+    def _read_parameters(self, request: Any) -> dict[str, Any]:
+        raw = request.parameters() if hasattr(request, "parameters") else "{}"
+        try:
+            parameters = json.loads(raw or "{}")
+        except json.JSONDecodeError as error:
+            raise InvalidInputError(f"request parameters are not valid JSON: {error}") from error
+        return parameters if isinstance(parameters, dict) else {}
+
+    def _tensor(self, name: str, value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return self.pb_utils.Tensor.from_dlpack(name, to_dlpack(value.contiguous()))
+        return self.pb_utils.Tensor(name, np.ascontiguousarray(value))
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses: list[Any] = [None] * len(requests)
+        prepared: list[tuple[int, Any]] = []
+        for index, request in enumerate(requests):
+            try:
+                prepared.append((index, self.model.prepare(self._read_inputs(request), self._read_parameters(request))))
+            except InvalidInputError as error:
+                responses[index] = self._error(str(error), "INVALID_ARG")
+            except Exception:
+                self.logger.log_error(f"{self.model.name}: preparing request failed\n{traceback.format_exc()}")
+                responses[index] = self._error(f"{self.model.name}: internal error preparing request", "INTERNAL")
+        if prepared:
+            try:
+                outputs = self.model.run([item for _, item in prepared])
+                if len(outputs) != len(prepared):
+                    raise RuntimeError(f"{len(outputs)} outputs for {len(prepared)} requests")
+                for (index, _), output in zip(prepared, outputs):
+                    tensors = [self._tensor(name, value) for name, value in output.items()]
+                    responses[index] = self.pb_utils.InferenceResponse(output_tensors=tensors)
+            except Exception:
+                self.logger.log_error(f"{self.model.name}: inference failed\n{traceback.format_exc()}")
+                for index, _ in prepared:
+                    responses[index] = self._error(f"{self.model.name}: internal error during inference", "INTERNAL")
+        return responses

@@ -1,0 +1,126 @@
+"""What every target (cpu, gpu, neuron, ...) provides: one interface, one module per target.
+
+A target decides where a component is traced and how (``trace``, ``tolerance``), where its artifact runs inside
+the Triton stub (``load``, ``prepare_instance``) and what its config says (``instance_kind``,
+``config_parameters``). Nothing outside ``blip_serving.targets`` compares target names: code asks the target.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+
+    from blip_serving.deploy.triton_config import Deployment
+
+
+@dataclass(frozen=True)
+class InstanceDevice:
+    """Where one Triton model instance runs its artifacts: the torch device to load on, and a line for the log."""
+
+    load_device: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Target(ABC):
+    """One target, with the build settings it was resolved with (precision, compiler arguments, static shapes)."""
+
+    name: ClassVar[str]
+    # ModelInstanceGroup kind in config.pbtxt: KIND_CPU, KIND_GPU, or KIND_MODEL (the model places itself).
+    instance_kind: ClassVar[str]
+    # The torch device the build traces and verifies on.
+    build_device: ClassVar[str] = "cpu"
+
+    precision: str = "fp32"
+    compiler_args: tuple[str, ...] = ()
+    # One artifact per shape bucket (a NEFF has one shape); cpu and gpu can build this way to run the same padding.
+    static_shapes: bool = False
+
+    # -- build time -------------------------------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def resolve(cls, *, fp16: bool = False, compiler_args: str | None = None, static_shapes: bool = False) -> Target:
+        """Check the target can build here and fix its settings; raise ``TargetUnavailableError`` in one line."""
+
+    @property
+    def tolerance(self) -> float:
+        """Largest error of the reloaded artifact against the original module, relative to the output's range."""
+        return 2e-2 if self.precision == "fp16" else 1e-4
+
+    @property
+    def float_dtype(self) -> torch.dtype:
+        """The dtype the traced module runs in (fp32 unless the target runs the module itself in half)."""
+        import torch
+
+        return torch.float32
+
+    def trace(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Any:
+        """Trace one component; inputs are already on ``build_device`` in ``float_dtype``."""
+        import torch
+
+        with torch.no_grad():
+            return torch.jit.trace(module, example_inputs, check_trace=False)
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records of this target; ``from_description`` reads it back in the stub."""
+        return {
+            "name": self.name,
+            "device": self.build_device,
+            "precision": self.precision,
+            "compiler_args": list(self.compiler_args),
+            "static_shapes": self.static_shapes,
+        }
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any]) -> Target:
+        """The target a manifest was built for, without checking that it could build here."""
+        return cls(
+            precision=description.get("precision", "fp32"),
+            compiler_args=tuple(description.get("compiler_args", ())),
+            static_shapes=bool(description.get("static_shapes", False)),
+        )
+
+    def deployment_note(self, deployment: Deployment) -> str | None:
+        """A line the build prints about what this deployment needs of the host, if anything."""
+        return None
+
+    # -- serving ----------------------------------------------------------------------------------------------
+    def check_serving(self) -> None:
+        """Fail with one line before Triton starts if this machine cannot serve the target; most always can."""
+        return None
+
+    def load(self, path: str, device: str) -> Any:
+        """Load a saved artifact onto ``device`` for inference."""
+        import torch
+
+        module = torch.jit.load(path, map_location=device)
+        module.eval()
+        return module
+
+    def load_device(self, device_id: int = 0) -> str:
+        """The torch device artifacts load on in a process that serves from device ``device_id``."""
+        return "cpu"
+
+    def prepare_instance(
+        self, parameters: Mapping[str, str], instances: int, index: int, device_id: int
+    ) -> InstanceDevice:
+        """Run in ``initialize`` before any artifact loads: pick (and reserve) this instance's device."""
+        device = self.load_device(device_id)
+        return InstanceDevice(load_device=device, description=device)
+
+    def config_parameters(self, deployment: Deployment, component: str) -> dict[str, str]:
+        """Target-specific ``parameters`` of a component's config.pbtxt."""
+        return {}
+
+
+def instance_index(instance_name: str) -> int:
+    """The index of a Triton model instance, from its name ``<model>_<group>_<index>``."""
+    last = instance_name.rsplit("_", 1)[-1]
+    if not last.isdigit():
+        raise ValueError(f"model instance name {instance_name!r} does not end with _<index>")
+    return int(last)

@@ -1,0 +1,114 @@
+"""TARGET=neuron: ``torch_neuronx.trace`` once per shape bucket, each instance on its own NeuronCores.
+
+Tracing follows the AWS Neuron documentation: a NEFF is compiled for one shape, so the build is always
+static-shape, and ``torch_neuronx`` must be imported before ``torch.jit.load`` to register its ops. Where the SDK
+is missing the build stops at once with one line, before anything is written.
+
+A NeuronCore, once reserved by a process, cannot be used by another, and every Triton Python-backend instance is
+its own process: each component gets a block of cores, split evenly among its instances (python_backend's
+``inferentia/`` scheme), and each instance sets ``NEURON_RT_VISIBLE_CORES`` before the SDK import.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from blip_serving.errors import TargetUnavailableError
+from blip_serving.targets.base import InstanceDevice, Target
+
+if TYPE_CHECKING:
+    import torch
+
+    from blip_serving.deploy.triton_config import Deployment
+
+DEFAULT_NEURON_COMPILER_ARGS = "--auto-cast matmult --auto-cast-type fp16"
+NEURON_VISIBLE_CORES_ENV = "NEURON_RT_VISIBLE_CORES"
+# Parameters of a component's config.pbtxt: the first and last NeuronCore of the component's block.
+PARAM_NEURON_CORE_START = "neuron_core_start_index"
+PARAM_NEURON_CORE_END = "neuron_core_end_index"
+
+
+def require_neuron_sdk() -> Any:
+    """Import torch_neuronx (it registers the Neuron ops TorchScript needs), or say plainly that it is missing."""
+    try:
+        return importlib.import_module("torch_neuronx")
+    except ImportError as error:
+        raise TargetUnavailableError(
+            "TARGET=neuron needs torch-neuronx (AWS Neuron SDK), which is not installed: install it on an "
+            "Inferentia2/Trainium host from https://pip.repos.neuron.amazonaws.com "
+            f"({error.__class__.__name__}: {error})"
+        ) from error
+
+
+def neuron_visible_cores(first: int, last: int, instances: int, index: int) -> str:
+    """``NEURON_RT_VISIBLE_CORES`` for instance ``index`` of a component that owns cores ``first..last``.
+
+    The block is split evenly in instance order. A process that set nothing would reserve every core of the
+    machine and starve the other instances and components.
+    """
+    total = last - first + 1
+    if first < 0 or total < 1:
+        raise ValueError(f"NeuronCore range {first}..{last} is empty or negative")
+    if instances < 1 or total % instances:
+        raise ValueError(f"{total} NeuronCores ({first}..{last}) cannot be split evenly among {instances} instances")
+    if not 0 <= index < instances:
+        raise ValueError(f"instance index {index} is outside 0..{instances - 1}")
+    per_instance = total // instances
+    start = first + index * per_instance
+    end = start + per_instance - 1
+    return str(start) if start == end else f"{start}-{end}"
+
+
+@dataclass(frozen=True)
+class NeuronTarget(Target):
+    name = "neuron"
+    # The model places itself: each instance reserves its NeuronCores through NEURON_RT_VISIBLE_CORES.
+    instance_kind = "KIND_MODEL"
+
+    @classmethod
+    def resolve(cls, *, fp16: bool = False, compiler_args: str | None = None, static_shapes: bool = False) -> Target:
+        require_neuron_sdk()
+        args = shlex.split(compiler_args if compiler_args is not None else DEFAULT_NEURON_COMPILER_ARGS)
+        # neuronx-cc casts inside the compiler; the module itself is traced in fp32.
+        return cls(precision="fp16" if "fp16" in args else "fp32", compiler_args=tuple(args), static_shapes=True)
+
+    @property
+    def tolerance(self) -> float:
+        return 5e-2
+
+    def trace(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Any:
+        return require_neuron_sdk().trace(module, example_inputs, compiler_args=list(self.compiler_args))
+
+    def deployment_note(self, deployment: Deployment) -> str | None:
+        return (
+            f"neuron: {deployment.neuron_cores_needed} NeuronCores needed ({deployment.instances} instance(s) x "
+            f"{deployment.neuron_cores_per_instance} core(s) x 3 components); blocks {deployment.neuron_core_blocks()}"
+        )
+
+    def load(self, path: str, device: str) -> Any:
+        import torch
+
+        require_neuron_sdk()  # registers the Neuron ops before the TorchScript module is read
+        module = torch.jit.load(path)
+        module.eval()
+        return module
+
+    def prepare_instance(
+        self, parameters: Mapping[str, str], instances: int, index: int, device_id: int
+    ) -> InstanceDevice:
+        # Before torch_neuronx is imported and the NEFF loaded: the runtime reserves cores at that point.
+        cores = neuron_visible_cores(
+            int(parameters[PARAM_NEURON_CORE_START]), int(parameters[PARAM_NEURON_CORE_END]), instances, index
+        )
+        os.environ[NEURON_VISIBLE_CORES_ENV] = cores
+        # Inputs stay on the host; the Neuron runtime moves them to the cores.
+        return InstanceDevice(load_device="cpu", description=f"neuron cores {cores}")
+
+    def config_parameters(self, deployment: Deployment, component: str) -> dict[str, str]:
+        start, end = deployment.neuron_core_blocks()[component]
+        return {PARAM_NEURON_CORE_START: str(start), PARAM_NEURON_CORE_END: str(end)}

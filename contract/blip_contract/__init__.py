@@ -1,0 +1,52 @@
+"""The ``blip_vqa`` wire contract: what a caller sends and gets back, and nothing of how it is served.
+
+The client, the router and the API tier import this module and tritonclient only; the serving side builds its
+configs from the same names. It imports neither torch nor transformers (a test proves it), so the API tier's
+image carries no model stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The model every fleet serves, whatever its target (cpu, gpu, neuron) or layout.
+ENSEMBLE_NAME = "blip_vqa"
+
+# Inputs: one encoded image (JPEG, PNG, WebP, ...) and 1..N UTF-8 questions about it.
+IMAGE = "IMAGE"
+QUESTIONS = "QUESTIONS"
+# Outputs, one per question in order: the generated answer, and P(yes) against no from the first decoder step.
+ANSWERS = "ANSWERS"
+SCORES = "SCORES"
+
+# Request parameter (JSON boolean): true runs the decoder's first step only; the response has SCORES alone.
+SCORES_ONLY = "scores_only"
+
+# Serving limits a caller can rely on unless a deployment lowers them.
+DEFAULT_MAX_QUESTIONS = 16
+DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor: Triton dtype name and dims, ``-1`` where the size varies; ``axes`` names each ``-1``."""
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+    axes: tuple[str | None, ...] = ()
+
+    def shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
+        """The concrete shape for the given axis sizes."""
+        axes = self.axes or (None,) * len(self.dims)
+        return tuple(sizes[axis] if dim == -1 and axis else dim for dim, axis in zip(self.dims, axes))
+
+    @property
+    def triton_dtype(self) -> str:
+        """The ``TYPE_*`` name config.pbtxt uses (BYTES is TYPE_STRING there)."""
+        return "TYPE_STRING" if self.dtype == "BYTES" else f"TYPE_{self.dtype}"
+
+
+ENSEMBLE_INPUTS: tuple[TensorSpec, ...] = (TensorSpec(IMAGE, "BYTES", (1,)), TensorSpec(QUESTIONS, "BYTES", (-1,)))
+ENSEMBLE_OUTPUTS: tuple[TensorSpec, ...] = (TensorSpec(ANSWERS, "BYTES", (-1,)), TensorSpec(SCORES, "FP32", (-1,)))

@@ -1,0 +1,104 @@
+"""Test images the project makes itself, so `make test` needs nothing beside the clone.
+
+Every file is generated with Pillow from the committed sample photo (``client/samples/chelsea.png``) or from a
+seeded generator, so the set is small and the same on every machine. Valid ones cover what a camera or a user
+may send: EXIF-rotated, CMYK and grayscale JPEGs, a 16-bit PNG, a palette PNG with transparency, WebP, animated
+GIF and PNG, BMP and TIFF, and one photo larger than the API tests' body limit. Invalid ones are the cases the
+boundary must name: truncated JPEG, junk between JPEG segments, a decompression-bomb header, zero bytes, text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import io
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SAMPLE = Path(__file__).resolve().parents[1] / "client" / "samples" / "chelsea.png"
+
+
+def _save(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A valid PNG header declaring 10^10 pixels, with one tiny compressed row: what a decompression bomb sends."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def valid_images(photo: Image.Image) -> dict[str, bytes]:
+    rng = np.random.default_rng(0)
+    small = photo.resize((96, 72))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to view
+    gray16 = Image.fromarray(np.asarray(small.convert("L"), dtype=np.uint16) * 257)  # mode I;16
+    palette = small.convert("P", palette=Image.Palette.ADAPTIVE, colors=32)
+    frames = [small.rotate(angle) for angle in (0, 15, 30)]
+    noise = Image.fromarray(rng.integers(0, 256, (400, 400, 3), dtype=np.uint8))
+    return {
+        "photo.jpg": _save(photo, "JPEG", quality=90),
+        "photo_exif_orientation_6.jpg": _save(photo.resize((160, 120)), "JPEG", quality=90, exif=exif),
+        "photo_cmyk.jpg": _save(small.convert("CMYK"), "JPEG", quality=90),
+        "photo_gray.jpg": _save(small.convert("L"), "JPEG", quality=90),
+        "photo_16bit.png": _save(gray16, "PNG"),
+        "photo_palette_transparent.png": _save(palette, "PNG", transparency=0),
+        "photo_rgba.png": _save(small.convert("RGBA"), "PNG"),
+        "photo.webp": _save(small, "WEBP", quality=80),
+        "photo_animated.gif": _save(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0),
+        "photo_animated.png": _save(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=100),
+        "photo.bmp": _save(small, "BMP"),
+        "photo.tiff": _save(small, "TIFF"),
+        # Incompressible pixels: about 200 kB, over the API tests' 150 kB body limit.
+        "noise_large.jpg": _save(noise, "JPEG", quality=95),
+    }
+
+
+def invalid_images(photo_jpeg: bytes) -> dict[str, bytes]:
+    return {
+        "truncated_jpeg.jpg": photo_jpeg[: len(photo_jpeg) // 2],
+        "junk_jpeg_header.jpg": photo_jpeg[:2] + b"this is not a marker" + photo_jpeg[2:],
+        "decompression_bomb.png": _bomb_png(),
+        "zero_bytes.jpg": b"",
+        "text.txt": b"Is the dog barking? This is text, not an image.\n",
+        "random_bytes.bin": np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+    }
+
+
+def generated_images() -> Path:
+    """Write the set once per generator version (under the temp dir) and return its folder."""
+    version = hashlib.sha256(inspect.getsource(inspect.getmodule(generated_images)).encode()).hexdigest()[:12]
+    root = Path(tempfile.gettempdir()) / f"blip-test-images-{os.getuid()}-{version}"
+    if (root / "complete").is_file():
+        return root
+    photo = Image.open(SAMPLE).convert("RGB")
+    valid = valid_images(photo)
+    sets = {"valid": valid, "invalid": invalid_images(valid["photo.jpg"])}
+    staging = Path(tempfile.mkdtemp(prefix="blip-test-images-"))
+    for kind, files in sets.items():
+        (staging / kind).mkdir()
+        for name, data in files.items():
+            (staging / kind / name).write_bytes(data)
+    (staging / "complete").write_text("")
+    with contextlib.suppress(OSError):  # another process won the race; its set is the same
+        staging.rename(root)
+    return root

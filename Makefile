@@ -21,7 +21,7 @@ export HTTP_PORT GRPC_PORT METRICS_PORT API_HOST API_PORT INSECURE_DEV
 export BENCH_SECONDS BENCH_FRAMES SLO_MS RATE PERF_INSTANCES PERF_CONCURRENCY
 
 .DEFAULT_GOAL := help
-.PHONY: help install build-artifacts serve api ask demo bench perf test test-unit test-integration lint format clean
+.PHONY: help install build-artifacts serve api ask demo bench perf gpu-check gpu-check-carry test test-unit test-integration lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,6 +55,12 @@ bench: install ## Floor vs served vs naive transformers, matmul limit, memory (B
 perf: install ## perf_analyzer sweep of instances x concurrency: CSV, PNG chart, knee under SLO_MS, capacity for RATE
 	$(BIN)/python -m blip_bench.perf --model $(BENCH_MODEL) --target $(TARGET)
 
+gpu-check-carry: install ## Here: pack what a GPU machine lacks (Triton, tritonclient wheels) into .gpucarry/
+	benchmarks/gpu_check.sh carry
+
+gpu-check: ## On a CUDA machine: build gpu fp32/fp16, compare with transformers, floor and served -> bench-gpu.json
+	benchmarks/gpu_check.sh run $(GPU_CHECK_ARGS)
+
 test: install ## Unit tests, then integration tests against a real Triton server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -73,4 +79,4 @@ format: install ## ruff fix and format
 	$(BIN)/ruff format .
 
 clean: ## Remove artifacts and generated configs (keeps .venv)
-	rm -rf artifacts model_repository/*/configs .pytest_cache .bench
+	rm -rf artifacts model_repository/*/configs .pytest_cache .bench .gpu-check

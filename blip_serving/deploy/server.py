@@ -10,6 +10,7 @@ grace period).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import signal
@@ -36,9 +37,11 @@ class ServerError(RuntimeError):
 
 
 def _pytriton_root() -> Path:
-    import pytriton
-
-    return Path(pytriton.__file__).parent
+    """Where the nvidia-pytriton wheel put ``pytriton/``; found, not imported (its ``__init__`` pulls in its client)."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerError("no tritonserver: install the embedded-triton extra (nvidia-pytriton) or set TRITON_ROOT")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def free_port() -> int:

@@ -8,7 +8,7 @@ all valid requests of an ``execute`` call together (``run``: concatenate, run on
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,6 +18,7 @@ from blip_serving.errors import InvalidInputError
 from blip_serving.manifest import Manifest, verify_artifact_files
 from blip_serving.spec import (
     ANSWERS,
+    ENSEMBLE_NAME,
     IMAGE,
     IMAGE_EMBEDS,
     IMAGE_ENCODER,
@@ -126,9 +127,12 @@ class TextEncoderModel(ComponentModel):
         super().__init__(manifest, target, device)
         self.tokenize = QuestionTokenizer(CheckpointTokenizer(manifest.processor_dir), self.spec.question_buckets)
 
+    def prepare_questions(self, raw: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """QUESTIONS (BYTES) -> token ids and mask padded to the smallest bucket that holds the longest."""
+        return self.tokenize(decode_questions(raw, max_questions=self.spec.max_questions))
+
     def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> Any:
-        questions = decode_questions(inputs[QUESTIONS], max_questions=self.spec.max_questions)
-        input_ids, attention_mask = self.tokenize(questions)
+        input_ids, attention_mask = self.prepare_questions(inputs[QUESTIONS])
         shape = (1, self.spec.image_tokens, self.spec.vision_hidden_size)
         image_embeds = _expect(inputs[IMAGE_EMBEDS], IMAGE_EMBEDS, shape, np.float32)
         return input_ids, attention_mask, image_embeds
@@ -218,3 +222,43 @@ def load_models(manifest: Manifest, device_id: int = 0) -> dict[str, ComponentMo
     target = manifest.target
     device = target.load_device(device_id)
     return {name: model(manifest, target, device) for name, model in COMPONENT_MODELS.items()}
+
+
+class PipelineModel:
+    """``blip_vqa`` in one process: image encoder -> text encoder -> decoder, the component models chained.
+
+    Same inputs, outputs, request parameters and 400s as the ensemble, because it is the same three models:
+    every request is validated up front (image decoded, questions tokenized), then the frames of all valid
+    requests are encoded as one batch and the decoder runs all their questions together.
+    """
+
+    name = ENSEMBLE_NAME
+
+    def __init__(self, models: Mapping[str, ComponentModel]) -> None:
+        self.models = models
+        self.spec: BlipSpec = models[IMAGE_ENCODER].spec
+        self.image_encoder = models[IMAGE_ENCODER]
+        self.text_encoder: TextEncoderModel = models[TEXT_ENCODER]  # type: ignore[assignment]
+        self.text_decoder = models[TEXT_DECODER]
+
+    def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> Any:
+        image = self.image_encoder.prepare({IMAGE: inputs[IMAGE]}, parameters)
+        input_ids, attention_mask = self.text_encoder.prepare_questions(inputs[QUESTIONS])
+        return image, input_ids, attention_mask, scores_only(parameters)
+
+    def run(self, items: list[Any], clock: Callable[[str], None] | None = None) -> list[Outputs]:
+        """``clock(stage)``, when given, is called as each stage ends (benchmarks time the split with it)."""
+        embeds = self.image_encoder.run([image for image, _, _, _ in items])
+        if clock:
+            clock(IMAGE_ENCODER)
+        encoded = self.text_encoder.run(
+            [(ids, mask, frame[IMAGE_EMBEDS]) for (_, ids, mask, _), frame in zip(items, embeds)]
+        )
+        if clock:
+            clock(TEXT_ENCODER)
+        outputs = self.text_decoder.run(
+            [(text[QUESTION_EMBEDS], text[QUESTION_MASK], only) for (_, _, _, only), text in zip(items, encoded)]
+        )
+        if clock:
+            clock(TEXT_DECODER)
+        return outputs

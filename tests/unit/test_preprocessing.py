@@ -116,6 +116,6 @@ def test_jpeg_walk_accepts_every_valid_jpeg() -> None:
 
 
 def test_jpeg_cut_inside_its_header_is_refused() -> None:
-    data = next(p for p in VALID_IMAGES if p.name == "dog.jpg").read_bytes()
+    data = next(p for p in VALID_IMAGES if p.name == "photo.jpg").read_bytes()
     with pytest.raises(InvalidInputError, match="truncated JPEG"):
         decode_image(data[:300], **LIMITS)

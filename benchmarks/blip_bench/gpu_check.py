@@ -1,0 +1,505 @@
+"""`make gpu-check`: prove the gpu target on a CUDA machine in one prepared run, and measure it.
+
+1. builds random-tiny and random-base for the target in fp32 and fp16 through the project's own ``build()``
+   (each artifact reloaded and verified on the device, as every build does);
+2. compares with transformers on the same device, image by image over the project's test images: fp32 answers
+   and scores against ``generate()``, fp16 token agreement and max |delta score|;
+3. measures the in-process floor for the largest model (frames/s and p50 per frame batch, 3 behavior questions,
+   scores only) at frame batches 1, 4, 8 and 32, with the split over the three components and device memory;
+4. if time and a ``tritonserver`` allow, serves each build through real Triton and reports served frames/s
+   at several concurrencies, checking that served answers equal the in-process ones;
+5. writes one JSON report and prints a table.
+
+``--dry-run`` runs the same code on this CPU machine (cpu target, random-tiny, fp32, small counts): `make test`
+runs it so the script is known to work before a GPU is lent. Every phase checks the time left (``--budget-s``)
+and skips what would not fit, so a lease is never spent on a run that returns nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from blip_bench.timing import Run, concurrent
+from blip_contract import SCORES_ONLY
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "client" / "samples" / "chelsea.png"
+BEHAVIOR_QUESTIONS = ("Is the dog barking?", "Is the dog chewing furniture?", "Is the dog on the couch?")
+PARITY_QUESTIONS = ("Is the dog barking?", "what is the animal doing?", "how many pets are there?")
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "bench-gpu.json"
+
+
+class Clock:
+    """Seconds left in the run; phases ask before they start."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.deadline = time.monotonic() + budget_s
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+def synchronize() -> None:
+    """Wait for queued device work, so a timer measures it (no-op without CUDA)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def environment() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.version.cuda,
+        "device": "cpu",
+    }
+    if torch.cuda.is_available():
+        properties = torch.cuda.get_device_properties(0)
+        info |= {"device": properties.name, "device_memory_gib": round(properties.total_memory / 2**30, 1)}
+    return info
+
+
+def test_images() -> list[Path]:
+    """The project's own generated test images plus the sample photo (no files from outside the clone)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from tests.fixture_images import generated_images
+
+    return [SAMPLE, *sorted((generated_images() / "valid").iterdir())]
+
+
+def build_all(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """Every (model, precision) build; fp16 reuses the fp32 build's saved checkpoint."""
+    from blip_build import build
+    from blip_serving.errors import TargetUnavailableError
+    from blip_serving.targets import resolve_target
+
+    builds: dict[str, dict[str, Any]] = {}
+    for model in args.models:
+        checkpoint = model
+        for precision in args.precisions:
+            key = f"{model}/{precision}"
+            try:
+                target = resolve_target(args.target, fp16=precision == "fp16")
+            except TargetUnavailableError as error:
+                builds[key] = {"skipped": str(error)}
+                log(f"{key}: skipped ({error})")
+                continue
+            root = args.workspace / model / precision
+            started = time.perf_counter()
+            manifest = build(
+                checkpoint,
+                target,
+                artifacts=root / "artifacts",
+                repository=copy_repository(root / "model_repository"),
+                progress=lambda line, key=key: log(f"  {key}: {line}"),
+            )
+            checkpoint = manifest.checkpoint_location
+            components = manifest.data["components"]
+            builds[key] = {
+                "manifest": manifest,
+                "seconds": round(time.perf_counter() - started, 1),
+                "max_relative_error": {name: c["max_relative_error"] for name, c in components.items()},
+                "artifact_mib": round(sum(f["bytes"] for c in components.values() for f in c["files"]) / 2**20, 1),
+                "repository": root / "model_repository",
+            }
+            log(f"{key}: built and verified in {builds[key]['seconds']}s: {builds[key]['max_relative_error']}")
+    return builds
+
+
+def copy_repository(repository: Path) -> Path:
+    from blip_bench.workspace import copy_model_sources
+
+    return copy_model_sources(repository)
+
+
+def reference_answers(checkpoint: str, images: list[Path], questions: tuple[str, ...], device: str) -> list[dict]:
+    """transformers' own ``generate()`` on the device: answer tokens, text and the first step's P(yes)."""
+    import torch
+    from PIL import Image, ImageOps
+    from transformers import BlipForQuestionAnswering, BlipProcessor
+
+    model = BlipForQuestionAnswering.from_pretrained(checkpoint).to(device).eval()
+    processor = BlipProcessor.from_pretrained(checkpoint)
+    tokenizer = processor.tokenizer
+    yes, no = tokenizer.convert_tokens_to_ids(["yes", "no"])
+    results = []
+    for path in images:
+        picture = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+        for question in questions:
+            inputs = processor(images=picture, text=question, return_tensors="pt").to(device)
+            with torch.inference_mode():
+                output = model.generate(**inputs, output_logits=True, return_dict_in_generate=True)
+            first = output.logits[0][0, [yes, no]].float()
+            results.append(
+                {
+                    "image": path.name,
+                    "question": question,
+                    "answer": processor.decode(output.sequences[0], skip_special_tokens=True),
+                    "score": float(torch.softmax(first, dim=-1)[0]),
+                }
+            )
+    del model
+    return results
+
+
+def served_style_answers(manifest: Any, images: list[Path], questions: tuple[str, ...]) -> list[dict]:
+    """The serving code in this process (``PipelineModel``): what Triton runs, minus Triton."""
+    from blip_serving.stub.models import PipelineModel, load_models
+
+    pipeline = PipelineModel(load_models(manifest))
+    encoded = np.array([q.encode() for q in questions], dtype=object)
+    results = []
+    for path in images:
+        item = pipeline.prepare({"IMAGE": np.array([path.read_bytes()], dtype=object), "QUESTIONS": encoded}, {})
+        (output,) = pipeline.run([item])
+        scores = output["SCORES"].float().cpu().numpy() if hasattr(output["SCORES"], "cpu") else output["SCORES"]
+        for question, answer, score in zip(questions, output["ANSWERS"], scores, strict=True):
+            results.append({"image": path.name, "question": question, "answer": answer.decode(), "score": float(score)})
+    return results
+
+
+def token_agreement(tokenizer: Any, expected: list[str], actual: list[str]) -> tuple[int, int]:
+    """(matching, total) answer tokens, position by position; a missing or extra token counts as a mismatch."""
+    matching = total = 0
+    for want, got in zip(expected, actual, strict=True):
+        a, b = (
+            tokenizer(want, add_special_tokens=False)["input_ids"],
+            tokenizer(got, add_special_tokens=False)["input_ids"],
+        )
+        total += max(len(a), len(b), 1)
+        matching += sum(x == y for x, y in zip(a, b)) + (1 if not a and not b else 0)
+    return matching, total
+
+
+def parity(builds: dict[str, dict[str, Any]], images: list[Path], log: Callable[[str], None]) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    report: dict[str, Any] = {}
+    models = sorted({key.split("/")[0] for key, b in builds.items() if "manifest" in b})
+    for model in models:
+        fp32 = builds.get(f"{model}/fp32", {})
+        if "manifest" not in fp32:
+            continue
+        manifest = fp32["manifest"]
+        device = manifest.target.load_device(0)
+        reference = reference_answers(manifest.checkpoint_location, images, PARITY_QUESTIONS, device)
+        tokenizer = AutoTokenizer.from_pretrained(manifest.checkpoint_location)
+        for precision in ("fp32", "fp16"):
+            entry = builds.get(f"{model}/{precision}", {})
+            if "manifest" not in entry:
+                continue
+            ours = served_style_answers(entry["manifest"], images, PARITY_QUESTIONS)
+            expected, actual = [r["answer"] for r in reference], [r["answer"] for r in ours]
+            matching, total = token_agreement(tokenizer, expected, actual)
+            deltas = [abs(r["score"] - o["score"]) for r, o in zip(reference, ours, strict=True)]
+            mismatches = [
+                {"image": r["image"], "question": r["question"], "transformers": r["answer"], "ours": o["answer"]}
+                for r, o in zip(reference, ours, strict=True)
+                if r["answer"] != o["answer"]
+            ]
+            result = {
+                "images": len(images),
+                "answers": len(reference),
+                "answers_equal": len(reference) - len(mismatches),
+                "token_agreement": round(matching / total, 5),
+                "max_abs_score_delta": float(max(deltas)),
+                "mismatches": mismatches[:5],
+            }
+            result["goal"] = (
+                "answers equal and scores equal (fp32)"
+                if precision == "fp32"
+                else ">= 99% answer tokens, max |delta score| <= 0.01"
+            )
+            result["met"] = (
+                not mismatches and result["max_abs_score_delta"] <= 1e-4
+                if precision == "fp32"
+                else result["token_agreement"] >= 0.99 and result["max_abs_score_delta"] <= 0.01
+            )
+            report[f"{model}/{precision}"] = result
+            entry["in_process"] = ours
+            log(
+                f"parity {model}/{precision}: {result['answers_equal']}/{result['answers']} answers equal, "
+                f"tokens {result['token_agreement']:.4f}, max |dscore| {result['max_abs_score_delta']:.2e} "
+                f"({'met' if result['met'] else 'NOT met'})"
+            )
+    return report
+
+
+def floor(manifest: Any, batches: list[int], seconds: float, log: Callable[[str], None]) -> dict[str, Any]:
+    """Frames/s and p50 per frame batch (scores only), the split over the components, and device memory."""
+    import torch
+
+    from blip_serving.stub.models import PipelineModel, load_models
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    pipeline = PipelineModel(load_models(manifest))
+    weights = torch.cuda.memory_allocated() if cuda else 0
+    image = SAMPLE.read_bytes()
+    questions = np.array([q.encode() for q in BEHAVIOR_QUESTIONS], dtype=object)
+    levels = []
+    for batch in batches:
+        stages: dict[str, list[float]] = {}
+        marks: list[float] = []
+
+        def clock(stage: str, stages=stages, marks=marks) -> None:
+            synchronize()
+            now = time.perf_counter()
+            stages.setdefault(stage, []).append(now - marks[-1])
+            marks.append(now)
+
+        def frame_batch(batch=batch, clock=clock, marks=marks) -> None:
+            synchronize()
+            marks.append(time.perf_counter())
+            items = [
+                pipeline.prepare(
+                    {"IMAGE": np.array([image], dtype=object), "QUESTIONS": questions}, {SCORES_ONLY: True}
+                )
+                for _ in range(batch)
+            ]
+            clock("decode_and_tokenize")
+            pipeline.run(items, clock)
+
+        for _ in range(2):
+            frame_batch()
+        for values in stages.values():
+            values.clear()
+        latencies, started = [], time.perf_counter()
+        while time.perf_counter() - started < seconds or len(latencies) < 3:
+            begin = time.perf_counter()
+            frame_batch()
+            latencies.append(time.perf_counter() - begin)
+        elapsed = time.perf_counter() - started
+        run = Run(tuple(latencies), elapsed)
+        # decode_and_tokenize: image decoding and question tokenization on the host; image_encoder includes the
+        # resize and normalization of the frames (host) and the artifact (device).
+        stage_ms = {name: round(float(np.median(values)) * 1000, 2) for name, values in stages.items()}
+        level = {
+            "frame_batch": batch,
+            "fps": round(batch * run.count / elapsed, 2),
+            "p50_ms_per_batch": round(run.p50_ms, 2),
+            "p50_ms_per_frame": round(run.p50_ms / batch, 3),
+            "stage_ms": stage_ms,
+            "batches": run.count,
+        }
+        levels.append(level)
+        log(f"  floor batch {batch}: {level['fps']} frames/s, p50 {level['p50_ms_per_batch']} ms, {stage_ms}")
+    memory = {}
+    if cuda:
+        memory = {
+            "weights_mib": round(weights / 2**20, 1),
+            "peak_allocated_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+            "reserved_mib": round(torch.cuda.memory_reserved() / 2**20, 1),
+        }
+    return {"levels": levels, "device_memory": memory}
+
+
+def release_device_memory() -> None:
+    """Give cached blocks back once a phase's models are gone, so the next phase's figures are its own."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def served(entry: dict[str, Any], images: list[Path], args: argparse.Namespace, log) -> dict[str, Any]:
+    """Real Triton over the build: served answers equal the in-process ones, then frames/s by concurrency."""
+    from blip_client.client import BlipVqaClient
+    from blip_serving.deploy.server import TritonServer
+
+    manifest = entry["manifest"]
+    result: dict[str, Any] = {"layout": "ensemble"}
+    with TritonServer(entry["repository"], manifest.target_name) as server:
+        with BlipVqaClient(server.grpc_url, protocol="grpc", timeout_s=300) as client:
+            expected = entry.get("in_process") or []
+            got = []
+            for path in images[: args.served_images]:
+                infer = client.infer(path.read_bytes(), PARITY_QUESTIONS)
+                got += [
+                    {"image": path.name, "question": q, "answer": a, "score": s}
+                    for q, a, s in zip(PARITY_QUESTIONS, infer.answers or [], infer.scores, strict=True)
+                ]
+            pairs = list(zip(expected, got))
+            result["answers_checked"] = len(pairs)
+            result["answers_equal_in_process"] = sum(e["answer"] == g["answer"] for e, g in pairs)
+            result["max_abs_score_delta_in_process"] = max(
+                (abs(e["score"] - g["score"]) for e, g in pairs), default=None
+            )
+        image = SAMPLE.read_bytes()
+
+        def make_caller():
+            caller = BlipVqaClient(server.grpc_url, protocol="grpc", timeout_s=300)
+            return lambda: caller.infer(image, BEHAVIOR_QUESTIONS, scores_only=True)
+
+        result["levels"] = []
+        for level in args.concurrency:
+            run = concurrent(make_caller, concurrency=level, seconds=args.seconds)
+            result["levels"].append(run.summary())
+            log(f"  served c={level}: {run.fps:.2f} frames/s, p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms")
+    return result
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [f"device: {report['environment']['device']} (torch {report['environment']['torch']})", ""]
+    lines.append(f"{'build':<22}{'parity':<44}{'seconds':>8}")
+    for key, build in report["builds"].items():
+        check = report["parity"].get(key)
+        text = (
+            f"{check['answers_equal']}/{check['answers']} equal, tok {check['token_agreement']:.4f}, "
+            f"|ds| {check['max_abs_score_delta']:.1e}"
+            if check
+            else build.get("skipped", "-")[:42]
+        )
+        lines.append(f"{key:<22}{text:<44}{build.get('seconds', '-')!s:>8}")
+    for key, result in report["floor"].items():
+        lines.append("")
+        lines.append(f"floor {key} (scores only, 3 questions): batch  frames/s  p50 ms/batch  split ms")
+        for level in result["levels"]:
+            lines.append(
+                f"  {level['frame_batch']:>5}  {level['fps']:>9}  {level['p50_ms_per_batch']:>12}  {level['stage_ms']}"
+            )
+        if result["device_memory"]:
+            lines.append(f"  device memory: {result['device_memory']}")
+    for key, result in report["served"].items():
+        lines.append("")
+        if "error" in result or "skipped" in result:
+            lines.append(f"served {key}: {result.get('error') or result.get('skipped')}")
+            continue
+        lines.append(
+            f"served {key} ({result['layout']}): {result['answers_equal_in_process']}/{result['answers_checked']} "
+            "answers equal in-process"
+        )
+        for level in result["levels"]:
+            lines.append(f"  c={level['concurrency']:<3} {level['fps']:>8} frames/s  p50 {level['p50_ms']} ms")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="gpu-check", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="cpu target, random-tiny, fp32, short: what make test runs"
+    )
+    parser.add_argument("--target", default=None, help="default gpu (cpu with --dry-run)")
+    parser.add_argument("--models", default=None, help="default random-tiny,random-base (random-tiny with --dry-run)")
+    parser.add_argument("--batches", default=None, help="frame batches of the floor (default 1,4,8,32)")
+    parser.add_argument("--concurrency", default=None, help="served concurrencies (default 1,8,32)")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per measured level (default 4)")
+    parser.add_argument("--served-images", type=int, default=4, help="images whose served answers are checked")
+    parser.add_argument("--budget-s", type=float, default=float(os.environ.get("GPU_CHECK_BUDGET_S") or 480))
+    parser.add_argument("--workspace", type=Path, default=ROOT / ".gpu-check")
+    parser.add_argument("--out", type=Path, default=None, help=f"JSON report (default {DEFAULT_OUT.relative_to(ROOT)})")
+    parser.add_argument("--no-served", action="store_true", help="skip real Triton")
+    args = parser.parse_args(argv)
+    dry = args.dry_run
+    args.target = args.target or ("cpu" if dry else "gpu")
+    args.models = (args.models or ("random-tiny" if dry else "random-tiny,random-base")).split(",")
+    args.precisions = ["fp32"] if dry else ["fp32", "fp16"]
+    args.batches = [int(b) for b in (args.batches or ("1,2" if dry else "1,4,8,32")).split(",")]
+    args.concurrency = [int(c) for c in (args.concurrency or ("1,2" if dry else "1,8,32")).split(",")]
+    args.seconds = args.seconds if args.seconds is not None else (1.0 if dry else 4.0)
+    args.out = args.out or (args.workspace / "bench-gpu-dry-run.json" if dry else DEFAULT_OUT)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    clock = Clock(args.budget_s)
+    started = time.perf_counter()
+
+    def log(line: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {line}", flush=True)
+
+    report: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "dry_run": args.dry_run,
+        "target": args.target,
+        "environment": environment(),
+        "builds": {},
+        "parity": {},
+        "floor": {},
+        "served": {},
+        "skipped": [],
+    }
+    log(f"environment: {report['environment']}")
+
+    def save() -> None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        serializable = {
+            key: {
+                k: {f: v for f, v in b.items() if f not in ("manifest", "repository", "in_process")}
+                for k, b in value.items()
+            }
+            if key == "builds"
+            else value
+            for key, value in report.items()
+        }
+        args.out.write_text(json.dumps(serializable, indent=2, default=str) + "\n")
+
+    images = test_images()
+    builds = build_all(args, log)
+    report["builds"] = builds
+    save()
+    if clock.left() > 60:
+        report["parity"] = parity(builds, images, log)
+        release_device_memory()
+    else:
+        report["skipped"].append("parity: out of time")
+    save()
+    largest = args.models[-1]
+    for precision in args.precisions:
+        entry = builds.get(f"{largest}/{precision}", {})
+        if "manifest" not in entry:
+            continue
+        if clock.left() < 45:
+            report["skipped"].append(f"floor {largest}/{precision}: out of time")
+            continue
+        log(f"floor {largest}/{precision}")
+        report["floor"][f"{largest}/{precision}"] = floor(entry["manifest"], args.batches, args.seconds, log)
+        release_device_memory()
+        save()
+    for key, entry in builds.items():
+        if args.no_served or "manifest" not in entry or not key.startswith(largest):
+            continue
+        if clock.left() < 60:
+            report["served"][key] = {"skipped": "out of time"}
+            continue
+        log(f"served {key}")
+        try:
+            report["served"][key] = served(entry, images, args, log)
+        except Exception as error:  # the report keeps what ran; the reason is in it
+            report["served"][key] = {"error": f"{type(error).__name__}: {str(error)[-1500:]}"}
+            log(traceback.format_exc())
+        save()
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    save()
+    print(table(report), flush=True)
+    print(f"report: {args.out}")
+    failed = [key for key, check in report["parity"].items() if key.endswith("fp32") and not check["met"]]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

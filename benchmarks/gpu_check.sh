@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The prepared GPU check (`make gpu-check`): one run on a CUDA machine that has torch and transformers but no
+# network and no Triton. Two steps:
+#   benchmarks/gpu_check.sh carry          here, once: put what the GPU machine lacks into .gpucarry/ (git-ignored)
+#                                          from this machine's venv and pip cache: the tritonclient, python-rapidjson
+#                                          and protobuf wheels for Python 3.12, and the nvidia-pytriton wheel's
+#                                          tritonserver, Python backend and 3.12 stub (about 45 MB in all)
+#   benchmarks/gpu_check.sh run [ARGS]     there: unpack .gpucarry/ under /tmp, put the project on PYTHONPATH, run
+#                                          `python3 -m blip_bench.gpu_check ARGS` (see its --help)
+# Nothing is installed from the network in either step on the GPU machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARRY=.gpucarry
+PY_VERSION=3.12
+
+carry() {
+  local venv=${VENV:-.venv} site
+  site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  rm -rf "$CARRY" && mkdir -p "$CARRY/wheels"
+  "$venv/bin/python" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$PY_VERSION" \
+    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$CARRY/wheels" \
+    tritonclient==2.50.0 python-rapidjson==1.20 protobuf==4.25.9
+  # tritonserver, its libraries, the Python backend and the 3.12 stub; not the other Pythons' stubs and libpython.
+  tar -C "$site" -cJf "$CARRY/pytriton.tar.xz" \
+    --exclude='__pycache__' --exclude='nvidia_pytriton.libs/libpython3-*' \
+    --exclude='pytriton/tritonserver/python_backend_stubs/3.[0-9]' \
+    --exclude='pytriton/tritonserver/python_backend_stubs/3.1[013-9]' \
+    pytriton/tritonserver nvidia_pytriton.libs
+  du -sh "$CARRY"/* "$CARRY"
+  grep -qx '/.gpucarry/' .git/info/exclude 2>/dev/null || echo '/.gpucarry/' >> .git/info/exclude
+}
+
+run() {
+  local site=/tmp/gpu-check-site
+  if [ -d "$CARRY" ]; then
+    mkdir -p "$site"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+      "$CARRY"/wheels/*.whl
+    tar -C "$site" -xJf "$CARRY/pytriton.tar.xz"
+    echo "python backend stub, libraries not found (empty: none):"
+    LD_LIBRARY_PATH="$site/nvidia_pytriton.libs" ldd "$site/pytriton/tritonserver/python_backend_stubs/$PY_VERSION/triton_python_backend_stub" | grep "not found" || true
+  else
+    echo "no $CARRY/: the served part needs it (benchmarks/gpu_check.sh carry); running without" >&2
+  fi
+  export PYTHONPATH="$site:$PWD:$PWD/contract:$PWD/build:$PWD/client:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+  python3 -m blip_bench.gpu_check "$@"
+}
+
+case "${1:-}" in
+  carry) shift; carry "$@" ;;
+  run) shift; run "$@" ;;
+  *) echo "usage: $0 carry | run [gpu_check arguments]" >&2; exit 2 ;;
+esac

@@ -43,7 +43,15 @@ run() {
   else
     echo "no $CARRY/: the served part needs it (benchmarks/gpu_check.sh carry); running without" >&2
   fi
-  export PYTHONPATH="$site:$PWD:$PWD/contract:$PWD/build:$PWD/client:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}"
+  # The project itself, installed into the machine's Python without dependencies or network (editable): Triton's
+  # Python backend stub does not read PYTHONPATH, only the interpreter's own site-packages.
+  if ! python3 -m pip install -q --no-deps --no-index --no-build-isolation -e . >/tmp/gpu-check-install.log 2>&1; then
+    # What an editable install writes, without its build step: the package folders on the interpreter's path.
+    purelib=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    printf '%s\n' "$PWD" "$PWD/contract" "$PWD/build" "$PWD/client" "$PWD/benchmarks" > "$purelib/blip-vqa-gpu-check.pth"
+    echo "pip install -e . failed ($(tail -1 /tmp/gpu-check-install.log)); wrote $purelib/blip-vqa-gpu-check.pth"
+  fi
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
   export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
   python3 -m blip_bench.gpu_check "$@"

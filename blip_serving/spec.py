@@ -55,6 +55,8 @@ COMPONENT_NAMES: tuple[str, ...] = (IMAGE_ENCODER, TEXT_ENCODER, TEXT_DECODER)
 PARAM_TARGET = "target"
 PARAM_ARTIFACT_DIR = "artifact_dir"
 PARAM_INTRA_OP_THREADS = "intra_op_threads"
+# "yes": outputs are copied to host memory before they go back to Triton (Deployment.host_step_tensors).
+PARAM_HOST_OUTPUTS = "host_outputs"
 
 # Shape buckets. A static-shape build (always on neuron) traces one artifact per bucket and pads to them; a
 # shape-polymorphic one (cpu, gpu by default) runs exact sizes and only questions are padded to their bucket.

@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -322,15 +321,36 @@ def release_device_memory() -> None:
 
 
 def served(entry: dict[str, Any], images: list[Path], args: argparse.Namespace, log) -> dict[str, Any]:
-    """Real Triton over the build: served answers equal the in-process ones, then frames/s by concurrency."""
+    """Real Triton over the build, tensors between the steps on the device first (the gpu default); if that
+    fails, the reason (Triton's log) is kept and the same build is served with them through host memory."""
+    from blip_serving.deploy.triton_config import Deployment, write_repository_configs
+
+    manifest = entry["manifest"]
+    attempts: dict[str, Any] = {}
+    for step_tensors in args.step_tensors:
+        deployment = Deployment(host_step_tensors=step_tensors == "host")
+        write_repository_configs(
+            manifest.spec, manifest.target_name, entry["repository"], manifest.directory, deployment
+        )
+        log(f"  step tensors on {step_tensors}")
+        attempts[step_tensors] = served_once(entry, images, args, log)
+        if "error" not in attempts[step_tensors]:
+            break
+    return attempts
+
+
+def served_once(entry: dict[str, Any], images: list[Path], args: argparse.Namespace, log) -> dict[str, Any]:
     from blip_client.client import BlipVqaClient
     from blip_serving.deploy.server import TritonServer
 
-    manifest = entry["manifest"]
+    server = TritonServer(entry["repository"], entry["manifest"].target_name)
     result: dict[str, Any] = {"layout": "ensemble"}
-    with TritonServer(entry["repository"], manifest.target_name) as server:
+    try:
+        server.start()
         with BlipVqaClient(server.grpc_url, protocol="grpc", timeout_s=300) as client:
-            expected = entry.get("in_process") or []
+            expected = entry.get("in_process") or served_style_answers(
+                entry["manifest"], images[: args.served_images], PARITY_QUESTIONS
+            )
             got = []
             for path in images[: args.served_images]:
                 infer = client.infer(path.read_bytes(), PARITY_QUESTIONS)
@@ -355,6 +375,12 @@ def served(entry: dict[str, Any], images: list[Path], args: argparse.Namespace, 
             run = concurrent(make_caller, concurrency=level, seconds=args.seconds)
             result["levels"].append(run.summary())
             log(f"  served c={level}: {run.fps:.2f} frames/s, p50 {run.p50_ms:.1f} ms, p99 {run.p99_ms:.1f} ms")
+    except Exception as error:  # the report keeps what ran, the reason and Triton's own words
+        result["error"] = f"{type(error).__name__}: {str(error)[:600]}"
+        result["triton_log_tail"] = server.recent_log(80)
+        log(f"  served failed: {result['error']}\n{result['triton_log_tail']}")
+    finally:
+        server.stop(grace_s=20)
     return result
 
 
@@ -379,17 +405,20 @@ def table(report: dict[str, Any]) -> str:
             )
         if result["device_memory"]:
             lines.append(f"  device memory: {result['device_memory']}")
-    for key, result in report["served"].items():
-        lines.append("")
-        if "error" in result or "skipped" in result:
-            lines.append(f"served {key}: {result.get('error') or result.get('skipped')}")
-            continue
-        lines.append(
-            f"served {key} ({result['layout']}): {result['answers_equal_in_process']}/{result['answers_checked']} "
-            "answers equal in-process"
-        )
-        for level in result["levels"]:
-            lines.append(f"  c={level['concurrency']:<3} {level['fps']:>8} frames/s  p50 {level['p50_ms']} ms")
+    for key, attempts in report["served"].items():
+        for step_tensors, result in attempts.items():
+            lines.append("")
+            if "error" in result or "skipped" in result:
+                lines.append(
+                    f"served {key}, step tensors on {step_tensors}: {result.get('error') or result.get('skipped')}"
+                )
+                continue
+            lines.append(
+                f"served {key} ({result['layout']}, step tensors on {step_tensors}): "
+                f"{result['answers_equal_in_process']}/{result['answers_checked']} answers equal in-process"
+            )
+            for level in result["levels"]:
+                lines.append(f"  c={level['concurrency']:<3} {level['fps']:>8} frames/s  p50 {level['p50_ms']} ms")
     return "\n".join(lines)
 
 
@@ -409,8 +438,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget-s", type=float, default=float(os.environ.get("GPU_CHECK_BUDGET_S") or 480))
     parser.add_argument("--workspace", type=Path, default=ROOT / ".gpu-check")
     parser.add_argument("--out", type=Path, default=None, help=f"JSON report (default {DEFAULT_OUT.relative_to(ROOT)})")
-    parser.add_argument("--no-served", action="store_true", help="skip real Triton")
+    parser.add_argument("--phases", default="parity,floor,served", help="which phases run after the builds")
+    parser.add_argument(
+        "--step-tensors",
+        default="device,host",
+        help="served: where tensors between the steps live, tried in order until one serves (device, host)",
+    )
     args = parser.parse_args(argv)
+    args.phases = set(args.phases.split(","))
+    args.step_tensors = args.step_tensors.split(",")
     dry = args.dry_run
     args.target = args.target or ("cpu" if dry else "gpu")
     args.models = (args.models or ("random-tiny" if dry else "random-tiny,random-base")).split(",")
@@ -460,7 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     builds = build_all(args, log)
     report["builds"] = builds
     save()
-    if clock.left() > 60:
+    if "parity" not in args.phases:
+        report["skipped"].append("parity: not asked for")
+    elif clock.left() > 60:
         report["parity"] = parity(builds, images, log)
         release_device_memory()
     else:
@@ -469,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     largest = args.models[-1]
     for precision in args.precisions:
         entry = builds.get(f"{largest}/{precision}", {})
-        if "manifest" not in entry:
+        if "manifest" not in entry or "floor" not in args.phases:
             continue
         if clock.left() < 45:
             report["skipped"].append(f"floor {largest}/{precision}: out of time")
@@ -479,17 +517,13 @@ def main(argv: list[str] | None = None) -> int:
         release_device_memory()
         save()
     for key, entry in builds.items():
-        if args.no_served or "manifest" not in entry or not key.startswith(largest):
+        if "served" not in args.phases or "manifest" not in entry or not key.startswith(largest):
             continue
         if clock.left() < 60:
-            report["served"][key] = {"skipped": "out of time"}
+            report["served"][key] = {"-": {"skipped": "out of time"}}
             continue
         log(f"served {key}")
-        try:
-            report["served"][key] = served(entry, images, args, log)
-        except Exception as error:  # the report keeps what ran; the reason is in it
-            report["served"][key] = {"error": f"{type(error).__name__}: {str(error)[-1500:]}"}
-            log(traceback.format_exc())
+        report["served"][key] = served(entry, images, args, log)
         save()
     report["seconds"] = round(time.perf_counter() - started, 1)
     save()

@@ -49,6 +49,9 @@ class Deployment:
     intra_op_threads: int = 0
     # How long the image encoder's dynamic batcher may hold a frame to fill a batch; 0 takes what is queued.
     max_queue_delay_us: int = 0
+    # Tensors between the steps cross through host memory even where the models run on a device (gpu): for hosts
+    # where the Python backend cannot share device memory between processes (CUDA IPC).
+    host_step_tensors: bool = False
 
     def __post_init__(self) -> None:
         if self.instances < 1:

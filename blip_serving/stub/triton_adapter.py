@@ -22,7 +22,7 @@ from torch.utils.dlpack import to_dlpack
 
 from blip_serving.errors import InvalidInputError
 from blip_serving.manifest import check_config_matches, read_manifest
-from blip_serving.spec import PARAM_ARTIFACT_DIR, PARAM_INTRA_OP_THREADS, PARAM_TARGET
+from blip_serving.spec import PARAM_ARTIFACT_DIR, PARAM_HOST_OUTPUTS, PARAM_INTRA_OP_THREADS, PARAM_TARGET
 from blip_serving.stub.models import COMPONENT_MODELS, ComponentModel
 from blip_serving.targets import get_target, instance_index
 
@@ -42,8 +42,9 @@ def intra_op_threads(configured: int, instances: int) -> int:
 class TritonComponent:
     """The Triton side of a component model: parses ``initialize`` args, isolates errors per request."""
 
-    def __init__(self, model: ComponentModel, pb_utils: Any) -> None:
+    def __init__(self, model: ComponentModel, pb_utils: Any, host_outputs: bool = False) -> None:
         self.model = model
+        self.host_outputs = host_outputs
         self.pb_utils = pb_utils
         self.logger = pb_utils.Logger
         self.inputs = model.spec.components[model.name].inputs
@@ -72,7 +73,7 @@ class TritonComponent:
             f"{placed.description}, "
             f"{threads} intra-op thread(s) (checkpoint {manifest.data['checkpoint']['source']})"
         )
-        return cls(model, pb_utils)
+        return cls(model, pb_utils, host_outputs=parameters.get(PARAM_HOST_OUTPUTS) == "yes")
 
     def _error(self, message: str, code_name: str) -> Any:
         error_type = self.pb_utils.TritonError
@@ -100,6 +101,8 @@ class TritonComponent:
 
     def _tensor(self, name: str, value: Any) -> Any:
         if isinstance(value, torch.Tensor):
+            if self.host_outputs:
+                value = value.cpu()
             return self.pb_utils.Tensor.from_dlpack(name, to_dlpack(value.contiguous()))
         return self.pb_utils.Tensor(name, np.ascontiguousarray(value))
 

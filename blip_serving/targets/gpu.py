@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from blip_serving.errors import TargetUnavailableError
+from blip_serving.spec import PARAM_HOST_OUTPUTS
 from blip_serving.targets.base import Target
 
 if TYPE_CHECKING:
@@ -51,5 +52,7 @@ class GpuTarget(Target):
         return f"cuda:{device_id}"
 
     def config_parameters(self, deployment: Deployment, component: str) -> dict[str, str]:
+        if deployment.host_step_tensors:
+            return {"FORCE_CPU_ONLY_INPUT_TENSORS": "yes", PARAM_HOST_OUTPUTS: "yes"}
         # Let tensors between the steps stay on the GPU; the models read them through DLPack.
         return {"FORCE_CPU_ONLY_INPUT_TENSORS": "no"}

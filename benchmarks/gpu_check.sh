@@ -3,8 +3,9 @@
 # network and no Triton. Two steps:
 #   benchmarks/gpu_check.sh carry          here, once: put what the GPU machine lacks into .gpucarry/ (git-ignored)
 #                                          from this machine's venv and pip cache: the tritonclient, python-rapidjson
-#                                          and protobuf wheels for Python 3.12, and the nvidia-pytriton wheel's
-#                                          tritonserver, Python backend and 3.12 stub (about 45 MB in all)
+#                                          and protobuf wheels for Python 3.12, numpy 1.26.4 (the project's pin), and the
+#                                          nvidia-pytriton wheel's
+#                                          tritonserver, Python backend and 3.12 stub (about 59 MB in all)
 #   benchmarks/gpu_check.sh run [ARGS]     there: unpack .gpucarry/ under /tmp, put the project on PYTHONPATH, run
 #                                          `python3 -m blip_bench.gpu_check ARGS` (see its --help)
 # Nothing is installed from the network in either step on the GPU machine.
@@ -21,6 +22,12 @@ carry() {
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$CARRY/wheels" \
     tritonclient==2.50.0 python-rapidjson==1.20 protobuf==4.25.9
+  # Into the machine's Python itself: Triton 2.51's Python backend stub (pybind11) misreads numpy 2 arrays
+  # (BYTES inputs arrive as garbage lengths and the stub dies); the project pins numpy 1.26.4 for that reason.
+  mkdir -p "$CARRY/wheels-python"
+  "$venv/bin/python" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$PY_VERSION" \
+    --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d "$CARRY/wheels-python" numpy==1.26.4
   # tritonserver, its libraries, the Python backend and the 3.12 stub; not the other Pythons' stubs and libpython.
   tar -C "$site" -cJf "$CARRY/pytriton.tar.xz" \
     --exclude='__pycache__' --exclude='nvidia_pytriton.libs/libpython3-*' \
@@ -38,6 +45,7 @@ run() {
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
       "$CARRY"/wheels/*.whl
     tar -C "$site" -xJf "$CARRY/pytriton.tar.xz"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir "$CARRY"/wheels-python/*.whl
     echo "python backend stub, libraries not found (empty: none):"
     LD_LIBRARY_PATH="$site/nvidia_pytriton.libs" ldd "$site/pytriton/tritonserver/python_backend_stubs/$PY_VERSION/triton_python_backend_stub" | grep "not found" || true
   else

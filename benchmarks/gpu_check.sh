@@ -11,8 +11,8 @@
 # Nothing is installed from the network in either step on the GPU machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CARRY=.gpucarry
-PY_VERSION=3.12
+CARRY=${GPU_CHECK_CARRY:-.gpucarry}
+PY_VERSION=${GPU_CHECK_PYTHON:-3.12}  # the GPU machine's Python (3.12 on the lent H100/H200)
 
 carry() {
   local venv=${VENV:-.venv} site
@@ -22,19 +22,20 @@ carry() {
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$CARRY/wheels" \
     tritonclient==2.50.0 python-rapidjson==1.20 protobuf==4.25.9
-  # Into the machine's Python itself: Triton 2.51's Python backend stub (pybind11) misreads numpy 2 arrays
+  # For the stubs' own Python (see run): Triton 2.51's Python backend stub (pybind11) misreads numpy 2 arrays
   # (BYTES inputs arrive as garbage lengths and the stub dies); the project pins numpy 1.26.4 for that reason.
   mkdir -p "$CARRY/wheels-python"
   "$venv/bin/python" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$PY_VERSION" \
     --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$CARRY/wheels-python" numpy==1.26.4
-  # tritonserver, its libraries, the Python backend and the 3.12 stub; not the other Pythons' stubs and libpython.
-  tar -C "$site" -cJf "$CARRY/pytriton.tar.xz" \
-    --exclude='__pycache__' --exclude='nvidia_pytriton.libs/libpython3-*' \
-    --exclude='pytriton/tritonserver/python_backend_stubs/3.[0-9]' \
-    --exclude='pytriton/tritonserver/python_backend_stubs/3.1[013-9]' \
-    pytriton/tritonserver nvidia_pytriton.libs
-  du -sh "$CARRY"/* "$CARRY"
+  # tritonserver, its libraries, the Python backend and this Python's stub; not the other stubs and libpython.
+  (
+    cd "$site"
+    find pytriton/tritonserver nvidia_pytriton.libs -type f ! -path '*/python_backend_stubs/*' \
+      ! -path '*__pycache__*' ! -name 'libpython3-*'
+    find "pytriton/tritonserver/python_backend_stubs/$PY_VERSION" -type f
+  ) | tar -C "$site" -cJf "$CARRY/pytriton.tar.xz" -T -
+  du -sh "$CARRY"/*
   grep -qx '/.gpucarry/' .git/info/exclude 2>/dev/null || echo '/.gpucarry/' >> .git/info/exclude
 }
 
@@ -45,7 +46,16 @@ run() {
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
       "$CARRY"/wheels/*.whl
     tar -C "$site" -xJf "$CARRY/pytriton.tar.xz"
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir "$CARRY"/wheels-python/*.whl
+    # The stubs' own Python: a venv with numpy 1.26.4 that also sees the machine's packages (torch, PIL, the
+    # project), so the machine's numpy 2 stays for its scipy and transformers (replacing it breaks them).
+    local stub=/tmp/gpu-check-stub purelib stub_site
+    purelib=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    python3 -m venv --without-pip "$stub"
+    stub_site=$("$stub/bin/python3" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$stub_site" \
+      "$CARRY"/wheels-python/*.whl
+    echo "import site; site.addsitedir('$purelib')" > "$stub_site/machine-site.pth"
+    export BLIP_STUB_PYTHON="$stub/bin/python3"
     echo "python backend stub, libraries not found (empty: none):"
     LD_LIBRARY_PATH="$site/nvidia_pytriton.libs" ldd "$site/pytriton/tritonserver/python_backend_stubs/$PY_VERSION/triton_python_backend_stub" | grep "not found" || true
   else

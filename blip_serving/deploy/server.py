@@ -51,6 +51,34 @@ def free_port() -> int:
 
 
 NGC_TRITON_ROOT = Path("/opt/tritonserver")
+# The Python interpreter whose environment the backend stubs run in (default: this one). It may differ from the
+# supervisor's: the stubs need numpy < 2, a host's other tools may need numpy 2.
+STUB_PYTHON_ENV = "BLIP_STUB_PYTHON"
+
+
+def stub_python() -> Path:
+    return Path(os.environ.get(STUB_PYTHON_ENV) or sys.executable)
+
+
+def check_stub_numpy(python: Path) -> None:
+    """Refuse numpy 2 in the stubs' environment before Triton starts, in one line.
+
+    Triton 2.51's Python backend stub is built against numpy 1 (pybind11): under numpy 2 it reads a BYTES
+    input's length prefixes as garbage and dies at the first request, while the server still reports ready.
+    Measured on the GPU check (H200, numpy 2.5.2) and reproduced here with numpy 2.2.6.
+    """
+    probe = subprocess.run(
+        [str(python), "-c", "import numpy; print(numpy.__version__)"], capture_output=True, text=True, timeout=60
+    )
+    version = probe.stdout.strip()
+    if probe.returncode != 0:
+        raise ServerError(f"the stubs' Python {python} cannot import numpy: {probe.stderr.strip()[-300:]}")
+    if int(version.split(".")[0]) >= 2:
+        raise ServerError(
+            f"the stubs' Python {python} has numpy {version}; Triton 2.51's Python backend stub needs numpy < 2 "
+            f"(it misreads BYTES inputs and dies): install numpy 1.26.4 there, or point {STUB_PYTHON_ENV} at a "
+            "Python that has it"
+        )
 
 
 def triton_installation() -> tuple[Path, Path | None]:
@@ -168,12 +196,14 @@ class TritonServer:
         own_libpython = Path(libpython_dir, sysconfig.get_config_var("LDLIBRARY") or "").is_file()
         paths = [libpython_dir if own_libpython else "", str(libs), env.get("LD_LIBRARY_PATH", "")]
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, paths))
-        # The Python stub runs the first python3 on PATH's environment: this virtual environment's.
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        # The Python stub runs the first python3 on PATH's environment: this virtual environment's, or the one
+        # BLIP_STUB_PYTHON names.
+        env["PATH"] = os.pathsep.join([str(stub_python().parent), env.get("PATH", "")])
         return env
 
     def start(self, timeout_s: float = 180.0) -> TritonServer:
         self.check_repository()
+        check_stub_numpy(stub_python())
         self.process = subprocess.Popen(
             self.command(),
             env=self.environment(),

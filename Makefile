@@ -1,7 +1,8 @@
 # BLIP VQA on Triton: build traced artifacts, serve them, ask questions, test.
-# Variables: TARGET=cpu|gpu|neuron  MODEL=random-tiny|random-base|<dir>|<hub id>  FORCE=1  FP16=1
+# Variables: TARGET=cpu|gpu|neuron  LAYOUT=ensemble|colocated  MODEL=random-tiny|random-base|<dir>|<hub id>  FORCE=1  FP16=1
 #            INSTANCES NEURON_CORES_PER_INSTANCE INTRA_OP_THREADS (build-artifacts)
-#            HOST HTTP_PORT GRPC_PORT METRICS_PORT (serve)  API_CONFIG API_HOST API_PORT INSECURE_DEV=1 (api)
+#            HOST=<host type> (plan: inf2.xlarge, g5.xlarge, local, ...; serve: the address to listen on)
+#            HTTP_PORT GRPC_PORT METRICS_PORT (serve)  API_CONFIG API_HOST API_PORT INSECURE_DEV=1 (api)
 #            BENCH_MODEL BENCH_SECONDS BENCH_FRAMES (bench)  SLO_MS RATE PERF_INSTANCES PERF_CONCURRENCY (perf)
 #            PYTEST_ARGS
 
@@ -15,13 +16,13 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 HOST ?= 127.0.0.1
 API_CONFIG ?= client/api.toml
-export TARGET MODEL FORCE FP16 INSTANCES NEURON_CORES_PER_INSTANCE INTRA_OP_THREADS
+export TARGET LAYOUT MODEL FORCE FP16 INSTANCES NEURON_CORES_PER_INSTANCE INTRA_OP_THREADS
 BENCH_MODEL ?= random-base
 export HTTP_PORT GRPC_PORT METRICS_PORT API_HOST API_PORT INSECURE_DEV
 export BENCH_SECONDS BENCH_FRAMES SLO_MS RATE PERF_INSTANCES PERF_CONCURRENCY
 
 .DEFAULT_GOAL := help
-.PHONY: help install build-artifacts serve api ask demo bench perf gpu-check gpu-check-carry test test-unit test-integration lint format clean
+.PHONY: help install plan build-artifacts serve api ask demo bench perf gpu-check gpu-check-carry test test-unit test-integration lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,10 +34,13 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed ## Create .venv with the pinned dependencies (torch 2.13.0 CPU, transformers, Triton)
 
-build-artifacts: install ## Trace, verify and write artifacts/$(TARGET) + configs for MODEL
+plan: install ## Placement for a host type (HOST=inf2.xlarge|g5.xlarge|local|...): layout, instances, cores; writes artifacts/plan-<target>.json
+	$(BIN)/python -m blip_serving.deploy.placement --host $(if $(filter 127.0.0.1,$(HOST)),local,$(HOST))
+
+build-artifacts: install ## Trace, verify and write artifacts/$(TARGET) + configs (every layout) for MODEL
 	$(BIN)/python -m blip_build --target $(TARGET) --model $(MODEL)
 
-serve: install ## Run Triton for TARGET on HOST (HTTP_PORT, GRPC_PORT, METRICS_PORT) until Ctrl-C
+serve: install ## Run Triton for TARGET and LAYOUT (default: the plan's) on HOST (HTTP_PORT, GRPC_PORT, METRICS_PORT)
 	$(BIN)/python -m blip_serving.deploy.server --target $(TARGET) --host $(HOST)
 
 api: install ## Run the API tier (router + FastAPI) on API_HOST:API_PORT for the fleets in API_CONFIG

@@ -118,8 +118,8 @@ def check_config_matches(manifest: Manifest, component: str, model_config: dict[
     ``model_config`` is the JSON config Triton hands to ``initialize``; its tensors must equal, by name, dtype
     and dims, the tensors of the spec the artifacts were traced for.
     """
-    expected = manifest.spec.components[component]
-    for kind, tensors in (("input", expected.inputs), ("output", expected.outputs)):
+    inputs, outputs = manifest.spec.model_tensors(component)
+    for kind, tensors in (("input", inputs), ("output", outputs)):
         declared = {
             entry["name"]: (entry.get("data_type"), [int(d) for d in entry.get("dims", [])])
             for entry in model_config.get(kind, [])

@@ -203,6 +203,13 @@ class BlipSpec:
         """The smallest answer-buffer length that holds ``length`` tokens."""
         return smallest_bucket(self.decode_lengths, length, "answer tokens")
 
+    def model_tensors(self, name: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+        """(inputs, outputs) of a served model: a component, or ``blip_vqa`` (the wire contract)."""
+        if name == ENSEMBLE_NAME:
+            return self.ensemble_inputs, self.ensemble_outputs
+        component = self.components[name]
+        return component.inputs, component.outputs
+
     @property
     def ensemble_inputs(self) -> tuple[TensorSpec, ...]:
         return ENSEMBLE_INPUTS

@@ -160,9 +160,9 @@ def reference_answers(checkpoint: str, images: list[Path], questions: tuple[str,
 
 def served_style_answers(manifest: Any, images: list[Path], questions: tuple[str, ...]) -> list[dict]:
     """The serving code in this process (``PipelineModel``): what Triton runs, minus Triton."""
-    from blip_serving.stub.models import PipelineModel, load_models
+    from blip_serving.stub.models import load_pipeline
 
-    pipeline = PipelineModel(load_models(manifest))
+    pipeline = load_pipeline(manifest)
     encoded = np.array([q.encode() for q in questions], dtype=object)
     results = []
     for path in images:
@@ -243,12 +243,12 @@ def floor(manifest: Any, batches: list[int], seconds: float, log: Callable[[str]
     """Frames/s and p50 per frame batch (scores only), the split over the components, and device memory."""
     import torch
 
-    from blip_serving.stub.models import PipelineModel, load_models
+    from blip_serving.stub.models import load_pipeline
 
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    pipeline = PipelineModel(load_models(manifest))
+    pipeline = load_pipeline(manifest)
     weights = torch.cuda.memory_allocated() if cuda else 0
     image = SAMPLE.read_bytes()
     questions = np.array([q.encode() for q in BEHAVIOR_QUESTIONS], dtype=object)

@@ -1,8 +1,8 @@
-"""``make perf``: perf_analyzer against ``blip_vqa``, sweeping server instances x client concurrency.
+"""``make perf``: perf_analyzer against ``blip_vqa``, sweeping layout x server instances x client concurrency.
 
 Each point is one perf_analyzer run (tritonclient 2.50's binary) on a real frame and its questions, sent as BYTES
 with their 4-byte length prefixes in the input JSON. It writes a CSV and a chart (latency bars and throughput by
-"instances-concurrency", as the seeds' "#server threads - #client threads" figure) and prints the knee: the
+"layout instances-concurrency", as the seeds' "#server threads - #client threads" figure) and prints the knee: the
 highest throughput whose p99 stays under ``SLO_MS``, and how many instances (or machines) a rate ``RATE`` needs.
 """
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from blip_bench.bench import BEHAVIOR_QUESTIONS, RESULTS, SAMPLE, machine
 from blip_bench.workspace import Workspace, prepare
+from blip_serving.deploy.layouts import LAYOUT_NAMES
 from blip_serving.deploy.triton_config import Deployment
 from blip_serving.spec import ENSEMBLE_NAME, IMAGE, QUESTIONS, SCORES_ONLY
 
@@ -39,6 +40,7 @@ class Point:
     p90_ms: float
     p95_ms: float
     p99_ms: float
+    layout: str = "ensemble"
 
 
 def bytes_element(data: bytes) -> bytes:
@@ -142,20 +144,20 @@ def sweep(workspace: Workspace, args: argparse.Namespace) -> list[Point]:
     data_path.write_text(json.dumps(input_data(image, BEHAVIOR_QUESTIONS)))
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(library_directory(work)), env.get("LD_LIBRARY_PATH")]))
-    total, done, points = len(args.instances) * len(args.concurrency), 0, []
-    for instances in args.instances:
-        workspace.deploy(Deployment(instances=instances))
-        with TritonServer(workspace.repository, workspace.target) as server:
+    total, done, points = len(args.layouts) * len(args.instances) * len(args.concurrency), 0, []
+    for layout, instances in ((layout, instances) for layout in args.layouts for instances in args.instances):
+        workspace.deploy(Deployment(layout=layout, instances=instances))
+        with TritonServer(workspace.repository, workspace.target, layout=layout) as server:
             with BlipVqaClient(server.http_url, timeout_s=600) as client:  # warm every instance's first calls
                 for _ in range(2 * instances):
                     client.infer(image, BEHAVIOR_QUESTIONS, scores_only=args.scores_only)
             for concurrency in args.concurrency:
                 started = time.perf_counter()
                 figures = run_point(server.grpc_url, data_path, concurrency, args, env, work)
-                points.append(Point(instances, concurrency, **figures))
+                points.append(Point(instances, concurrency, **figures, layout=layout))
                 done += 1
                 print(
-                    f"[{done}/{total}] instances {instances}, concurrency {concurrency}: "
+                    f"[{done}/{total}] {layout}, instances {instances}, concurrency {concurrency}: "
                     f"{figures['throughput']:.3f} frames/s, p50 {figures['p50_ms']:.0f} ms, "
                     f"p99 {figures['p99_ms']:.0f} ms ({time.perf_counter() - started:.0f} s)",
                     flush=True,
@@ -174,12 +176,24 @@ def capacity_for_rate(points: list[Point], slo_ms: float, rate: float) -> dict:
     best = knee(points, slo_ms)
     if best is None:
         return {"rate": rate, "answer": f"no point keeps p99 under {slo_ms:g} ms"}
-    for instances in sorted({p.instances for p in points}):
-        top = knee([p for p in points if p.instances == instances], slo_ms)
+    for instances, layout in sorted({(p.instances, p.layout) for p in points}):
+        top = knee([p for p in points if (p.instances, p.layout) == (instances, layout)], slo_ms)
         if top is not None and top.throughput >= rate:
-            return {"rate": rate, "instances": instances, "machines": 1, "concurrency": top.concurrency}
+            return {
+                "rate": rate,
+                "layout": layout,
+                "instances": instances,
+                "machines": 1,
+                "concurrency": top.concurrency,
+            }
     machines = math.ceil(rate / best.throughput)
-    return {"rate": rate, "instances": best.instances, "machines": machines, "concurrency": best.concurrency}
+    return {
+        "rate": rate,
+        "layout": best.layout,
+        "instances": best.instances,
+        "machines": machines,
+        "concurrency": best.concurrency,
+    }
 
 
 def write_csv(points: list[Point], path: Path) -> None:
@@ -195,7 +209,7 @@ def chart(points: list[Point], path: Path, slo_ms: float, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{p.instances}-{p.concurrency}" for p in points]
+    labels = [f"{p.layout[0].upper()}{p.instances}-{p.concurrency}" for p in points]
     x = range(len(points))
     figure, latency_axis = plt.subplots(figsize=(max(6, 1.1 * len(points)), 4.5))
     width = 0.4
@@ -203,7 +217,7 @@ def chart(points: list[Point], path: Path, slo_ms: float, title: str) -> None:
     latency_axis.bar([i + width / 2 for i in x], [p.p99_ms for p in points], width, label="p99 latency")
     latency_axis.axhline(slo_ms, color="red", linestyle="--", linewidth=1, label=f"SLO {slo_ms:g} ms")
     latency_axis.set_xticks(list(x), labels)
-    latency_axis.set_xlabel("#server instances - #client concurrency")
+    latency_axis.set_xlabel("layout (E ensemble, C colocated) #server instances - #client concurrency")
     latency_axis.set_ylabel("latency (ms)")
     throughput_axis = latency_axis.twinx()
     throughput_axis.plot(list(x), [p.throughput for p in points], "ko-", label="throughput")
@@ -227,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", default=os.environ.get("MODEL") or "random-base")
     parser.add_argument("--target", default=os.environ.get("TARGET") or "cpu")
+    parser.add_argument(
+        "--layouts",
+        type=lambda text: [part for part in text.split(",") if part],
+        default=[part for part in (os.environ.get("PERF_LAYOUTS") or ",".join(LAYOUT_NAMES)).split(",") if part],
+    )
     parser.add_argument("--instances", type=_sizes, default=_sizes(os.environ.get("PERF_INSTANCES") or "1,2"))
     parser.add_argument("--concurrency", type=_sizes, default=_sizes(os.environ.get("PERF_CONCURRENCY") or "1,2,4"))
     parser.add_argument("--slo-ms", type=float, default=float(os.environ.get("SLO_MS") or 2000))
@@ -244,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     mode = "scores only" if args.scores_only else "answers"
     print(
-        f"perf: {args.model} on {args.target}, {info['cpu']} ({info['cores']} cores); instances {args.instances} x "
+        f"perf: {args.model} on {args.target}, {info['cpu']} ({info['cores']} cores); layouts {args.layouts} x "
+        f"instances {args.instances} x "
         f"concurrency {args.concurrency}; {len(BEHAVIOR_QUESTIONS)} questions per frame, {mode}",
         flush=True,
     )
@@ -270,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     stem.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     if best:
         print(
-            f"knee (p99 <= {args.slo_ms:g} ms): {best.throughput:.3f} frames/s at {best.instances} instance(s), "
+            f"knee (p99 <= {args.slo_ms:g} ms): {best.throughput:.3f} frames/s, {best.layout} layout, "
+            f"{best.instances} instance(s), "
             f"concurrency {best.concurrency} (p99 {best.p99_ms:.0f} ms)"
         )
     else:
@@ -278,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     if "machines" in capacity:
         print(
             f"rate {args.rate:g} frames/s: {capacity['machines']} machine(s) like this one with "
-            f"{capacity['instances']} instance(s) each"
+            f"{capacity['instances']} {capacity['layout']} instance(s) each"
         )
     print(f"wrote {stem}.csv, {stem}.png, {stem}.json in {summary['seconds']:.0f} s")
     return 0

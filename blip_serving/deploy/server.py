@@ -26,9 +26,10 @@ import urllib.request
 from collections import deque
 from pathlib import Path
 
+from blip_serving.deploy.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, get_layout
 from blip_serving.deploy.triton_config import CONFIGS_DIR
 from blip_serving.errors import TargetUnavailableError
-from blip_serving.spec import COMPONENT_NAMES, ENSEMBLE_NAME
+from blip_serving.spec import ENSEMBLE_NAME
 from blip_serving.targets import TARGET_NAMES, get_target
 
 
@@ -121,10 +122,13 @@ class TritonServer:
         log_verbose: int = 0,
         backend_root: Path | None = None,
         host: str = "127.0.0.1",
+        layout: str = DEFAULT_LAYOUT,
     ) -> None:
         self.target_type = get_target(target)  # an unknown name fails here, in one line
+        self.layout = get_layout(layout)
         self.repository = repository.resolve()
         self.target = target
+        self.view: Path | None = None
         self.host = host
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
@@ -150,24 +154,38 @@ class TritonServer:
     def check_repository(self) -> None:
         """Fail before starting if the target cannot run here or ``make build-artifacts`` has not run for it."""
         self.target_type().check_serving()
+        config = self.layout.config_name(self.target)
         missing = [
             name
-            for name in (ENSEMBLE_NAME, *COMPONENT_NAMES)
-            if not (self.repository / name / CONFIGS_DIR / f"{self.target}.pbtxt").is_file()
+            for name in self.layout.served_models
+            if not (self.repository / name / CONFIGS_DIR / f"{config}.pbtxt").is_file()
         ]
         if missing:
             raise ServerError(
-                f"no {self.target} configs for {', '.join(missing)} in {self.repository}: "
-                f"run `make build-artifacts TARGET={self.target}` first"
+                f"no {config} configs for {', '.join(missing)} in {self.repository}: "
+                f"run `make build-artifacts TARGET={self.target} LAYOUT={self.layout.name}` first"
             )
+
+    def repository_view(self) -> Path:
+        """A folder holding only the layout's models (links into the repository), which Triton serves.
+
+        Triton loads every model folder of a repository; the colocated layout must not start the three component
+        models beside ``blip_vqa`` (on Neuron they would take NeuronCores), and explicit model control would open
+        the load/unload API to every client. A view keeps one repository for both layouts.
+        """
+        if self.view is None:
+            self.view = Path(tempfile.mkdtemp(prefix=f"blip-repository-{self.layout.name}-"))
+            for name in self.layout.served_models:
+                (self.view / name).symlink_to(self.repository / name, target_is_directory=True)
+        return self.view
 
     def command(self) -> list[str]:
         binary, backends = triton_installation()
         return [
             str(binary),
-            f"--model-repository={self.repository}",
+            f"--model-repository={self.repository_view()}",
             f"--backend-directory={backends or prepare_backend_directory(self.backend_root)}",
-            f"--model-config-name={self.target}",
+            f"--model-config-name={self.layout.config_name(self.target)}",
             f"--http-address={self.host}",
             f"--http-port={self.http_port}",
             f"--grpc-address={self.host}",
@@ -183,10 +201,8 @@ class TritonServer:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        # The three components are separate stub processes whose OpenMP teams overlap under concurrent
-        # requests; spinning workers then steal the cores the other team needs. Measured on 2 cores
-        # (random-base, scores only): c=2 0.53 -> 0.83 frames/s and c=4 -> 0.80, c=1 unchanged (0.79).
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # Whether idle OpenMP workers spin or sleep depends on how many processes share the cores: the layout's.
+        env.setdefault("OMP_WAIT_POLICY", self.layout.omp_wait_policy)
         if triton_installation()[1] is not None:
             return env  # NGC image: its own libraries are already where tritonserver looks
         libs = _pytriton_root().parent / "nvidia_pytriton.libs"
@@ -243,14 +259,16 @@ class TritonServer:
 
     def stop(self, grace_s: float = 40.0) -> None:
         """SIGTERM, then SIGKILL only after Triton's own 30 s exit timeout has had its chance."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if self.view is not None and (self.process is None or self.process.poll() is not None):
+            shutil.rmtree(self.view, ignore_errors=True)
+            self.view = None
 
     def __enter__(self) -> TritonServer:
         return self.start()
@@ -263,6 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     """``make serve``: run until SIGTERM or Ctrl-C, then shut Triton down cleanly."""
     parser = argparse.ArgumentParser(prog="blip-serve", description=main.__doc__)
     parser.add_argument("--target", choices=TARGET_NAMES, default=os.environ.get("TARGET", "cpu"))
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUT_NAMES,
+        default=os.environ.get("LAYOUT") or None,
+        help=f"default: the layout of artifacts/plan-<target>.json (make plan), else {DEFAULT_LAYOUT}",
+    )
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="where make plan wrote its plan")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--host", default=os.environ.get("HOST") or "127.0.0.1", help="address to listen on")
     parser.add_argument("--http-port", type=int, default=int(os.environ.get("HTTP_PORT", "8000")))
@@ -270,6 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("METRICS_PORT", "8002")))
     parser.add_argument("--log-verbose", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.layout is None:
+        from blip_serving.deploy.placement import read_plan
+
+        plan = read_plan(args.artifacts, args.target)
+        args.layout = plan["layout"] if plan else DEFAULT_LAYOUT
+        if plan:
+            print(f"layout {args.layout} from the plan for HOST={plan['host']}", flush=True)
     server = TritonServer(
         args.repository,
         args.target,
@@ -278,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics_port=args.metrics_port,
         log_verbose=args.log_verbose,
         host=args.host,
+        layout=args.layout,
     )
     server.echo_log = True
     stop = threading.Event()
@@ -289,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(
-        f"\nTriton is ready ({args.target}): HTTP {server.http_url}  gRPC {server.grpc_url}  "
+        f"\nTriton is ready ({args.target}, {args.layout} layout): HTTP {server.http_url}  gRPC {server.grpc_url}  "
         f"metrics {server.metrics_url}  model {ENSEMBLE_NAME}\n",
         flush=True,
     )

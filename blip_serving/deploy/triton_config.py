@@ -17,7 +17,6 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from blip_serving.spec import (
     BATCH,
-    COMPONENT_NAMES,
     ENSEMBLE_NAME,
     IMAGE_ENCODER,
     PARAM_ARTIFACT_DIR,
@@ -43,7 +42,11 @@ class Deployment:
     among its instances (python_backend's ``inferentia/`` scheme).
     """
 
+    # Which models serve blip_vqa (blip_serving.deploy.layouts): the ensemble of three, or one colocated model.
+    layout: str = "ensemble"
     instances: int = 1
+    # Per-model instance counts that differ from ``instances`` (a placement plan balancing the ensemble's stages).
+    model_instances: tuple[tuple[str, int], ...] = ()
     neuron_cores_per_instance: int = 1
     # 0: the machine's cores shared evenly by a component's instances, decided where the model loads.
     intra_op_threads: int = 0
@@ -54,8 +57,14 @@ class Deployment:
     host_step_tensors: bool = False
 
     def __post_init__(self) -> None:
-        if self.instances < 1:
-            raise ValueError(f"instances must be at least 1, got {self.instances}")
+        from blip_serving.deploy.layouts import get_layout
+
+        get_layout(self.layout)  # an unknown name fails here, in one line
+        if self.instances < 1 or any(count < 1 for _, count in self.model_instances):
+            raise ValueError(f"instances must be at least 1, got {self.instances} {dict(self.model_instances)}")
+        unknown = set(dict(self.model_instances)) - set(self.python_models)
+        if unknown:
+            raise ValueError(f"instances given for {sorted(unknown)}, which the {self.layout} layout does not run")
         if self.neuron_cores_per_instance < 1:
             raise ValueError(f"neuron_cores_per_instance must be at least 1, got {self.neuron_cores_per_instance}")
         if self.intra_op_threads < 0:
@@ -63,14 +72,28 @@ class Deployment:
         if self.max_queue_delay_us < 0:
             raise ValueError(f"max_queue_delay_us must be 0 or more, got {self.max_queue_delay_us}")
 
+    @property
+    def python_models(self) -> tuple[str, ...]:
+        """The models whose instances are stub processes in this layout."""
+        from blip_serving.deploy.layouts import get_layout
+
+        return get_layout(self.layout).python_models
+
+    def instances_of(self, model: str) -> int:
+        return dict(self.model_instances).get(model, self.instances)
+
     def neuron_core_blocks(self) -> dict[str, tuple[int, int]]:
-        """First and last NeuronCore of each component's block; blocks are disjoint and follow each other."""
-        block = self.instances * self.neuron_cores_per_instance
-        return {name: (i * block, (i + 1) * block - 1) for i, name in enumerate(COMPONENT_NAMES)}
+        """First and last NeuronCore of each stub model's block; blocks are disjoint and follow each other."""
+        blocks, start = {}, 0
+        for name in self.python_models:
+            size = self.instances_of(name) * self.neuron_cores_per_instance
+            blocks[name] = (start, start + size - 1)
+            start += size
+        return blocks
 
     @property
     def neuron_cores_needed(self) -> int:
-        return len(COMPONENT_NAMES) * self.instances * self.neuron_cores_per_instance
+        return sum(self.instances_of(name) for name in self.python_models) * self.neuron_cores_per_instance
 
 
 def _add_tensors(container, tensors: tuple[TensorSpec, ...]) -> None:
@@ -81,29 +104,31 @@ def _add_tensors(container, tensors: tuple[TensorSpec, ...]) -> None:
         entry.dims.extend(tensor.dims)
 
 
-def component_config(
-    spec: BlipSpec, component: str, target: str, artifact_dir: str, deployment: Deployment | None = None
+def python_model_config(
+    spec: BlipSpec, name: str, target: str, artifact_dir: str, deployment: Deployment | None = None
 ) -> pb.ModelConfig:
-    """A Python-backend model that loads its artifacts (listed in ``<artifact_dir>/manifest.json``) in ``initialize``."""
+    """A Python-backend model (a component, or colocated ``blip_vqa``) that loads its artifacts (listed in
+    ``<artifact_dir>/manifest.json``) in ``initialize``."""
     deployment = deployment or Deployment()
     target_type = get_target(target)
-    component_spec = spec.components[component]
-    config = pb.ModelConfig(name=component, backend="python", max_batch_size=component_spec.max_batch_size)
-    _add_tensors(config.input, component_spec.inputs)
-    _add_tensors(config.output, component_spec.outputs)
-    if component_spec.max_batch_size:
+    inputs, outputs = spec.model_tensors(name)
+    max_batch_size = spec.components[name].max_batch_size if name in spec.components else 0
+    config = pb.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
+    _add_tensors(config.input, inputs)
+    _add_tensors(config.output, outputs)
+    if max_batch_size:
         # Frames from concurrent requests run as one batch, padded to a traced bucket where shapes are static.
         batching = config.dynamic_batching
-        batching.preferred_batch_size.extend(component_spec.shape_buckets_of(BATCH)[1:])
+        batching.preferred_batch_size.extend(spec.components[name].shape_buckets_of(BATCH)[1:])
         batching.max_queue_delay_microseconds = deployment.max_queue_delay_us
     group = config.instance_group.add()
     group.kind = pb.ModelInstanceGroup.Kind.Value(target_type.instance_kind)
-    group.count = deployment.instances
+    group.count = deployment.instances_of(name)
     config.parameters[PARAM_TARGET].string_value = target
     config.parameters[PARAM_ARTIFACT_DIR].string_value = artifact_dir
     if deployment.intra_op_threads:
         config.parameters[PARAM_INTRA_OP_THREADS].string_value = str(deployment.intra_op_threads)
-    for key, value in target_type().config_parameters(deployment, component).items():
+    for key, value in target_type().config_parameters(deployment, name).items():
         config.parameters[key].string_value = value
     return config
 
@@ -136,21 +161,29 @@ def parse(text: str) -> pb.ModelConfig:
 def repository_configs(
     spec: BlipSpec, target: str, artifact_dir: str, deployment: Deployment | None = None
 ) -> dict[str, pb.ModelConfig]:
-    """Every model's config for one target: the ensemble and the three components."""
-    configs = {name: component_config(spec, name, target, artifact_dir, deployment) for name in COMPONENT_NAMES}
-    configs[ENSEMBLE_NAME] = ensemble_config(spec)
-    return configs
+    """Every served model's config for one target and the deployment's layout."""
+    from blip_serving.deploy.layouts import get_layout
+
+    deployment = deployment or Deployment()
+    return get_layout(deployment.layout).configs(spec, target, artifact_dir, deployment)
 
 
 def write_repository_configs(
     spec: BlipSpec, target: str, repository: Path, artifacts: Path, deployment: Deployment | None = None
 ) -> list[Path]:
-    """Write ``<model>/configs/<target>.pbtxt`` for the ensemble and each component; return the paths."""
+    """Write ``<model>/configs/<config name>.pbtxt`` for every served model of the layout; return the paths.
+
+    The config name is the target for the ensemble layout (``cpu.pbtxt``) and ``colocated-<target>`` for the
+    colocated one, so both layouts' configs can sit in one repository."""
+    from blip_serving.deploy.layouts import get_layout
+
+    deployment = deployment or Deployment()
+    config_name = get_layout(deployment.layout).config_name(target)
     artifact_dir = os.path.relpath(artifacts.resolve(), repository.resolve())
     configs = repository_configs(spec, target, artifact_dir, deployment)
     written = []
     for name, config in configs.items():
-        path = repository / name / CONFIGS_DIR / f"{target}.pbtxt"
+        path = repository / name / CONFIGS_DIR / f"{config_name}.pbtxt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(render(config))
         written.append(path)

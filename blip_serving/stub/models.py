@@ -72,6 +72,11 @@ class ComponentModel(ABC):
     name: ClassVar[str]
     runner: ClassVar[type]
 
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The components whose artifacts this model runs: itself."""
+        return (self.name,)
+
     def __init__(self, manifest: Manifest, target: Target, device: str) -> None:
         self.spec: BlipSpec = manifest.spec
         files = verify_artifact_files(manifest, self.name, target.name)
@@ -217,25 +222,21 @@ COMPONENT_MODELS: dict[str, type[ComponentModel]] = {
 }
 
 
-def load_models(manifest: Manifest, device_id: int = 0) -> dict[str, ComponentModel]:
-    """The three component models in this one process, on the manifest's target (benchmarks, checks)."""
-    target = manifest.target
-    device = target.load_device(device_id)
-    return {name: model(manifest, target, device) for name, model in COMPONENT_MODELS.items()}
-
-
 class PipelineModel:
     """``blip_vqa`` in one process: image encoder -> text encoder -> decoder, the component models chained.
 
     Same inputs, outputs, request parameters and 400s as the ensemble, because it is the same three models:
     every request is validated up front (image decoded, questions tokenized), then the frames of all valid
-    requests are encoded as one batch and the decoder runs all their questions together.
+    requests are encoded as one batch and the decoder runs all their questions together. The colocated layout
+    serves it as ``blip_vqa``; benchmarks and the GPU check run it in process.
     """
 
     name = ENSEMBLE_NAME
 
-    def __init__(self, models: Mapping[str, ComponentModel]) -> None:
-        self.models = models
+    def __init__(self, manifest: Manifest, target: Target, device: str) -> None:
+        models = {name: model(manifest, target, device) for name, model in COMPONENT_MODELS.items()}
+        self.models: dict[str, ComponentModel] = models
+        self.components = tuple(models)
         self.spec: BlipSpec = models[IMAGE_ENCODER].spec
         self.image_encoder = models[IMAGE_ENCODER]
         self.text_encoder: TextEncoderModel = models[TEXT_ENCODER]  # type: ignore[assignment]
@@ -262,3 +263,19 @@ class PipelineModel:
         if clock:
             clock(TEXT_DECODER)
         return outputs
+
+
+def load_models(manifest: Manifest, device_id: int = 0) -> dict[str, ComponentModel]:
+    """The three component models in this one process, on the manifest's target (benchmarks, checks)."""
+    return load_pipeline(manifest, device_id).models
+
+
+def load_pipeline(manifest: Manifest, device_id: int = 0) -> PipelineModel:
+    """``blip_vqa`` in this process, on the manifest's target and its device ``device_id``."""
+    target = manifest.target
+    return PipelineModel(manifest, target, target.load_device(device_id))
+
+
+# Every Python-backend model a repository can serve, by Triton model name: the components (ensemble layout) and
+# blip_vqa itself (colocated layout). Each is built as ``model(manifest, target, device)``.
+SERVING_MODELS: dict[str, Callable[[Manifest, Target, str], Any]] = {**COMPONENT_MODELS, ENSEMBLE_NAME: PipelineModel}

@@ -23,7 +23,7 @@ from torch.utils.dlpack import to_dlpack
 from blip_serving.errors import InvalidInputError
 from blip_serving.manifest import check_config_matches, read_manifest
 from blip_serving.spec import PARAM_ARTIFACT_DIR, PARAM_HOST_OUTPUTS, PARAM_INTRA_OP_THREADS, PARAM_TARGET
-from blip_serving.stub.models import COMPONENT_MODELS, ComponentModel
+from blip_serving.stub.models import SERVING_MODELS
 from blip_serving.targets import get_target, instance_index
 
 
@@ -42,18 +42,19 @@ def intra_op_threads(configured: int, instances: int) -> int:
 class TritonComponent:
     """The Triton side of a component model: parses ``initialize`` args, isolates errors per request."""
 
-    def __init__(self, model: ComponentModel, pb_utils: Any, host_outputs: bool = False) -> None:
+    def __init__(self, model: Any, pb_utils: Any, host_outputs: bool = False) -> None:
         self.model = model
         self.host_outputs = host_outputs
         self.pb_utils = pb_utils
         self.logger = pb_utils.Logger
-        self.inputs = model.spec.components[model.name].inputs
+        self.inputs = model.spec.model_tensors(model.name)[0]
 
     @classmethod
     def from_args(cls, component: str, args: Mapping[str, str], pb_utils: Any) -> TritonComponent:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        artifact_dir = Path(args["model_repository"]).parent / parameters[PARAM_ARTIFACT_DIR]
+        # The model folder may be reached through the server's repository view (a symlink): resolve to the real one.
+        artifact_dir = Path(args["model_repository"]).resolve().parent / parameters[PARAM_ARTIFACT_DIR]
         instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
         manifest = read_manifest(artifact_dir.resolve())
         target = get_target(parameters[PARAM_TARGET]).from_description(manifest.data["target"])
@@ -66,10 +67,10 @@ class TritonComponent:
         threads = intra_op_threads(int(parameters.get(PARAM_INTRA_OP_THREADS, "0") or 0), instances)
         torch.set_num_threads(threads)
         check_config_matches(manifest, component, config)
-        model = COMPONENT_MODELS[component](manifest, target, placed.load_device)
-        files = manifest.artifact_files(component)
+        model = SERVING_MODELS[component](manifest, target, placed.load_device)
+        files = [path.name for name in model.components for _, path in manifest.artifact_files(name)]
         pb_utils.Logger.log_info(
-            f"{component}: loaded {len(files)} artifact(s) ({files[0][1].name}...) for {target.name} on "
+            f"{component}: loaded {len(files)} artifact(s) ({', '.join(files[:3])}...) for {target.name} on "
             f"{placed.description}, "
             f"{threads} intra-op thread(s) (checkpoint {manifest.data['checkpoint']['source']})"
         )

@@ -35,6 +35,11 @@ class Target(ABC):
     instance_kind: ClassVar[str]
     # The torch device the build traces and verifies on.
     build_device: ClassVar[str] = "cpu"
+    # Placement (blip_serving.deploy.placement): whether every build is one artifact per shape bucket, what the
+    # accelerator holds of an fp32 weight byte, and whether the weights live in host memory.
+    always_static: ClassVar[bool] = False
+    device_weight_scale: ClassVar[float] = 1.0
+    weights_on_host: ClassVar[bool] = False
 
     precision: str = "fp32"
     compiler_args: tuple[str, ...] = ()
@@ -116,6 +121,11 @@ class Target(ABC):
     def config_parameters(self, deployment: Deployment, component: str) -> dict[str, str]:
         """Target-specific ``parameters`` of a component's config.pbtxt."""
         return {}
+
+    def process_slots(self, host: Mapping[str, Any]) -> int | None:
+        """How many processes the host's accelerators can serve at once, each owning its share exclusively;
+        None where processes share the device (a GPU, the CPU)."""
+        return None
 
 
 def instance_index(instance_name: str) -> int:

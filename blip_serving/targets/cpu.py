@@ -12,6 +12,7 @@ from blip_serving.targets.base import Target
 class CpuTarget(Target):
     name = "cpu"
     instance_kind = "KIND_CPU"
+    weights_on_host = True
 
     @classmethod
     def resolve(cls, *, fp16: bool = False, compiler_args: str | None = None, static_shapes: bool = False) -> Target:

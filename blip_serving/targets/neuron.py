@@ -69,6 +69,9 @@ class NeuronTarget(Target):
     name = "neuron"
     # The model places itself: each instance reserves its NeuronCores through NEURON_RT_VISIBLE_CORES.
     instance_kind = "KIND_MODEL"
+    always_static = True
+    # The default compiler arguments cast matrix multiplications to fp16: about half an fp32 weight byte each.
+    device_weight_scale = 0.5
 
     @classmethod
     def resolve(cls, *, fp16: bool = False, compiler_args: str | None = None, static_shapes: bool = False) -> Target:
@@ -86,8 +89,8 @@ class NeuronTarget(Target):
 
     def deployment_note(self, deployment: Deployment) -> str | None:
         return (
-            f"neuron: {deployment.neuron_cores_needed} NeuronCores needed ({deployment.instances} instance(s) x "
-            f"{deployment.neuron_cores_per_instance} core(s) x 3 components); blocks {deployment.neuron_core_blocks()}"
+            f"neuron ({deployment.layout} layout): {deployment.neuron_cores_needed} NeuronCores needed "
+            f"({deployment.neuron_cores_per_instance} per instance); blocks {deployment.neuron_core_blocks()}"
         )
 
     def load(self, path: str, device: str) -> Any:
@@ -108,6 +111,10 @@ class NeuronTarget(Target):
         os.environ[NEURON_VISIBLE_CORES_ENV] = cores
         # Inputs stay on the host; the Neuron runtime moves them to the cores.
         return InstanceDevice(load_device="cpu", description=f"neuron cores {cores}")
+
+    def process_slots(self, host: Mapping[str, Any]) -> int | None:
+        # A NeuronCore reserved by one process cannot be used by another: one process per core at most.
+        return int(host["neuron_cores"])
 
     def config_parameters(self, deployment: Deployment, component: str) -> dict[str, str]:
         start, end = deployment.neuron_core_blocks()[component]

@@ -10,9 +10,12 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from blip_build.pipeline import build, is_random
+from blip_serving.deploy.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES
+from blip_serving.deploy.placement import deployment_from_plan, plan_path, read_plan
 from blip_serving.deploy.triton_config import Deployment
 from blip_serving.errors import ArtifactError, TargetUnavailableError
 from blip_serving.spec import (
@@ -40,6 +43,12 @@ def _sizes_option(parser: argparse.ArgumentParser, flag: str, env: str, default:
         default=_sizes(os.environ.get(env) or ",".join(map(str, default))),
         help=f"{what} (env {env}, default {','.join(map(str, default))})",
     )
+
+
+def _int_env(name: str) -> int | None:
+    """An integer option's default from the environment; None (the plan's, else the built-in) when unset."""
+    value = os.environ.get(name)
+    return int(value) if value else None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,27 +89,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--force", action="store_true", default=os.environ.get("FORCE") == "1")
     parser.add_argument(
+        "--layout",
+        choices=LAYOUT_NAMES,
+        default=os.environ.get("LAYOUT") or None,
+        help="the layout whose deployment the options below describe (configs are written for every layout); "
+        f"default: the plan's, else {DEFAULT_LAYOUT}",
+    )
+    parser.add_argument(
         "--instances",
         type=int,
-        default=int(os.environ.get("INSTANCES") or 1),
+        default=_int_env("INSTANCES"),
         help="Triton instances of each component model (config only; no rebuild)",
     )
     parser.add_argument(
         "--neuron-cores-per-instance",
         type=int,
-        default=int(os.environ.get("NEURON_CORES_PER_INSTANCE") or 1),
+        default=_int_env("NEURON_CORES_PER_INSTANCE"),
         help="NeuronCores each neuron instance reserves (NEURON_RT_VISIBLE_CORES)",
     )
     parser.add_argument(
         "--intra-op-threads",
         type=int,
-        default=int(os.environ.get("INTRA_OP_THREADS") or 0),
+        default=_int_env("INTRA_OP_THREADS"),
         help="torch threads per instance; 0 shares the cores evenly among a component's instances",
     )
     parser.add_argument(
         "--max-queue-delay-us",
         type=int,
-        default=int(os.environ.get("MAX_QUEUE_DELAY_US") or 0),
+        default=_int_env("MAX_QUEUE_DELAY_US"),
         help="how long the image encoder's dynamic batcher may wait to fill a batch",
     )
     return parser.parse_args(argv)
@@ -114,9 +130,22 @@ def main(argv: list[str] | None = None) -> int:
         target = resolve_target(
             args.target, fp16=args.fp16, compiler_args=args.compiler_args, static_shapes=args.static_shapes
         )
-        deployment = Deployment(
-            args.instances, args.neuron_cores_per_instance, args.intra_op_threads, args.max_queue_delay_us
-        )
+        # `make plan` wrote the host's deployment for this target; options given here override it.
+        plan = read_plan(args.artifacts, target.name)
+        deployment = deployment_from_plan(plan) if plan else Deployment()
+        given = {
+            "layout": args.layout,
+            "instances": args.instances,
+            "neuron_cores_per_instance": args.neuron_cores_per_instance,
+            "intra_op_threads": args.intra_op_threads,
+            "max_queue_delay_us": args.max_queue_delay_us,
+        }
+        given = {key: value for key, value in given.items() if value is not None}
+        if "layout" in given or "instances" in given:
+            given.setdefault("model_instances", ())
+        deployment = replace(deployment, **given)
+        if plan:
+            print(f"using {plan_path(args.artifacts, target.name)} (HOST={plan['host']}): {plan['why']}")
     except (TargetUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

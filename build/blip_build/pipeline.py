@@ -8,10 +8,12 @@ manifest and each model's ``configs/<target>.pbtxt``.
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from blip_build.artifacts import Progress, build_target, resolve_max_length, yes_no_token_ids
 from blip_build.checkpoints import RANDOM_MODELS, load_checkpoint
+from blip_serving.deploy.layouts import LAYOUT_NAMES
 from blip_serving.deploy.triton_config import Deployment, write_repository_configs
 from blip_serving.manifest import Manifest
 from blip_serving.spec import (
@@ -56,7 +58,8 @@ def build(
 ) -> Manifest:
     """Build ``model`` (a checkpoint directory, a hub id, ``random-tiny`` or ``random-base``) for ``target``.
 
-    Artifacts go to ``artifacts/<target>/``, configs to ``repository/<model>/configs/<target>.pbtxt``. A target
+    Artifacts go to ``artifacts/<target>/``, configs to ``repository/<model>/configs/<config>.pbtxt`` for every
+    layout (``<target>`` for the ensemble, ``colocated-<target>``). A target
     given by name is resolved first, so a missing SDK or GPU fails before anything is loaded or written.
     Raises ``TargetUnavailableError``, ``ArtifactError`` (verification included), ``OSError`` or ``ValueError``.
     """
@@ -86,7 +89,10 @@ def build(
     )
     out_dir = artifacts / target.name
     manifest = build_target(checkpoint, spec, target, out_dir, force=force, progress=progress)
-    write_repository_configs(spec, target.name, repository, out_dir, deployment)
+    # Every layout's configs over the same artifacts, so `make serve LAYOUT=...` needs no rebuild; the deployment's
+    # instances, threads and cores apply to each.
+    for layout in LAYOUT_NAMES:
+        write_repository_configs(spec, target.name, repository, out_dir, replace(deployment, layout=layout))
     del checkpoint
     return manifest
 

@@ -1,16 +1,20 @@
-"""The real Triton server from the nvidia-pytriton wheel, serving the session's random-tiny build."""
+"""The real Triton server from the nvidia-pytriton wheel, serving the session's random-tiny build in each layout.
+
+Every test that uses ``triton`` or ``client`` runs once against the ensemble layout and once against the colocated
+one: the same calls must get the same answers and the same errors, whichever layout a fleet runs."""
 
 from __future__ import annotations
 
 import pytest
 
 from blip_client.client import BlipVqaClient
+from blip_serving.deploy.layouts import LAYOUT_NAMES
 from blip_serving.deploy.server import TritonServer
 
 
-@pytest.fixture(scope="session")
-def triton(tiny_build):
-    server = TritonServer(tiny_build.repository, "cpu")
+@pytest.fixture(scope="session", params=LAYOUT_NAMES)
+def triton(tiny_build, request):
+    server = TritonServer(tiny_build.repository, "cpu", layout=request.param)
     server.start()
     yield server
     server.stop()

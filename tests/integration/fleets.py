@@ -1,6 +1,7 @@
 """Two real Triton fleets behind the real API tier (``python -m blip_api``), and a steady load from threads.
 
-Each fleet is the cpu repository served by its own tritonserver on its own ports, named as the production
+Each fleet is the cpu repository served by its own tritonserver on its own ports (fleet `neuron` in the colocated
+layout, `gpu` in the ensemble layout), named as the production
 fleets are (``neuron``, ``gpu``); the API tier is the same process ``make api`` starts.
 """
 
@@ -54,6 +55,7 @@ def restart(server: TritonServer) -> TritonServer:
     return TritonServer(
         server.repository,
         server.target,
+        layout=server.layout.name,
         http_port=server.http_port,
         grpc_port=server.grpc_port,
         metrics_port=server.metrics_port,

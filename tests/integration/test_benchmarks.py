@@ -16,12 +16,18 @@ from blip_bench import bench, perf
 def test_perf_sweeps_with_perf_analyzer_and_writes_csv_chart_and_knee(tmp_path, capsys) -> None:
     out = tmp_path / "results"
     args = ["--model", "random-tiny", "--workspace", str(tmp_path / "ws"), "--out", str(out)]
-    assert perf.main([*args, "--instances", "1,2", "--concurrency", "1,2", "--slo-ms", "5000", "--rate", "1"]) == 0
+    sweep = ["--layouts", "ensemble,colocated", "--instances", "1,2", "--concurrency", "1,2"]
+    assert perf.main([*args, *sweep, "--slo-ms", "5000", "--rate", "1"]) == 0
     printed = capsys.readouterr().out
-    assert [f"[{i}/4] instances" in printed for i in range(1, 5)] == [True] * 4, "a progress line per point"
+    assert [f"[{i}/8] " in printed for i in range(1, 9)] == [True] * 8, "a progress line per point"
     with (out / "perf-cpu.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert [(r["instances"], r["concurrency"]) for r in rows] == [("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")]
+    assert [(r["layout"], r["instances"], r["concurrency"]) for r in rows] == [
+        (layout, instances, concurrency)
+        for layout in ("ensemble", "colocated")
+        for instances in ("1", "2")
+        for concurrency in ("1", "2")
+    ]
     assert all(float(r["throughput"]) > 0 and 0 < float(r["p50_ms"]) <= float(r["p99_ms"]) for r in rows)
     assert (out / "perf-cpu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((out / "perf-cpu.json").read_text())
@@ -48,4 +54,12 @@ def test_bench_measures_every_path_and_writes_its_json(tmp_path, capsys, tiny_bu
         "stub text_decoder",
     }
     assert set(report["decode_ms"]["yes/no answer (2 steps)"]) == {"fixed", "bucketed", "exact"}
+    assert set(report["layouts"]) == {"ensemble", "colocated"}
+    colocated = report["layouts"]["colocated"]
+    assert [p["name"] for p in colocated["memory"]["processes"]] == ["tritonserver", "stub blip_vqa"]
+    assert colocated["served_best"]["fps"] > 0 and colocated["ratios"]["rss_over_fp32_weights"] > 0
+    # One process owns the cores in the colocated layout: the other OpenMP wait policy is measured too.
+    assert list(report["omp_variants"]) == ["colocated OMP ACTIVE"] or list(report["omp_variants"]) == [
+        "colocated OMP PASSIVE"
+    ]
     assert "served best fps / floor fps" in capsys.readouterr().out

@@ -39,10 +39,12 @@ def fleets(tiny_build, tmp_path_factory):
     repository = tmp_path_factory.mktemp("fleets") / "model_repository"
     shutil.copytree(tiny_build.repository, repository, ignore=shutil.ignore_patterns("configs"))
     artifacts = tiny_build.target_dir()
-    write_repository_configs(
-        read_manifest(artifacts).spec, "cpu", repository, artifacts, Deployment(intra_op_threads=1)
-    )
-    servers = {name: TritonServer(repository, "cpu").start() for name in ("neuron", "gpu")}
+    # One fleet of each layout: the router and the API tier must not be able to tell them apart.
+    layouts = {"neuron": "colocated", "gpu": "ensemble"}
+    for layout in layouts.values():
+        deployment = Deployment(layout=layout, intra_op_threads=1)
+        write_repository_configs(read_manifest(artifacts).spec, "cpu", repository, artifacts, deployment)
+    servers = {name: TritonServer(repository, "cpu", layout=layout).start() for name, layout in layouts.items()}
     for server in servers.values():  # the first calls of a TorchScript module profile and optimize it
         with BlipVqaClient(server.http_url) as client:
             for count in (1, 2, 2):

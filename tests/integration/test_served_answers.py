@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from blip_client.client import BlipVqaClient
+from blip_serving.deploy.layouts import LAYOUT_NAMES
 from blip_serving.deploy.server import TritonServer
 from tests.conftest import QUESTIONS, VALID_IMAGES, Reference, make_build
 
@@ -113,11 +114,13 @@ def test_a_local_checkpoint_with_other_sizes_serves_its_own_answers(tmp_path_fac
     checkpoint = _odd_sized_checkpoint(root / "checkpoint")
     build = make_build(root, str(checkpoint), question_buckets=(12, 40), image_batch_buckets=(1, 2))
     reference = Reference(checkpoint)
-    with TritonServer(build.repository, "cpu") as server, BlipVqaClient(server.http_url) as odd_client:
-        for path in VALID_IMAGES[:3]:
-            result = odd_client.infer(path.read_bytes(), QUESTIONS)
-            assert result.answers == [reference.answer(path, q) for q in QUESTIONS]
-            assert np.allclose(result.scores, [reference.score(path, q) for q in QUESTIONS], atol=1e-5)
+    for layout in LAYOUT_NAMES:
+        server = TritonServer(build.repository, "cpu", layout=layout)
+        with server, BlipVqaClient(server.http_url) as odd_client:
+            for path in VALID_IMAGES[:3]:
+                result = odd_client.infer(path.read_bytes(), QUESTIONS)
+                assert result.answers == [reference.answer(path, q) for q in QUESTIONS], layout
+                assert np.allclose(result.scores, [reference.score(path, q) for q in QUESTIONS], atol=1e-5), layout
 
 
 def test_a_static_shape_build_serves_the_same_results(static_build, client) -> None:

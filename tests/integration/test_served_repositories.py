@@ -7,25 +7,44 @@ import shutil
 import pytest
 import tritonclient.http as triton_http
 
+from blip_contract import ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS
 from blip_serving.deploy.server import ServerError, TritonServer
-from blip_serving.deploy.triton_config import repository_configs
+from blip_serving.deploy.triton_config import Deployment, repository_configs
 from blip_serving.manifest import read_manifest
-from blip_serving.spec import COMPONENT_NAMES, ENSEMBLE_NAME
+from blip_serving.spec import ENSEMBLE_NAME
 from blip_serving.targets import TARGET_NAMES
+
+
+def _metadata(client, name: str) -> dict[str, list]:
+    served = client.get_model_metadata(name)
+    return {
+        kind: [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in served[kind]]
+        for kind in ("inputs", "outputs")
+    }
+
+
+def test_blip_vqa_metadata_is_the_wire_contract_in_every_layout(triton) -> None:
+    """What callers see is the contract, whichever layout serves it; the colocated layout serves blip_vqa alone."""
+    client = triton_http.InferenceServerClient(triton.http_url)
+    try:
+        assert _metadata(client, ENSEMBLE_NAME) == {
+            "inputs": [(t.name, t.dtype, list(t.dims)) for t in ENSEMBLE_INPUTS],
+            "outputs": [(t.name, t.dtype, list(t.dims)) for t in ENSEMBLE_OUTPUTS],
+        }
+        served = {entry["name"] for entry in client.get_model_repository_index() if entry.get("state") == "READY"}
+        assert served == set(triton.layout.served_models)
+    finally:
+        client.close()
 
 
 def test_the_served_metadata_equals_the_gpu_and_neuron_configs(triton, tiny_build) -> None:
     spec = read_manifest(tiny_build.target_dir()).spec
     client = triton_http.InferenceServerClient(triton.http_url)
     try:
-        for name in (ENSEMBLE_NAME, *COMPONENT_NAMES):
-            served = client.get_model_metadata(name)
-            wire = {
-                kind: [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in served[kind]]
-                for kind in ("inputs", "outputs")
-            }
+        for name in triton.layout.served_models:
+            wire = _metadata(client, name)
             for target in TARGET_NAMES:
-                config = repository_configs(spec, target, "x")[name]
+                config = repository_configs(spec, target, "x", Deployment(layout=triton.layout.name))[name]
                 # Metadata shows a batching model's shapes with the batch dimension (-1) first.
                 batch = [-1] if config.max_batch_size else []
                 declared = {

@@ -104,8 +104,10 @@ for _name, _value in dict(
 sys.modules["triton_python_backend_utils"] = pb_utils
 
 
-def load_model(repository: Path, name: str, target: str = "cpu", instance: int = 0) -> Any:
-    """Import ``<name>/1/model.py`` and call ``initialize`` with the args the Python backend passes."""
+def load_model(repository: Path, name: str, target: str = "cpu", instance: int = 0, config: str | None = None) -> Any:
+    """Import ``<name>/1/model.py`` and call ``initialize`` with the args the Python backend passes.
+
+    ``config`` is the config name Triton is started with (``--model-config-name``; default the target's)."""
     from google.protobuf import json_format
 
     from blip_serving.deploy.triton_config import parse
@@ -114,7 +116,7 @@ def load_model(repository: Path, name: str, target: str = "cpu", instance: int =
     module_spec = importlib.util.spec_from_file_location(f"model_{name}_{target}_{instance}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    config = parse((repository / name / "configs" / f"{target}.pbtxt").read_text())
+    config = parse((repository / name / "configs" / f"{config or target}.pbtxt").read_text())
     model = module.TritonPythonModel()
     model.initialize(
         {

@@ -44,7 +44,16 @@ def test_the_knee_is_the_best_throughput_under_the_slo() -> None:
 
 
 def test_capacity_uses_one_machine_when_it_can_else_counts_machines_at_the_knee() -> None:
-    assert capacity_for_rate(POINTS, 2000, 0.8) == {"rate": 0.8, "instances": 1, "machines": 1, "concurrency": 1}
-    assert capacity_for_rate(POINTS, 2000, 1.0) == {"rate": 1.0, "instances": 2, "machines": 1, "concurrency": 2}
-    assert capacity_for_rate(POINTS, 2000, 5.0) == {"rate": 5.0, "instances": 2, "machines": 5, "concurrency": 2}
+    one = {"layout": "ensemble", "machines": 1}
+    assert capacity_for_rate(POINTS, 2000, 0.8) == one | {"rate": 0.8, "instances": 1, "concurrency": 1}
+    assert capacity_for_rate(POINTS, 2000, 1.0) == one | {"rate": 1.0, "instances": 2, "concurrency": 2}
+    assert capacity_for_rate(POINTS, 2000, 5.0) == one | {"rate": 5.0, "instances": 2, "machines": 5, "concurrency": 2}
     assert "no point keeps p99 under 1000 ms" in capacity_for_rate(POINTS, 1000, 1.0)["answer"]
+    colocated = [*POINTS, Point(1, 2, 1.05, 900, 1000, 1100, 1200, layout="colocated")]
+    assert capacity_for_rate(colocated, 2000, 1.0) == {
+        "rate": 1.0,
+        "layout": "colocated",
+        "instances": 1,
+        "machines": 1,
+        "concurrency": 2,
+    }

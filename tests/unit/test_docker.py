@@ -86,3 +86,5 @@ def test_compose_wires_both_fleets_to_the_api_tier() -> None:
     settings = ApiSettings.load(DOCKER / "api.compose.toml", env={"BLIP_API_TOKEN": "x"})
     assert {b.url for b in settings.router.backends} == {"neuron-fleet:8000", "gpu-fleet:8000"}
     assert all(services[f"{name}-fleet"]["shm_size"] for name in ("neuron", "gpu"))
+    # Each fleet takes LAYOUT from the environment (empty: the plan's layout, else the ensemble).
+    assert all("LAYOUT" in services[f"{name}-fleet"]["environment"] for name in ("neuron", "gpu"))

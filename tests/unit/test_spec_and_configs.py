@@ -6,7 +6,7 @@ import pytest
 from transformers import BlipConfig
 
 from blip_serving import spec as names
-from blip_serving.deploy.triton_config import Deployment, component_config, ensemble_config, parse, render
+from blip_serving.deploy.triton_config import Deployment, ensemble_config, parse, python_model_config, render
 from blip_serving.spec import BlipSpec
 
 # blip-vqa-base's tokenizer (bert-base-uncased): "yes" and "no".
@@ -75,22 +75,24 @@ def test_shape_buckets_name_every_static_artifact() -> None:
 
 def test_image_encoder_batches_frames_with_the_dynamic_batcher() -> None:
     spec = base_spec()
-    config = component_config(spec, names.IMAGE_ENCODER, "cpu", "x", Deployment(max_queue_delay_us=500))
+    config = python_model_config(spec, names.IMAGE_ENCODER, "cpu", "x", Deployment(max_queue_delay_us=500))
     assert config.max_batch_size == 8
     assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
     assert config.dynamic_batching.max_queue_delay_microseconds == 500
-    assert component_config(spec, names.TEXT_ENCODER, "cpu", "x").max_batch_size == 0
+    assert python_model_config(spec, names.TEXT_ENCODER, "cpu", "x").max_batch_size == 0
     assert (
-        component_config(spec, names.TEXT_ENCODER, "gpu", "x").parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value
+        python_model_config(spec, names.TEXT_ENCODER, "gpu", "x")
+        .parameters["FORCE_CPU_ONLY_INPUT_TENSORS"]
+        .string_value
         == "no"
     )
 
 
 @pytest.mark.parametrize("target", ["cpu", "gpu", "neuron"])
-def test_component_configs_carry_the_spec_for_every_target(target: str) -> None:
+def test_python_model_configs_carry_the_spec_for_every_target(target: str) -> None:
     spec = base_spec()
     for name, component in spec.components.items():
-        config = parse(render(component_config(spec, name, target, "../artifacts/" + target)))
+        config = parse(render(python_model_config(spec, name, target, "../artifacts/" + target)))
         assert config.name == name and config.backend == "python"
         assert [(t.name, list(t.dims)) for t in config.input] == [(t.name, list(t.dims)) for t in component.inputs]
         assert [(t.name, list(t.dims)) for t in config.output] == [(t.name, list(t.dims)) for t in component.outputs]

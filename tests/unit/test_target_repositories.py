@@ -155,6 +155,36 @@ def test_a_neuron_repository_serves_the_same_answers_as_cpu(neuron_repository, t
     assert all(b.shape == (1, *a.shape[1:]) and np.allclose(a, b, atol=1e-5) for a, b in zip(alone, batched))
 
 
+def test_colocated_on_two_neuron_cores_each_instance_reserves_its_own_core_and_answers_as_cpu(
+    neuron_repository, tiny_reference
+) -> None:
+    """inf2.xlarge: two colocated blip_vqa instances, one per NeuronCore, each loading all three NEFF sets."""
+    repository, events = neuron_repository
+    artifacts = repository.parent / "artifacts" / "neuron"
+    spec = read_manifest(artifacts).spec
+    deployment = Deployment(layout="colocated", instances=2)
+    assert deployment.neuron_cores_needed == 2 and deployment.neuron_core_blocks() == {"blip_vqa": (0, 1)}
+    write_repository_configs(spec, "neuron", repository, artifacts, deployment)
+    files = sum(len(read_manifest(artifacts).artifact_files(name)) for name in COMPONENT_NAMES)
+    for instance in (0, 1):
+        events.clear()
+        sys.modules.pop("torch_neuronx", None)  # each instance is its own process: the SDK is imported afresh
+        model = load_model(repository, "blip_vqa", "neuron", instance=instance, config="colocated-neuron")
+        core = str(instance)
+        assert events == [("import torch_neuronx", core)] + [("torch.jit.load", core)] * files
+    image = VALID_IMAGES[0]
+    request = pb_utils.InferenceRequest
+    questions = np.array([q.encode() for q in QUESTIONS] * 2, dtype=object)
+    (response,) = model.execute(
+        [request({"IMAGE": np.array([image.read_bytes()], dtype=object), "QUESTIONS": questions})]
+    )
+    assert response.error is None
+    assert [a.decode() for a in response.outputs()["ANSWERS"]] == [
+        tiny_reference.answer(image, q) for q in QUESTIONS
+    ] * 2
+    assert np.allclose(response.outputs()["SCORES"], [tiny_reference.score(image, q) for q in QUESTIONS] * 2, atol=1e-5)
+
+
 def test_artifacts_of_another_target_are_refused_at_load(neuron_repository) -> None:
     repository, _ = neuron_repository
     manifest_path = repository.parent / "artifacts" / "neuron" / MANIFEST

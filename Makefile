@@ -22,7 +22,7 @@ export HTTP_PORT GRPC_PORT METRICS_PORT API_HOST API_PORT INSECURE_DEV
 export BENCH_SECONDS BENCH_FRAMES SLO_MS RATE PERF_INSTANCES PERF_CONCURRENCY
 
 .DEFAULT_GOAL := help
-.PHONY: help install plan build-artifacts serve api ask demo bench perf gpu-check gpu-check-carry test test-unit test-integration lint format clean
+.PHONY: help install plan capacity cost build-artifacts serve api ask demo bench perf gpu-check gpu-check-carry test test-unit test-integration lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,6 +64,12 @@ gpu-check-carry: install ## Here: pack what a GPU machine lacks (Triton, tritonc
 
 gpu-check: ## On a CUDA machine: build gpu fp32/fp16, compare with transformers, floor and served -> bench-gpu.json
 	benchmarks/gpu_check.sh run $(GPU_CHECK_ARGS)
+
+capacity: install ## HPA per-pod target from make perf's knee x headroom -> deploy/kubernetes/overlays/*/capacity.yaml
+	$(BIN)/python -m blip_serving.deploy.capacity capacity $(if $(PERF),--perf $(PERF))
+
+cost: install ## $/h, $ per million frames and questions per fleet for RATE frames/s, from perf results and deploy/prices.toml
+	$(BIN)/python -m blip_serving.deploy.capacity cost --rate $(or $(RATE),10)
 
 test: install ## Unit tests, then integration tests against a real Triton server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "target": args.target,
         "mode": mode,
+        "questions_per_frame": len(BEHAVIOR_QUESTIONS),
         "slo_ms": args.slo_ms,
         "knee": asdict(best) if best else None,
         "capacity": capacity,

@@ -9,6 +9,7 @@ Tensors between the steps cross as DLPack (no numpy round trip; on GPU they stay
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import traceback
@@ -26,6 +27,11 @@ from blip_serving.spec import PARAM_ARTIFACT_DIR, PARAM_HOST_OUTPUTS, PARAM_INTR
 from blip_serving.stub.models import SERVING_MODELS
 from blip_serving.targets import get_target, instance_index
 
+# When freed memory goes back to the system: "always" (after the artifacts load and after every execute: about
+# 120 MiB less resident for random-base colocated, no throughput change measurable on 2 cores), "load" (after the
+# artifacts load only), "0" never.
+TRIM_ENV = "BLIP_MALLOC_TRIM"
+
 
 def intra_op_threads(configured: int, instances: int) -> int:
     """Threads per instance: the configured count, else this machine's cores shared evenly by the instances.
@@ -37,6 +43,22 @@ def intra_op_threads(configured: int, instances: int) -> int:
         return configured
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // max(1, instances))
+
+
+def release_freed_memory(after_execute: bool = False) -> None:
+    """Hand memory that glibc keeps after frees back to the system (``malloc_trim``); a no-op off glibc.
+
+    Loading artifacts and running a frame free large temporary buffers; glibc keeps them in its heap, where they
+    count as this stub's resident memory until reused.
+    """
+    mode = os.environ.get(TRIM_ENV, "always")
+    if mode == "0" or (after_execute and mode != "always"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.malloc_trim(0)
 
 
 class TritonComponent:
@@ -74,6 +96,7 @@ class TritonComponent:
             f"{placed.description}, "
             f"{threads} intra-op thread(s) (checkpoint {manifest.data['checkpoint']['source']})"
         )
+        release_freed_memory()
         return cls(model, pb_utils, host_outputs=parameters.get(PARAM_HOST_OUTPUTS) == "yes")
 
     def _error(self, message: str, code_name: str) -> Any:
@@ -130,4 +153,5 @@ class TritonComponent:
                 self.logger.log_error(f"{self.model.name}: inference failed\n{traceback.format_exc()}")
                 for index, _ in prepared:
                     responses[index] = self._error(f"{self.model.name}: internal error during inference", "INTERNAL")
+        release_freed_memory(after_execute=True)
         return responses

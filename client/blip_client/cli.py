@@ -1,4 +1,9 @@
-"""Command line: ``blip-client ask --image dog.jpg "Is the dog barking?" "Is the dog playing?"``."""
+"""Command line: ``blip-client ask --image dog.jpg "Is the dog barking?"`` and ``blip-client probe``.
+
+``probe`` is the fleets' readiness and liveness check (Kubernetes exec probe): one real scores-only inference of a
+16x16 image through ``blip_vqa``. Triton's own ``/v2/health/ready`` stays 200 when a Python stub has died and every
+inference fails; this does not. Exit 0 when the model answered, 1 with one line saying why not.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import time
 from pathlib import Path
 
 from blip_client.client import BlipVqaClient, BlipVqaError
+from blip_client.wire import PROBE_IMAGE, PROBE_QUESTIONS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     ask.add_argument("--url", default=os.environ.get("TRITON_URL", f"127.0.0.1:{os.environ.get('HTTP_PORT', '8000')}"))
     ask.add_argument("--protocol", choices=("http", "grpc"), default="http")
     ask.add_argument("--timeout", type=float, default=60.0)
+    probe = commands.add_parser("probe", help="exit 0 if blip_vqa answers a real one-question inference")
+    probe.add_argument(
+        "--url", default=os.environ.get("TRITON_URL", f"127.0.0.1:{os.environ.get('HTTP_PORT', '8000')}")
+    )
+    probe.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    probe.add_argument("--timeout", type=float, default=5.0, help="seconds before the probe fails")
     args = parser.parse_args(argv)
+    if args.command == "probe":
+        return run_probe(args.url, args.protocol, args.timeout)
     try:
         image = args.image.read_bytes()
     except OSError as error:
@@ -37,4 +51,22 @@ def main(argv: list[str] | None = None) -> int:
     for question, answer in zip(args.questions, answers, strict=True):
         print(f"{question} -> {answer}")
     print(f"({len(answers)} answers in {elapsed * 1000:.0f} ms)")
+    return 0
+
+
+def run_probe(url: str, protocol: str, timeout_s: float) -> int:
+    started = time.perf_counter()
+    try:
+        with BlipVqaClient(url, protocol=protocol, timeout_s=timeout_s) as client:
+            (score,) = client.scores(PROBE_IMAGE, PROBE_QUESTIONS)
+    except (BlipVqaError, OSError) as error:
+        print(
+            f"probe failed: {url}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+            file=sys.stderr,
+        )
+        return 1
+    except Exception as error:  # a probe must answer in one line, whatever broke
+        print(f"probe failed: {url}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(f"ok: {url} answered in {(time.perf_counter() - started) * 1000:.0f} ms (score {score:.3f})")
     return 0

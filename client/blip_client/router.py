@@ -16,7 +16,6 @@ Every fleet serves the same model names, inputs and outputs, so a fleet is just 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
@@ -38,15 +37,9 @@ from blip_client.errors import (
     ServerUnavailableError,
 )
 from blip_client.router_metrics import BREAKER_STATES, RouterMetrics
-from blip_client.wire import VqaResult
+from blip_client.wire import PROBE_IMAGE, PROBE_QUESTIONS, VqaResult
 
 log = logging.getLogger("blip_client.router")
-
-# A 16x16 PNG: the probe exercises the whole ensemble (decode, resize, three components) at minimal cost.
-PROBE_IMAGE = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAGklEQVR42mM8MS2KgRTAxEAiGNUwqmHoaAAAdNkB2Bua48gAAAAASUVORK5CYII="
-)
-PROBE_QUESTIONS = ("is there an animal?",)
 
 
 class RouterConfigError(ValueError):

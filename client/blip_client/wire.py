@@ -8,6 +8,7 @@ holds SCORES alone.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -23,6 +24,12 @@ from blip_client.errors import (
     ServerUnavailableError,
 )
 from blip_contract import ANSWERS, IMAGE, QUESTIONS, SCORES, SCORES_ONLY
+
+# A 16x16 PNG: a health probe exercises the whole model (decode, resize, three components) at minimal cost.
+PROBE_IMAGE = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAGklEQVR42mM8MS2KgRTAxEAiGNUwqmHoaAAAdNkB2Bua48gAAAAASUVORK5CYII="
+)
+PROBE_QUESTIONS = ("is there an animal?",)
 
 _INVALID = {"400", "StatusCode.INVALID_ARGUMENT"}
 _UNAVAILABLE = {"503", "StatusCode.UNAVAILABLE"}

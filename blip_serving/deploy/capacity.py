@@ -1,0 +1,241 @@
+"""``make capacity`` and ``make cost``: from a measured ``make perf`` knee to an autoscaling target and a price.
+
+- capacity: the per-pod target of a fleet's HorizontalPodAutoscaler is the knee ``make perf`` measured (the highest
+  frames/s whose p99 stays under the SLO, one pod being one host) times a stated headroom, so that a pod scales out
+  before it leaves the SLO. It is written into the fleet's overlay as ``capacity.yaml``, with where it came from.
+- cost: per fleet, frames/s per instance at the SLO, the instances ``RATE`` frames/s needs plus one spare, $/h,
+  $ per million frames and per million questions, and the saving of each fleet against the others. A fleet without
+  a measurement, or a host without a price, says so: nothing is extrapolated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERLAYS = ROOT / "deploy" / "kubernetes" / "overlays"
+PRICES = ROOT / "deploy" / "prices.toml"
+RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_HEADROOM = 0.7  # a pod scales out at 70% of the throughput it sustains within the SLO
+# The fleets and the host each one runs on; the overlay its HPA target goes to.
+FLEETS = {
+    "neuron": {"host": "inf2.xlarge", "overlay": "neuron-inf2-xlarge"},
+    "gpu": {"host": "g5.xlarge", "overlay": "gpu-g5-xlarge"},
+    "cpu": {"host": "local", "overlay": None},
+}
+
+
+class CapacityError(ValueError):
+    """A perf result without a knee, or an unknown fleet: the message says which."""
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One fleet's measurement at the knee: what `make perf` wrote."""
+
+    fleet: str
+    host: str
+    source: str
+    fps: float
+    p99_ms: float
+    slo_ms: float
+    questions_per_frame: int
+    layout: str
+    instances: int
+
+
+def read_perf(path: Path, fleet: str, host: str) -> Measured:
+    data = json.loads(path.read_text())
+    knee = data.get("knee")
+    if not knee:
+        raise CapacityError(
+            f"{path}: no point kept p99 under {data.get('slo_ms')} ms, so there is no knee to size from"
+        )
+    return Measured(
+        fleet=fleet,
+        host=host,
+        source=f"{path.name} ({data['machine']['cpu']}, {data['machine']['cores']} cores, {data['model']})",
+        fps=float(knee["throughput"]),
+        p99_ms=float(knee["p99_ms"]),
+        slo_ms=float(data["slo_ms"]),
+        questions_per_frame=int(data.get("questions_per_frame", 3)),
+        layout=knee.get("layout", "ensemble"),
+        instances=int(knee["instances"]),
+    )
+
+
+def per_pod_target(measured: Measured, headroom: float = DEFAULT_HEADROOM) -> float:
+    """Inference requests (frames) per second per pod at which the HPA adds pods."""
+    if not 0 < headroom <= 1:
+        raise CapacityError(f"headroom must be in (0, 1], got {headroom}")
+    return round(measured.fps * headroom, 4)
+
+
+def capacity_patch(measured: Measured, headroom: float = DEFAULT_HEADROOM) -> str:
+    target = per_pod_target(measured, headroom)
+    return f"""# Written by `make capacity` on {time.strftime("%Y-%m-%d")}: the HPA's per-pod target.
+# Knee measured by `make perf`: {measured.fps:g} frames/s per pod, p99 {measured.p99_ms:g} ms under the {measured.slo_ms:g} ms
+# SLO ({measured.layout} layout, {measured.instances} instance(s)); source {measured.source}.
+# Headroom {headroom:g}: target = {measured.fps:g} x {headroom:g} = {target:g} requests/s per pod.
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: blip-fleet
+spec:
+  metrics:
+    - type: Pods
+      pods:
+        metric:
+          name: blip_vqa_inference_requests_per_second
+        target:
+          type: AverageValue
+          averageValue: "{target:g}"
+"""
+
+
+def load_prices(path: Path = PRICES) -> dict[str, Any]:
+    return tomllib.loads(path.read_text())
+
+
+def fleet_costs(measured: dict[str, Measured | None], prices: dict[str, Any], rate: float) -> list[dict[str, Any]]:
+    """One row per fleet; fleets without a measurement or a price say so instead of a number."""
+    rows = []
+    for fleet, spec in FLEETS.items():
+        row: dict[str, Any] = {"fleet": fleet, "host": spec["host"]}
+        found = measured.get(fleet)
+        price = prices["prices"].get(spec["host"])
+        row["price_per_hour"] = price
+        if found is None:
+            row["status"] = "not measured"
+            rows.append(row)
+            continue
+        row |= {
+            "status": "measured",
+            "source": found.source,
+            "fps_per_instance": found.fps,
+            "p99_ms": found.p99_ms,
+            "slo_ms": found.slo_ms,
+            "instances_for_rate": math.ceil(rate / found.fps) + 1,  # plus one spare
+        }
+        if price is None:
+            row["status"] = "measured, no price"
+        else:
+            per_frame = price / (found.fps * 3600)
+            row |= {
+                "dollars_per_hour": round(row["instances_for_rate"] * price, 4),
+                "dollars_per_million_frames": round(per_frame * 1e6, 2),
+                "dollars_per_million_questions": round(per_frame * 1e6 / found.questions_per_frame, 2),
+            }
+        rows.append(row)
+    priced = [r for r in rows if "dollars_per_million_frames" in r]
+    for row in priced:
+        row["saving_vs"] = {
+            other["fleet"]: round(1 - row["dollars_per_million_frames"] / other["dollars_per_million_frames"], 3)
+            for other in priced
+            if other is not row
+        }
+    return rows
+
+
+def render_costs(rows: list[dict[str, Any]], prices: dict[str, Any], rate: float) -> str:
+    catalog = prices["catalog"]
+    lines = [
+        f"cost for {rate:g} frames/s; prices: {catalog['kind']}, {catalog['source']} (retrieved {catalog['retrieved']})",
+        f"{'fleet':<8}{'host':<14}{'frames/s/inst':>14}{'instances':>10}{'$/h':>9}{'$/M frames':>12}{'$/M questions':>14}",
+    ]
+    for row in rows:
+        if row["status"] == "not measured":
+            lines.append(f"{row['fleet']:<8}{row['host']:<14}{'not measured':>14}")
+            continue
+        head = f"{row['fleet']:<8}{row['host']:<14}{row['fps_per_instance']:>14.3f}{row['instances_for_rate']:>10}"
+        if "dollars_per_hour" not in row:
+            lines.append(head + f"{'no price for ' + row['host']:>35}")
+            continue
+        lines.append(
+            head
+            + f"{row['dollars_per_hour']:>9.3f}{row['dollars_per_million_frames']:>12.2f}"
+            + f"{row['dollars_per_million_questions']:>14.2f}"
+        )
+    for row in rows:
+        for other, saving in row.get("saving_vs", {}).items():
+            lines.append(f"{row['fleet']} against {other}: {saving:+.0%} per frame")
+    return "\n".join(lines)
+
+
+def _measured_fleets(specs: list[str]) -> dict[str, Measured | None]:
+    """``fleet=path`` pairs; a fleet with a missing file is not measured."""
+    measured: dict[str, Measured | None] = dict.fromkeys(FLEETS)
+    for spec in specs:
+        fleet, _, path = spec.partition("=")
+        if fleet not in FLEETS:
+            raise CapacityError(f"unknown fleet {fleet!r}; expected one of {', '.join(FLEETS)}")
+        file = Path(path)
+        measured[fleet] = read_perf(file, fleet, FLEETS[fleet]["host"]) if file.is_file() else None
+    return measured
+
+
+def main_capacity(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="blip-capacity", description=__doc__)
+    parser.add_argument("--perf", type=Path, default=RESULTS / "perf-cpu.json", help="a make perf summary JSON")
+    parser.add_argument("--fleet", choices=[f for f, s in FLEETS.items() if s["overlay"]], action="append")
+    parser.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM)
+    parser.add_argument("--overlays", type=Path, default=OVERLAYS)
+    args = parser.parse_args(argv)
+    try:
+        measured = read_perf(args.perf, "cpu", "local")
+        target = per_pod_target(measured, args.headroom)
+    except (CapacityError, OSError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"knee {measured.fps:g} frames/s (p99 {measured.p99_ms:g} ms <= {measured.slo_ms:g} ms, {measured.layout}) "
+        f"x headroom {args.headroom:g} = {target:g} requests/s per pod"
+    )
+    for fleet in args.fleet or [f for f, s in FLEETS.items() if s["overlay"]]:
+        path = args.overlays / FLEETS[fleet]["overlay"] / "capacity.yaml"
+        path.write_text(capacity_patch(measured, args.headroom))
+        print(f"wrote {path}")
+    return 0
+
+
+def main_cost(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="blip-cost", description=__doc__)
+    parser.add_argument(
+        "--perf",
+        action="append",
+        default=None,
+        help="fleet=perf.json (repeatable); default: every fleet's benchmarks/results/perf-<fleet>.json that exists",
+    )
+    parser.add_argument("--rate", type=float, default=10.0, help="frames per second the fleet must serve")
+    parser.add_argument("--prices", type=Path, default=PRICES)
+    parser.add_argument("--out", type=Path, default=RESULTS / "cost.json")
+    args = parser.parse_args(argv)
+    specs = args.perf or [f"{fleet}={RESULTS / f'perf-{fleet}.json'}" for fleet in FLEETS]
+    try:
+        measured = _measured_fleets(specs)
+    except (CapacityError, OSError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    prices = load_prices(args.prices)
+    rows = fleet_costs(measured, prices, args.rate)
+    print(render_costs(rows, prices, args.rate))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"rate": args.rate, "prices": prices["catalog"], "fleets": rows}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command not in ("capacity", "cost"):
+        print("usage: python -m blip_serving.deploy.capacity capacity|cost [options]", file=sys.stderr)
+        raise SystemExit(2)
+    raise SystemExit((main_capacity if command == "capacity" else main_cost)(sys.argv[2:]))

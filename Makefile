@@ -32,7 +32,14 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[model,embedded-triton,dev]'
 	touch $@
 
-install: $(BIN)/.installed ## Create .venv with the pinned dependencies (torch 2.13.0 CPU, transformers, Triton)
+# checkov (Kubernetes manifest checks in the tests) pins its own dependencies: it gets a venv of its own.
+TOOLS ?= .venv-tools
+$(TOOLS)/.installed: Makefile
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check checkov==3.3.30
+	touch $@
+
+install: $(BIN)/.installed $(TOOLS)/.installed ## Create .venv with the pinned dependencies (torch 2.13.0 CPU, transformers, Triton), and .venv-tools
 
 plan: install ## Placement for a host type (HOST=inf2.xlarge|g5.xlarge|local|...): layout, instances, cores; writes artifacts/plan-<target>.json
 	$(BIN)/python -m blip_serving.deploy.placement --host $(if $(filter 127.0.0.1,$(HOST)),local,$(HOST))

@@ -10,6 +10,7 @@ grace period).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -31,6 +32,8 @@ from blip_serving.deploy.triton_config import CONFIGS_DIR
 from blip_serving.errors import TargetUnavailableError
 from blip_serving.spec import ENSEMBLE_NAME
 from blip_serving.targets import TARGET_NAMES, get_target
+
+SHM_PREFIX = "triton_python_backend_shm"
 
 
 class ServerError(RuntimeError):
@@ -270,6 +273,46 @@ class TritonServer:
             shutil.rmtree(self.view, ignore_errors=True)
             self.view = None
 
+    def stub_processes(self) -> dict[str, tuple[int, list[str]]]:
+        """This server's Python-backend stubs by model instance name (``text_decoder_0_0``): pid and command line."""
+        if self.process is None:
+            return {}
+        children = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
+        stubs = {}
+        for pid in map(int, children.split()):
+            try:
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+            except OSError:
+                continue
+            if "triton_python_backend_stub" in args[0]:
+                stubs[args[-3]] = (pid, args)
+        return stubs
+
+    def kill(self) -> None:
+        """SIGKILL the server and its stubs, and remove the shared-memory regions they leave in /dev/shm."""
+        if self.process is None:
+            return
+        regions = [a for _, args in self.stub_processes().values() for a in args if a.startswith(SHM_PREFIX)]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        for name in regions:
+            Path("/dev/shm", name).unlink(missing_ok=True)
+
+    def restart(self, grace_s: float = 3.0, timeout_s: float = 180.0) -> TritonServer:
+        """The same server again on the same ports: a clean stop if it comes within ``grace_s`` (a dead stub makes
+        Triton wait out its whole exit timeout), else a hard one; then start."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        else:
+            self.kill()  # the server died: its stubs may live on, holding shared memory (and NeuronCores)
+        self.stop()
+        return self.start(timeout_s)
+
     def __enter__(self) -> TritonServer:
         return self.start()
 
@@ -294,6 +337,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc-port", type=int, default=int(os.environ.get("GRPC_PORT", "8001")))
     parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("METRICS_PORT", "8002")))
     parser.add_argument("--log-verbose", type=int, default=0)
+    parser.add_argument(
+        "--heal-interval-s",
+        type=float,
+        default=float(os.environ.get("HEAL_INTERVAL_S") or 2.0),
+        help="self-healing: probe Triton with a real inference this often, restart it when it stops answering; 0: off",
+    )
+    parser.add_argument(
+        "--supervisor-metrics-port",
+        type=int,
+        default=int(os.environ.get("SUPERVISOR_METRICS_PORT") or 0),
+        help="Prometheus metrics of the supervisor (recoveries, probes) on this port; 0: off",
+    )
     args = parser.parse_args(argv)
     if args.layout is None:
         from blip_serving.deploy.placement import read_plan
@@ -326,10 +381,20 @@ def main(argv: list[str] | None = None) -> int:
         f"metrics {server.metrics_url}  model {ENSEMBLE_NAME}\n",
         flush=True,
     )
-    while not stop.wait(1.0):
-        if server.process is not None and server.process.poll() is not None:
-            print(f"error: tritonserver exited with {server.process.returncode}", file=sys.stderr)
-            return 1
+    if args.heal_interval_s > 0:
+        from blip_serving.deploy.supervisor import Supervisor
+
+        supervisor = Supervisor(server, interval_s=args.heal_interval_s, log=lambda line: print(line, flush=True))
+        if args.supervisor_metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(args.supervisor_metrics_port, addr=args.host, registry=supervisor.registry)
+        supervisor.run(stop)
+    else:
+        while not stop.wait(1.0):
+            if server.process is not None and server.process.poll() is not None:
+                print(f"error: tritonserver exited with {server.process.returncode}", file=sys.stderr)
+                return 1
     print("shutting down Triton", flush=True)
     server.stop()
     return 0

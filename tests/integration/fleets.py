@@ -26,30 +26,6 @@ TOKEN, ADMIN_TOKEN = "camera-token", "admin-token"
 AUTH, ADMIN = {"Authorization": f"Bearer {TOKEN}"}, {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-def stub_processes(server: TritonServer) -> dict[str, tuple[int, list[str]]]:
-    """Python-backend stubs of a server by model instance name (``text_decoder_0_0``): pid and command line."""
-    children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True).stdout
-    stubs = {}
-    for pid in map(int, children.split()):
-        with contextlib.suppress(OSError):
-            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-            if "triton_python_backend_stub" in args[0]:
-                stubs[args[-3]] = (pid, args)
-    return stubs
-
-
-def kill_hard(server: TritonServer) -> None:
-    """SIGKILL the server and its stubs, as a crashed host would; remove the shared memory they leave."""
-    regions = [
-        a for _, args in stub_processes(server).values() for a in args if a.startswith("triton_python_backend_shm")
-    ]
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.process.pid, signal.SIGKILL)
-    server.process.wait()
-    for name in regions:
-        Path("/dev/shm", name).unlink(missing_ok=True)
-
-
 def restart(server: TritonServer) -> TritonServer:
     """A new server process on the same ports and repository: the fleet coming back."""
     return TritonServer(

@@ -23,10 +23,8 @@ from tests.integration.fleets import (
     ADMIN,
     ApiProcess,
     Load,
-    kill_hard,
     restart,
     share,
-    stub_processes,
     write_config,
 )
 
@@ -86,7 +84,7 @@ def test_a_killed_fleet_loses_no_request_and_gets_traffic_back_when_it_returns(f
         before = load.between(0)
         assert {o.backend for o in before} == {"neuron", "gpu"}, "both fleets share the traffic"
 
-        kill_hard(fleets["neuron"])
+        fleets["neuron"].kill()
         killed = time.monotonic()
         detected = wait_for(lambda: not api.backends()["neuron"]["healthy"], timeout_s=10)
         time.sleep(2.0)
@@ -109,7 +107,7 @@ def test_a_killed_python_stub_is_detected_within_5s_and_loses_no_request(fleets,
     server = fleets["gpu"]
     with Load(api.url, image, threads=4) as load:
         time.sleep(1.0)
-        stub, _ = stub_processes(server)["text_decoder_0_0"]
+        stub, _ = server.stub_processes()["text_decoder_0_0"]
         os.kill(stub, signal.SIGKILL)
         killed = time.monotonic()
         detected = wait_for(lambda: not api.backends()["gpu"]["healthy"], timeout_s=5.0)
@@ -120,7 +118,7 @@ def test_a_killed_python_stub_is_detected_within_5s_and_loses_no_request(fleets,
     print(f"dead stub detected by the probes after {detected:.2f}s while /v2/health/ready said {ready}")
     assert not load.failures(), f"callers saw failures: {load.failures()[:3]}"
     assert during and share(during, "neuron") == 1.0
-    kill_hard(server)
+    server.kill()
     fleets["gpu"] = restart(server)
     wait_for(lambda: api.backends()["gpu"]["healthy"], timeout_s=10)
 

@@ -17,7 +17,6 @@ import pytest
 from blip_serving.deploy.layouts import LAYOUT_NAMES
 from blip_serving.deploy.server import TritonServer, free_port
 from tests.conftest import ROOT
-from tests.integration.fleets import stub_processes
 
 
 def probe(url: str, timeout_s: float = 5.0) -> subprocess.CompletedProcess[str]:
@@ -41,7 +40,7 @@ def test_probe_passes_then_fails_within_seconds_of_a_stub_kill(tiny_build, layou
     with TritonServer(tiny_build.repository, "cpu", layout=layout) as server:
         healthy = probe(server.http_url)
         assert healthy.returncode == 0 and healthy.stdout.startswith("ok:"), healthy.stderr
-        stubs = stub_processes(server)
+        stubs = server.stub_processes()
         victim = "text_decoder_0_0" if "text_decoder_0_0" in stubs else "blip_vqa_0_0"
         os.kill(stubs[victim][0], signal.SIGKILL)
         killed = time.monotonic()

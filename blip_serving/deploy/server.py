@@ -302,14 +302,14 @@ class TritonServer:
     def restart(self, grace_s: float = 3.0, timeout_s: float = 180.0) -> TritonServer:
         """The same server again on the same ports: a clean stop if it comes within ``grace_s`` (a dead stub makes
         Triton wait out its whole exit timeout), else a hard one; then start."""
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None and grace_s > 0:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
                 self.kill()
         else:
-            self.kill()  # the server died: its stubs may live on, holding shared memory (and NeuronCores)
+            self.kill()  # no grace, or the server died: its stubs may live on, holding shared memory (and NeuronCores)
         self.stop()
         return self.start(timeout_s)
 

@@ -1,8 +1,9 @@
 """Self-healing: what ``make serve`` and the fleet containers run around tritonserver.
 
 Triton 2.51 never restarts a dead Python stub, and ``/v2/health/ready`` stays 200 while every inference fails. The
-supervisor asks its own Triton a real one-question scores-only inference over loopback every ``interval_s``; after
-``failures`` failed probes in a row (or when tritonserver itself exits) it restarts Triton on the same ports: the
+supervisor watches its own Triton every ``interval_s``: a stub process that exited, tritonserver itself exiting, or
+``failures`` failed probes in a row (a real one-question scores-only inference over loopback, which also catches a
+stub that hangs) make it restart Triton on the same ports: the
 whole process group is stopped (every stub with it, so on Neuron each NeuronCore is released before a new process
 reserves it), the stubs' shared-memory regions are removed, and the same command starts again.
 
@@ -37,6 +38,7 @@ class Supervisor:
     log: Callable[[str], None] = print
     recoveries: list[Recovery] = field(default_factory=list)
     _failed: int = 0
+    _stubs: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -78,6 +80,10 @@ class Supervisor:
         process = self.server.process
         if process is not None and process.poll() is not None:
             return self.heal(f"tritonserver exited with {process.returncode}", "server_exited")
+        # A stub that exited is gone for good (Triton 2.51 never restarts one): no need to wait for probes.
+        running = set(self.server.stub_processes())
+        if self._stubs - running:
+            return self.heal(f"stub process(es) {sorted(self._stubs - running)} exited", "stub_exited", grace_s=0.0)
         reason = self.probe()
         self.probes.labels("ok" if reason is None else "failed").inc()
         if reason is None:
@@ -89,10 +95,12 @@ class Supervisor:
             return None
         return self.heal(reason, "probe_failed")
 
-    def heal(self, reason: str, kind: str) -> Recovery:
+    def heal(self, reason: str, kind: str, grace_s: float = 3.0) -> Recovery:
+        """Restart Triton; ``grace_s`` 0 where a clean stop cannot come (a dead stub makes Triton wait 30 s)."""
         started = time.monotonic()
         self.log(f"supervisor: restarting Triton: {reason}")
-        self.server.restart()
+        self.server.restart(grace_s=grace_s)
+        self._stubs = set(self.server.stub_processes())  # ready: every instance's stub is up
         recovery = Recovery(reason, time.monotonic() - started)
         self.recoveries.append(recovery)
         self.recovered.labels(kind).inc()
@@ -103,6 +111,7 @@ class Supervisor:
 
     def run(self, stop: threading.Event) -> None:
         """Check every ``interval_s`` until ``stop`` is set; a restart that fails is tried again next round."""
+        self._stubs = set(self.server.stub_processes())  # the server is ready: every instance's stub is up
         while not stop.wait(self.interval_s):
             try:
                 self.check()

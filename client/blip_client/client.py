@@ -8,6 +8,7 @@ caller's mistake (``InvalidRequestError``, HTTP 400) apart from a server that ca
 from __future__ import annotations
 
 from collections.abc import Sequence
+from http.client import HTTPException
 from typing import Any
 
 from blip_client.errors import (
@@ -71,8 +72,9 @@ class BlipVqaClient:
                 )
         except self._exception_type() as error:
             raise classify(error) from error
-        except (ConnectionError, TimeoutError, OSError) as error:
-            raise ServerUnavailableError(f"{self.url}: {error}") from error
+        except (ConnectionError, TimeoutError, OSError, HTTPException) as error:
+            # HTTPException: geventhttpclient's "connection closed" while a server goes away mid-request.
+            raise ServerUnavailableError(f"{self.url}: {type(error).__name__}: {error}") from error
         return parse_result(result, len(questions), scores_only)
 
     def ask(self, image: bytes, questions: Sequence[str | bytes]) -> list[str]:

@@ -401,4 +401,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run main from the module's importable name, not as __main__: the supervisor imports this module, and its
+    # ServerError must be the class the server raises.
+    from blip_serving.deploy.server import main as _main
+
+    raise SystemExit(_main())

@@ -67,7 +67,7 @@ def recoveries(metrics_port: int) -> float:
 
 
 @pytest.mark.parametrize("layout", LAYOUT_NAMES)
-def test_a_killed_stub_and_a_killed_tritonserver_are_healed_without_an_operator(tiny_build, layout) -> None:
+def test_a_killed_stub_and_a_killed_tritonserver_are_healed_without_an_operator(tiny_build, layout, tmp_path) -> None:
     http, metrics = free_port(), free_port()
     command = [
         sys.executable,
@@ -90,8 +90,15 @@ def test_a_killed_stub_and_a_killed_tritonserver_are_healed_without_an_operator(
         "--supervisor-metrics-port",
         str(metrics),
     ]
-    supervisor = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "supervisor.log"
+    with log.open("w") as sink:
+        supervisor = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, text=True)
     url = f"127.0.0.1:{http}"
+
+    def told() -> str:
+        lines = log.read_text().splitlines()
+        return "\n".join(line for line in lines if "supervisor" in line or "error" in line.lower())[-4000:]
+
     try:
         wait_until(lambda: answers(url), 120, 0.5)
         heal_times = []
@@ -100,7 +107,12 @@ def test_a_killed_stub_and_a_killed_tritonserver_are_healed_without_an_operator(
             pid = children(server)[0] if victim == "stub" else server
             assert victim != "stub" or "triton_python_backend_stub" in name_of(pid)
             os.kill(pid, signal.SIGKILL)
-            heal_times.append(wait_until(lambda: answers(url, 5.0), HEAL_TARGET_S + 30, 0.2))
+            try:
+                heal_times.append(wait_until(lambda: answers(url, 5.0), HEAL_TARGET_S + 30, 0.2))
+                # The supervisor counts the recovery once its own start has seen Triton ready.
+                wait_until(lambda: recoveries(metrics) == len(heal_times), 30, 0.2)
+            except AssertionError as error:
+                raise AssertionError(f"{victim} kill not healed: {error}\n{told()}") from error
         print(
             f"{layout}: answering again {heal_times[0]:.1f} s after a stub kill, {heal_times[1]:.1f} s after a "
             "tritonserver kill"
@@ -111,9 +123,10 @@ def test_a_killed_stub_and_a_killed_tritonserver_are_healed_without_an_operator(
     finally:
         supervisor.send_signal(signal.SIGTERM)
         try:
-            output, _ = supervisor.communicate(timeout=60)
+            supervisor.wait(timeout=60)
         except subprocess.TimeoutExpired:
             supervisor.kill()
-            output, _ = supervisor.communicate()
+            supervisor.wait()
+    output = log.read_text()
     assert supervisor.returncode == 0, output[-3000:]
     assert "supervisor: restarting Triton" in output and "ready again" in output

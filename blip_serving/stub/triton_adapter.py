@@ -10,6 +10,7 @@ Tensors between the steps cross as DLPack (no numpy round trip; on GPU they stay
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import traceback
@@ -54,11 +55,18 @@ def release_freed_memory(after_execute: bool = False) -> None:
     mode = os.environ.get(TRIM_ENV, "always")
     if mode == "0" or (after_execute and mode != "always"):
         return
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> Any:
+    """glibc, loaded once (this runs after every execute); None elsewhere."""
     try:
-        libc = ctypes.CDLL("libc.so.6")
+        return ctypes.CDLL("libc.so.6")
     except OSError:
-        return
-    libc.malloc_trim(0)
+        return None
 
 
 class TritonComponent:

@@ -123,7 +123,7 @@ class Plan:
 
     def visible_cores(self) -> dict[str, list[str]] | None:
         """``NEURON_RT_VISIBLE_CORES`` of every instance of every stub model, where cores are exclusive."""
-        if self.chosen.accelerator_mib_per_unit is None or not self.host_spec.get("neuron_cores"):
+        if not self.host_spec.get("neuron_cores"):
             return None
         from blip_serving.targets.neuron import neuron_visible_cores
 

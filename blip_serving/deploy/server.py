@@ -132,6 +132,7 @@ class TritonServer:
         self.repository = repository.resolve()
         self.target = target
         self.view: Path | None = None
+        self.stub_python_checked = False
         self.host = host
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
@@ -222,7 +223,9 @@ class TritonServer:
 
     def start(self, timeout_s: float = 180.0) -> TritonServer:
         self.check_repository()
-        check_stub_numpy(stub_python())
+        if not self.stub_python_checked:  # once: a supervisor's restart uses the same Python
+            check_stub_numpy(stub_python())
+            self.stub_python_checked = True
         self.process = subprocess.Popen(
             self.command(),
             env=self.environment(),

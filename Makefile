@@ -3,7 +3,7 @@
 #            INSTANCES NEURON_CORES_PER_INSTANCE INTRA_OP_THREADS (build-artifacts)
 #            HOST=<host type> (plan: inf2.xlarge, g5.xlarge, local, ...; serve: the address to listen on)
 #            HTTP_PORT GRPC_PORT METRICS_PORT (serve)  API_CONFIG API_HOST API_PORT INSECURE_DEV=1 (api)
-#            BENCH_MODEL BENCH_SECONDS BENCH_FRAMES (bench)  SLO_MS RATE PERF_INSTANCES PERF_CONCURRENCY (perf)
+#            BENCH_MODEL BENCH_SECONDS BENCH_FRAMES (bench)  SLO_MS RATE PERF_INSTANCES PERF_CONCURRENCY (perf)  SOAK_SECONDS (soak)
 #            PYTEST_ARGS
 
 PYTHON ?= python3.11
@@ -22,7 +22,7 @@ export HTTP_PORT GRPC_PORT METRICS_PORT API_HOST API_PORT INSECURE_DEV
 export BENCH_SECONDS BENCH_FRAMES SLO_MS RATE PERF_INSTANCES PERF_CONCURRENCY
 
 .DEFAULT_GOAL := help
-.PHONY: help install plan capacity cost build-artifacts serve api ask demo bench perf gpu-check gpu-check-carry test test-unit test-integration lint format clean
+.PHONY: help install plan capacity cost build-artifacts serve api ask demo bench perf soak gpu-check gpu-check-carry test test-unit test-integration lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -71,6 +71,9 @@ gpu-check-carry: install ## Here: pack what a GPU machine lacks (Triton, tritonc
 
 gpu-check: ## On a CUDA machine: build gpu fp32/fp16, compare with transformers, floor and served -> bench-gpu.json
 	benchmarks/gpu_check.sh run $(GPU_CHECK_ARGS)
+
+soak: install ## API tier + two self-healing fleets on loopback, mixed traffic, a stub and a fleet killed (SOAK_SECONDS, default 600) -> benchmarks/results/soak-cpu.{json,png}
+	$(BIN)/python -m blip_bench.soak --seconds $(or $(SOAK_SECONDS),600)
 
 capacity: install ## HPA per-pod target from make perf's knee x headroom -> deploy/kubernetes/overlays/*/capacity.yaml
 	$(BIN)/python -m blip_serving.deploy.capacity capacity $(if $(PERF),--perf $(PERF))

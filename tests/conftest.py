@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixture_images import generated_images
+from blip_bench.corpus import generated_images
 
 ROOT = Path(__file__).resolve().parents[1]
 # The project's own images always; the workplace's extra real images beside the clone too, where they exist.

@@ -78,7 +78,7 @@ def test_images() -> list[Path]:
     import sys
 
     sys.path.insert(0, str(ROOT))
-    from tests.fixture_images import generated_images
+    from blip_bench.corpus import generated_images
 
     return [SAMPLE, *sorted((generated_images() / "valid").iterdir())]
 

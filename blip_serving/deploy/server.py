@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -34,6 +37,35 @@ from blip_serving.spec import ENSEMBLE_NAME
 from blip_serving.targets import TARGET_NAMES, get_target
 
 SHM_PREFIX = "triton_python_backend_shm"
+# Triton's model-repository API (load, unload, index) answers only requests carrying this header with the
+# server's secret: the supervisor's. Every other client gets 403, on HTTP and gRPC alike.
+MODEL_CONTROL_HEADER = "x-blip-supervisor"
+
+
+def remove_stale_shm_regions(min_age_s: float = 10.0) -> list[str]:
+    """Unlink Python-backend shared-memory regions that no process maps any more; the names removed.
+
+    A SIGKILLed Triton (OOM killer, a crashed container, ``kill -9``) leaves its stubs' regions in /dev/shm, at
+    least 1 MiB each. In a pod, /dev/shm is an emptyDir that outlives container restarts: without this, every
+    crash would shrink it until Triton could not start. A region in use is mapped by its stub or by tritonserver;
+    ``min_age_s`` spares one created a moment ago and not mapped yet.
+    """
+    shm = Path("/dev/shm")
+    candidates = list(shm.glob(f"{SHM_PREFIX}*")) if shm.is_dir() else []
+    if not candidates:
+        return []
+    mapped: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        with contextlib.suppress(OSError):
+            mapped.update(line.rsplit(None, 1)[-1] for line in maps.read_text().splitlines() if "/dev/shm/" in line)
+    removed = []
+    now = time.time()
+    for region in candidates:
+        with contextlib.suppress(OSError):
+            if str(region) not in mapped and now - region.stat().st_mtime > min_age_s:
+                region.unlink()
+                removed.append(region.name)
+    return removed
 
 
 class ServerError(RuntimeError):
@@ -126,9 +158,13 @@ class TritonServer:
         backend_root: Path | None = None,
         host: str = "127.0.0.1",
         layout: str = DEFAULT_LAYOUT,
+        model_control: bool = False,
     ) -> None:
         self.target_type = get_target(target)  # an unknown name fails here, in one line
         self.layout = get_layout(layout)
+        # Explicit model control, restricted to the holder of this secret (kept in this process's memory; the
+        # tritonserver command line carries it, readable only by whoever may already signal the server).
+        self.model_control_secret = secrets.token_urlsafe(24) if model_control else None
         self.repository = repository.resolve()
         self.target = target
         self.view: Path | None = None
@@ -140,20 +176,26 @@ class TritonServer:
         self.log_verbose = log_verbose
         self.backend_root = backend_root or Path(tempfile.gettempdir()) / f"blip-serving-backends-{os.getuid()}"
         self.process: subprocess.Popen[str] | None = None
+        self.ready_stubs: set[str] = set()
         self.log_tail: deque[str] = deque(maxlen=5000)
         self._log_thread: threading.Thread | None = None
 
     @property
+    def local_address(self) -> str:
+        """Where this host reaches the server: loopback when it listens on every address, else its one address."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+
+    @property
     def http_url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
+        return f"{self.local_address}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.local_address}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{self.local_address}:{self.metrics_port}/metrics"
 
     def check_repository(self) -> None:
         """Fail before starting if the target cannot run here or ``make build-artifacts`` has not run for it."""
@@ -201,7 +243,57 @@ class TritonServer:
             "--strict-readiness=true",
             "--exit-on-error=true",
             f"--log-verbose={self.log_verbose}",
+            *self.model_control_flags(),
         ]
+
+    def model_control_flags(self) -> list[str]:
+        """Explicit model control (every model of the view loaded at start), open only to the secret's holder."""
+        if self.model_control_secret is None:
+            return []  # mode none: no client can load or unload anything
+        guard = f"model-repository:{MODEL_CONTROL_HEADER}={self.model_control_secret}"
+        return [
+            "--model-control-mode=explicit",
+            "--load-model=*",
+            f"--http-restricted-api={guard}",
+            f"--grpc-restricted-protocol={guard}",
+        ]
+
+    def reload_model(self, model: str, timeout_s: float = 120.0, drain_s: float = 1.5) -> None:
+        """Unload ``model``, let its in-flight requests fail, then load it, through the restricted model-repository
+        API; raises ``ServerError``.
+
+        Unload is asynchronous, and with a dead stub it never completes (the model stays UNLOADING). A load sent at
+        once is folded into it: the old instance, and every request stuck on the dead stub, then live until the new
+        instance is ready (measured: a request in flight on the killed stub waited the whole load, 5 s here).
+        Given ``drain_s`` first, the unload fails those requests (measured: 0.7 to 1.0 s), so a router retries them
+        elsewhere at once; on Neuron the old process has released its NeuronCores before the new one reserves them.
+        Loading a component an ensemble uses makes the ensemble whole again.
+        """
+        self._model_control(f"models/{model}/unload", 30.0)
+        deadline = time.monotonic() + drain_s
+        while time.monotonic() < deadline and self.model_state(model) != "UNAVAILABLE":
+            time.sleep(0.1)
+        self._model_control(f"models/{model}/load", timeout_s)
+
+    def model_state(self, model: str) -> str | None:
+        """The model's state in the repository index (READY, UNAVAILABLE, LOADING, ...)."""
+        entries = json.loads(self._model_control("index", 10.0) or "[]")
+        return next((entry.get("state") for entry in entries if entry.get("name") == model), None)
+
+    def _model_control(self, path: str, timeout_s: float) -> str:
+        if self.model_control_secret is None:
+            raise ServerError("this server was started without model control")
+        request = urllib.request.Request(
+            f"http://{self.http_url}/v2/repository/{path}",
+            method="POST",
+            headers={MODEL_CONTROL_HEADER: self.model_control_secret},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                return response.read().decode()
+        except (urllib.error.URLError, OSError) as error:
+            detail = error.read().decode(errors="replace") if isinstance(error, urllib.error.HTTPError) else ""
+            raise ServerError(f"{path} failed: {error} {detail}".strip()) from error
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -226,6 +318,9 @@ class TritonServer:
         if not self.stub_python_checked:  # once: a supervisor's restart uses the same Python
             check_stub_numpy(stub_python())
             self.stub_python_checked = True
+        stale = remove_stale_shm_regions()
+        if stale:
+            print(f"removed {len(stale)} stale shared-memory region(s) left by a killed Triton", flush=True)
         self.process = subprocess.Popen(
             self.command(),
             env=self.environment(),
@@ -241,6 +336,9 @@ class TritonServer:
             if self.process.poll() is not None:
                 raise ServerError(f"tritonserver exited with {self.process.returncode}:\n{self.recent_log()}")
             if self.is_ready():
+                # Every instance's stub is up now: the set a supervisor watches (taken here, not later, so that
+                # a stub dying in the first moments is still seen to be missing).
+                self.ready_stubs = set(self.stub_processes())
                 return self
             time.sleep(0.25)
         self.stop()
@@ -290,6 +388,11 @@ class TritonServer:
             if "triton_python_backend_stub" in args[0]:
                 stubs[args[-3]] = (pid, args)
         return stubs
+
+    @staticmethod
+    def model_of(instance: str) -> str:
+        """``text_decoder_0_0`` -> ``text_decoder``: Triton names instances ``<model>_<group>_<index>``."""
+        return re.sub(r"_\d+_\d+$", "", instance)
 
     def kill(self) -> None:
         """SIGKILL the server and its stubs, and remove the shared-memory regions they leave in /dev/shm."""
@@ -369,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         log_verbose=args.log_verbose,
         host=args.host,
         layout=args.layout,
+        model_control=args.heal_interval_s > 0,  # the supervisor reloads a model whose stub died
     )
     server.echo_log = True
     stop = threading.Event()

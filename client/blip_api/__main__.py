@@ -40,7 +40,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from blip_api.app import create_app
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level.lower())
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level.lower(),
+        # h11: the parser whose buffer cap is set here (httptools has none). A header block up to 4x the app's
+        # limit reaches the app, which answers 431 naming the limit; a larger one still arriving is cut off by
+        # the parser with 400 before it is buffered whole.
+        http="h11",
+        h11_max_incomplete_event_size=4 * settings.limits.max_header_bytes,
+        server_header=False,
+    )
     return 0
 
 

@@ -6,6 +6,11 @@ before a backend is asked: 413 for a body over the size limit, 400 for a bad que
 is validated by Triton (one decoder for every client) and its 400 passes through with Triton's message. 503
 means no backend could answer. ``GET /healthz`` and ``GET /metrics`` are open; everything else needs the
 bearer token, and ``/admin/*`` the admin token.
+
+Hardening (the README's security section lists what the tests check): header blocks over ``max_header_bytes`` or
+``max_headers`` get 431, a multipart body may carry one file and a bounded number of small fields, no CORS headers
+are sent (browsers cannot call the API cross-origin), no interactive docs are served, and an unexpected failure
+answers a bare 500 while the traceback goes to the log only.
 """
 
 from __future__ import annotations
@@ -16,15 +21,19 @@ import hmac
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from blip_api.settings import ADMIN_TOKEN_ENV, ApiSettings, Limits, SettingsError
 from blip_client.errors import InvalidRequestError, NoBackendAvailableError
@@ -32,6 +41,7 @@ from blip_client.router import Router, RouterConfigError
 
 log = logging.getLogger("blip_api")
 RAW_TYPES = ("image/", "application/octet-stream")
+MAX_FIELD_BYTES_PER_CHAR = 4  # UTF-8: a question field's bytes for its characters
 
 
 class ApiError(Exception):
@@ -61,28 +71,65 @@ class WeightChange(BaseModel):
     weight: float = Field(ge=0, description="new routing weight; 0 drains the backend")
 
 
-FRAME_REQUEST_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["image"],
-                "properties": {
-                    "image": {"type": "string", "format": "binary"},
-                    "question": {"type": "array", "items": {"type": "string"}},
-                    "behavior": {"type": "array", "items": {"type": "string"}},
-                },
-            }
+def frame_openapi(limits: Limits, behaviors: list[str]) -> dict[str, Any]:
+    """The ``/v1/frames`` request as OpenAPI, from the settings in force (behavior names, limits).
+
+    Whether the bytes decode as an image, and the total count of questions and behaviors, cannot be said in
+    JSON Schema: those are the 400s the responses list.
+    """
+    question = {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1, "maxLength": limits.max_question_chars, "pattern": "\\S"},
+        "maxItems": limits.max_questions,
+    }
+    behavior = {"type": "array", "items": {"type": "string", "enum": behaviors}, "maxItems": limits.max_questions}
+    binary = {"type": "string", "format": "binary", "maxLength": limits.max_image_bytes}
+    at_least_one = [{"required": [name], "properties": {name: {"minItems": 1}}} for name in ("question", "behavior")]
+    multipart = {
+        "type": "object",
+        "required": ["image"],
+        "properties": {"image": binary, "question": question, "behavior": behavior},
+        "additionalProperties": False,
+        "anyOf": at_least_one,
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": multipart},
+                "application/octet-stream": {"schema": binary},
+                "image/*": {"schema": binary},
+            },
         },
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        "image/*": {"schema": {"type": "string", "format": "binary"}},
-    },
-}
-FRAME_PARAMETERS = [
-    {"name": name, "in": "query", "required": False, "schema": {"type": "array", "items": {"type": "string"}}}
-    for name in ("question", "behavior")
-]
+        "parameters": [
+            {"name": name, "in": "query", "required": False, "schema": schema, "description": "raw bodies only"}
+            for name, schema in (("question", question), ("behavior", behavior))
+        ],
+    }
+
+
+class HeaderLimits:
+    """ASGI middleware: 431 for a request with more than ``max_headers`` headers or ``max_header_bytes`` of them.
+
+    Pure ASGI rather than ``BaseHTTPMiddleware``, so request bodies keep streaming through untouched.
+    """
+
+    def __init__(self, app: ASGIApp, limits: Callable[[], Limits]) -> None:
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            limits, headers = self.limits(), scope["headers"]
+            size = sum(len(name) + len(value) + 4 for name, value in headers)
+            problem = None
+            if len(headers) > limits.max_headers:
+                problem = f"{len(headers)} request headers; the limit is {limits.max_headers}"
+            elif size > limits.max_header_bytes:
+                problem = f"request headers are {size} bytes; the limit is {limits.max_header_bytes}"
+            if problem is not None:
+                await JSONResponse({"error": problem}, status_code=431)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def read_capped_body(request: Request, limit: int) -> bytes:
@@ -192,9 +239,19 @@ async def read_frame(request: Request, limits: Limits) -> tuple[bytes, list[str]
     body = await read_capped_body(request, limits.max_image_bytes + 64 * 1024)
     if content_type.startswith("multipart/form-data"):
         try:
-            form = await _replay(request, body).form(max_files=1, max_fields=2 * limits.max_questions + 8)
+            form = await _replay(request, body).form(
+                max_files=1,
+                max_fields=2 * limits.max_questions + 8,
+                max_part_size=MAX_FIELD_BYTES_PER_CHAR * limits.max_question_chars + 1024,
+            )
         except Exception as error:  # the multipart parser's own errors name the problem
             raise ApiError(400, f"malformed multipart body: {error}") from error
+        mixed = sorted({"question", "behavior"} & set(request.query_params))
+        if mixed:
+            raise ApiError(400, f"a multipart body carries its {' and '.join(mixed)} fields in the form, not the query")
+        unknown = sorted(set(form) - {"image", "question", "behavior"})
+        if unknown:
+            raise ApiError(400, f"unknown multipart field(s) {unknown}; send 'image', 'question' and 'behavior'")
         upload = form.get("image")
         if not isinstance(upload, UploadFile):
             raise ApiError(400, "multipart body has no 'image' file field")
@@ -202,6 +259,9 @@ async def read_frame(request: Request, limits: Limits) -> tuple[bytes, list[str]
         questions = [str(v) for v in form.getlist("question")]
         behaviors = [str(v) for v in form.getlist("behavior")]
     elif content_type.startswith(RAW_TYPES):
+        unknown = sorted(set(request.query_params) - {"question", "behavior"})
+        if unknown:
+            raise ApiError(400, f"unknown query parameter(s) {unknown}; send 'question' and 'behavior'")
         image = body
         questions = request.query_params.getlist("question")
         behaviors = request.query_params.getlist("behavior")
@@ -224,12 +284,12 @@ routes = APIRouter()
     "/v1/frames",
     response_model=FrameResult,
     dependencies=[Depends(caller)],
-    openapi_extra={"requestBody": FRAME_REQUEST_BODY, "parameters": FRAME_PARAMETERS},
     responses={
         400: {"description": "bad image or questions"},
         401: {"description": "missing or wrong bearer token"},
         413: {"description": "body over the size limit"},
         415: {"description": "unsupported Content-Type"},
+        431: {"description": "too many or too large request headers"},
         503: {"description": "no backend could answer"},
     },
 )
@@ -259,7 +319,7 @@ async def frames(request: Request, state: State) -> FrameResult:
     )
 
 
-@routes.get("/healthz")
+@routes.get("/healthz", responses={503: {"description": "no backend passes its probes"}})
 async def healthz(state: State) -> JSONResponse:
     """200 while at least one backend passes its probes and takes traffic; 503 otherwise."""
     router = state.router
@@ -269,18 +329,35 @@ async def healthz(state: State) -> JSONResponse:
     )
 
 
-@routes.get("/metrics")
+@routes.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    },
+)
 async def metrics(state: State) -> Response:
     """Prometheus metrics: per-backend requests, errors, latency, in flight, breaker, weight, health."""
     return Response(state.router.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-@routes.get("/admin/backends", dependencies=[Depends(admin)])
+ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or wrong admin bearer token"},
+    403: {"description": "the admin API is disabled: no admin token is configured"},
+}
+
+
+@routes.get("/admin/backends", dependencies=[Depends(admin)], responses=ADMIN_RESPONSES)
 async def backends(state: State) -> dict[str, Any]:
     return state.router.status()
 
 
-@routes.put("/admin/backends/{name}/weight", dependencies=[Depends(admin)])
+@routes.put(
+    "/admin/backends/{name}/weight",
+    dependencies=[Depends(admin)],
+    responses=ADMIN_RESPONSES
+    | {400: {"description": "the body is not JSON"}, 404: {"description": "no backend of that name"}},
+)
 async def set_weight(name: str, change: WeightChange, state: State) -> dict[str, Any]:
     """Change one fleet's routing weight now; no restart, no dropped request."""
     try:
@@ -290,7 +367,12 @@ async def set_weight(name: str, change: WeightChange, state: State) -> dict[str,
     return state.router.status()
 
 
-@routes.post("/admin/reload", dependencies=[Depends(admin)])
+@routes.post(
+    "/admin/reload",
+    dependencies=[Depends(admin)],
+    responses=ADMIN_RESPONSES
+    | {400: {"description": "the config file is invalid; the running one stays"}, 409: {"description": "no file"}},
+)
 async def reload(state: State) -> dict[str, Any]:
     """Re-read the config file (also on SIGHUP): weights, backends, limits, behaviors."""
     try:
@@ -326,7 +408,15 @@ def create_app(settings: ApiSettings, router: Router | None = None) -> FastAPI:
             loop.remove_signal_handler(signal.SIGHUP)
         await router.close()
 
-    app = FastAPI(title="BLIP VQA pet-camera API", version="1.0", description=__doc__, lifespan=lifespan)
+    # No Swagger UI or ReDoc pages (they load scripts from a CDN); the OpenAPI document stays at /openapi.json.
+    app = FastAPI(
+        title="BLIP VQA pet-camera API",
+        version="1.0",
+        description=__doc__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -334,7 +424,40 @@ def create_app(settings: ApiSettings, router: Router | None = None) -> FastAPI:
             served.labels(str(error.status)).inc()
         return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document with the frame request described from the settings in force (a reload changes it)."""
+        document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        frames = document["paths"]["/v1/frames"]["post"]
+        frames.update(frame_openapi(state.limits, sorted(state.settings.behaviors)))
+        weight = document["paths"]["/admin/backends/{name}/weight"]["put"]
+        for parameter in weight["parameters"]:  # the backends in force, so that a caller sees the valid names
+            if parameter["name"] == "name":
+                parameter["schema"]["enum"] = sorted(state.router.backends)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    # Every refusal has the same body, {"error": "..."}: FastAPI's own (404, 405, a body it cannot parse, a
+    # validation failure) included, without echoing the input back.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        return JSONResponse({"error": f"invalid request: {problems}"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        # The traceback is for the operator's log; the caller learns only that it was not their fault.
+        log.exception("unexpected failure on %s %s", request.method, request.url.path)
+        if request.url.path == "/v1/frames":
+            served.labels("500").inc()
+        return JSONResponse({"error": "internal error in the API tier; it is logged"}, status_code=500)
+
     app.include_router(routes)
+    app.add_middleware(HeaderLimits, limits=lambda: state.limits)
     app.state.blip = state
     app.state.router = router
     return app

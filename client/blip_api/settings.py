@@ -37,6 +37,9 @@ class Limits:
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_questions: int = DEFAULT_MAX_QUESTIONS
     max_question_chars: int = 200
+    # HTTP framing: uvicorn's h11 caps only a header block still arriving; the app caps every request's.
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 64
 
     def __post_init__(self) -> None:
         for item in fields(self):

@@ -7,23 +7,14 @@ fleets are (``neuron``, ``gpu``); the API tier is the same process ``make api`` 
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 
-from blip_serving.deploy.server import TritonServer, free_port
-from tests.conftest import ROOT
-
-TOKEN, ADMIN_TOKEN = "camera-token", "admin-token"
-AUTH, ADMIN = {"Authorization": f"Bearer {TOKEN}"}, {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+from blip_bench.stack import AUTH
+from blip_serving.deploy.server import TritonServer
 
 
 def restart(server: TritonServer) -> TritonServer:
@@ -36,65 +27,6 @@ def restart(server: TritonServer) -> TritonServer:
         grpc_port=server.grpc_port,
         metrics_port=server.metrics_port,
     ).start()
-
-
-def write_config(path: Path, urls: dict[str, str], weights: dict[str, float], probe_interval_s: float = 0.5) -> None:
-    lines = [
-        "[router]",
-        f"probe_interval_s = {probe_interval_s}",
-        "probe_timeout_s = 3.0",
-        "request_timeout_s = 20.0",
-        "breaker_reset_s = 5.0",
-    ]
-    for name, url in urls.items():
-        lines += [f"[backends.{name}]", f'url = "{url}"', f"weight = {weights[name]}"]
-    path.write_text("\n".join(lines) + "\n")
-
-
-class ApiProcess:
-    """``python -m blip_api`` on a free port, as ``make api`` runs it."""
-
-    def __init__(self, config: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = config.with_suffix(".log")
-        env = dict(os.environ, BLIP_API_TOKEN=TOKEN, BLIP_API_ADMIN_TOKEN=ADMIN_TOKEN)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "blip_api",
-                "--config",
-                str(config),
-                "--port",
-                str(self.port),
-                "--log-level",
-                "info",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"API tier exited:\n{self.log.read_text()}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code in (200, 503):
-                    return
-            time.sleep(0.2)
-        raise TimeoutError(f"API tier not up:\n{self.log.read_text()}")
-
-    def backends(self) -> dict:
-        return httpx.get(f"{self.url}/admin/backends", headers=ADMIN, timeout=5).json()
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @dataclass

@@ -121,6 +121,9 @@ def test_bad_requests_are_named(api) -> None:
         "a question has 201 characters": post_raw(api, image, question="a" * 201),
         "the image is empty": post_raw(api, b"", behavior="barking"),
         "no 'image' file field": api.post(
+            "/v1/frames", data={"behavior": "barking"}, files={"image": (None, b"not a file")}, headers=AUTH
+        ),
+        "unknown multipart field(s) ['x']": api.post(
             "/v1/frames", data={"behavior": "barking"}, files={"x": ("x", b"1")}, headers=AUTH
         ),
     }

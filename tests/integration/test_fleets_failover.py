@@ -14,19 +14,13 @@ import time
 import httpx
 import pytest
 
+from blip_bench.stack import ADMIN, ApiProcess, write_api_config
 from blip_client.client import BlipVqaClient
 from blip_serving.deploy.server import TritonServer
 from blip_serving.deploy.triton_config import Deployment, write_repository_configs
 from blip_serving.manifest import read_manifest
 from tests.conftest import VALID_IMAGES
-from tests.integration.fleets import (
-    ADMIN,
-    ApiProcess,
-    Load,
-    restart,
-    share,
-    write_config,
-)
+from tests.integration.fleets import Load, restart, share
 
 PROBE_INTERVAL_S = 0.5
 
@@ -55,9 +49,8 @@ def fleets(tiny_build, tmp_path_factory):
 @pytest.fixture(scope="module")
 def api(fleets, tmp_path_factory):
     config = tmp_path_factory.mktemp("api") / "api.toml"
-    write_config(config, {n: s.http_url for n, s in fleets.items()}, {"neuron": 1, "gpu": 1}, PROBE_INTERVAL_S)
+    write_api_config(config, {n: s.http_url for n, s in fleets.items()}, {"neuron": 1, "gpu": 1}, PROBE_INTERVAL_S)
     process = ApiProcess(config)
-    process.config = config
     yield process
     process.stop()
 
@@ -134,7 +127,9 @@ def test_a_live_weight_change_and_a_config_reload_move_the_share_within_one_prob
         time.sleep(PROBE_INTERVAL_S + 1.0)
         first_interval = load.between(changed, changed + PROBE_INTERVAL_S)
 
-        write_config(api.config, {n: s.http_url for n, s in fleets.items()}, {"neuron": 1, "gpu": 0}, PROBE_INTERVAL_S)
+        write_api_config(
+            api.config, {n: s.http_url for n, s in fleets.items()}, {"neuron": 1, "gpu": 0}, PROBE_INTERVAL_S
+        )
         response = httpx.post(f"{api.url}/admin/reload", headers=ADMIN, timeout=5)
         assert response.status_code == 200 and response.json()["changes"]["reweighted"] == ["gpu"]
         reloaded = time.monotonic()

@@ -1,4 +1,4 @@
-"""Test images the project makes itself, so `make test` needs nothing beside the clone.
+"""The image corpus the project makes itself (tests, soak, GPU check), so nothing beside the clone is needed.
 
 Every file is generated with Pillow from the committed sample photo (``client/samples/chelsea.png``) or from a
 seeded generator, so the set is small and the same on every machine. Valid ones cover what a camera or a user
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SAMPLE = Path(__file__).resolve().parents[1] / "client" / "samples" / "chelsea.png"
+SAMPLE = Path(__file__).resolve().parents[2] / "client" / "samples" / "chelsea.png"
 
 
 def _save(image: Image.Image, fmt: str, **options) -> bytes:

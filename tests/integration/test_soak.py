@@ -1,0 +1,34 @@
+"""`make soak` for 60 seconds inside `make test`: the API tier and two self-healing fleets under mixed traffic.
+
+Mid-run a Python stub of fleet ``gpu`` is SIGKILLed and must be healed by its own supervisor within 15 s, with
+`blip-client probe` passing again and no caller request failing through the router; then every process of fleet
+``neuron`` is SIGKILLed and the fleet started again, as a container runtime would. The full run (600 s) is
+`make soak`; its report is committed in benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from blip_bench.soak import HEAL_TARGET_S, Soak, SoakConfig, configure_repository, summary, write
+
+
+def test_a_60s_soak_loses_no_valid_request_heals_both_kills_and_leaks_nothing(tiny_build, tmp_path) -> None:
+    repository = tmp_path / "model_repository"
+    shutil.copytree(tiny_build.repository, repository, ignore=shutil.ignore_patterns("configs"))
+    configure_repository(repository, tiny_build.target_dir())
+    report = Soak(SoakConfig(seconds=60), repository, tmp_path / "run").run()
+    write(report, tmp_path / "soak")
+    print("\n" + summary(report))
+
+    assert report["valid_requests"] > 100 and report["bad_requests"] > 100
+    assert report["valid_failed"] == 0, report["unexpected"][:5]
+    assert report["bad_with_wrong_status"] == 0, report["unexpected"][:5]
+    heals = report["heals"]
+    assert heals["stub_kill_to_answer_s"] < HEAL_TARGET_S and heals["probe_exit_after_heal"] == 0
+    assert heals["stub_kill_to_router_healthy_s"] is not None and heals["fleet_kill_to_router_healthy_s"] is not None
+    # Every status a bad request can get was seen: the traffic really was mixed.
+    seen = {status for counts in report["by_kind_and_status"].values() for status in counts}
+    assert {"200", "400", "401", "413", "415", "431"} <= seen
+    assert report["passed"], [name for name, ok in report["checks"].items() if not ok]
+    assert (tmp_path / "soak.png").stat().st_size > 10_000

@@ -265,8 +265,10 @@ class TritonServer:
         Unload is asynchronous, and with a dead stub it never completes (the model stays UNLOADING). A load sent at
         once is folded into it: the old instance, and every request stuck on the dead stub, then live until the new
         instance is ready (measured: a request in flight on the killed stub waited the whole load, 5 s here).
-        Given ``drain_s`` first, the unload fails those requests (measured: 0.7 to 1.0 s), so a router retries them
-        elsewhere at once; on Neuron the old process has released its NeuronCores before the new one reserves them.
+        Given ``drain_s`` first, the unload failed such a request after 0.7 to 1.0 s on an idle machine, so a router
+        could retry it elsewhere at once; under the soak's load, requests in flight at the kill still waited for the
+        load (2 to 7 s, README). On Neuron the old process has released its NeuronCores before the new one reserves
+        them.
         Loading a component an ensemble uses makes the ensemble whole again.
         """
         self._model_control(f"models/{model}/unload", 30.0)

@@ -63,6 +63,7 @@ class SoakConfig:
     seed: int = 20261126
     sample_s: float = 1.0
     restart_delay_s: float = 2.0  # a container runtime's back-off before it starts a killed container again
+    request_timeout_s: float = 20.0  # the router's per-attempt limit: a request stuck on a dying stub waits this
 
     @property
     def warmup_s(self) -> float:
@@ -431,6 +432,7 @@ class Soak:
                 self.workdir / "api.toml",
                 {name: fleet.http_url for name, fleet in fleets.items()},
                 api={"max_image_bytes": MAX_IMAGE_BYTES},
+                request_timeout_s=self.config.request_timeout_s,
             )
             api = ApiProcess(config, self.workdir / "api.log")
             asyncio.run(self.drive(api, fleets))
@@ -531,7 +533,12 @@ class Soak:
             "valid_failed": sum(not o.ok for o in valid),
             "bad_requests": len(outcomes) - len(valid),
             "bad_with_wrong_status": sum(not o.ok for o in outcomes if not o.valid),
-            "valid_latency_ms": {"p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99)},
+            "valid_latency_ms": {
+                "p50": percentile(latencies, 0.5),
+                "p99": percentile(latencies, 0.99),
+                "p999": percentile(latencies, 0.999),
+                "max": latencies[-1] if latencies else None,
+            },
             "by_kind_and_status": by_kind,
             "served_by": {b: sum(o.backend == b for o in valid) for b in FLEETS},
             "heals": heals,
@@ -620,7 +627,7 @@ def summary(report: dict[str, Any]) -> str:
         f"soak: {report['requests']} requests in {report['config']['seconds']:.0f} s "
         f"({report['valid_requests']} valid, {report['bad_requests']} bad); "
         f"valid failed {report['valid_failed']}, bad with a wrong status {report['bad_with_wrong_status']}",
-        f"valid latency p50 {report['valid_latency_ms']['p50']} ms, p99 {report['valid_latency_ms']['p99']} ms; "
+        "valid latency " + ", ".join(f"{k} {v} ms" for k, v in report["valid_latency_ms"].items()) + "; "
         f"served by {report['served_by']}",
         f"heals: {report['heals']}",
         "processes (RSS MiB after warm-up -> end, growth; fds and threads, with the last third's rise over the middle):",
@@ -689,12 +696,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="blip-soak", description=__doc__)
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--request-timeout-s", type=float, default=20.0, help="the router's per-attempt limit")
     parser.add_argument("--model", default="random-tiny")
     parser.add_argument("--out", type=Path, default=RESULTS / "soak-cpu", help="report stem: <out>.json, <out>.png")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="blip-soak-"))
     repository = prepare_repository(args.model, workdir)
-    soak = Soak(SoakConfig(seconds=args.seconds, concurrency=args.concurrency), repository, workdir)
+    config = SoakConfig(seconds=args.seconds, concurrency=args.concurrency, request_timeout_s=args.request_timeout_s)
+    soak = Soak(config, repository, workdir)
     report = soak.run()
     report["model"] = args.model
     write(report, args.out)

@@ -72,13 +72,14 @@ def write_api_config(
     weights: dict[str, float] | None = None,
     probe_interval_s: float = 0.5,
     api: dict[str, int] | None = None,
+    request_timeout_s: float = 20.0,
 ) -> Path:
     """An API tier config routing to ``urls`` (fleet name -> Triton HTTP endpoint)."""
     lines = [
         "[router]",
         f"probe_interval_s = {probe_interval_s}",
         "probe_timeout_s = 3.0",
-        "request_timeout_s = 20.0",
+        f"request_timeout_s = {request_timeout_s}",
         "breaker_reset_s = 5.0",
     ]
     for name, url in urls.items():

@@ -4,14 +4,15 @@ Fleet ``neuron`` runs the colocated layout and fleet ``gpu`` the ensemble (both 
 the API tier, as `make serve` and `make api` run them. Client workers (asyncio + httpx, seeded) send for
 ``--seconds``: valid frames (behaviors, free questions), bad images from the corpus, fuzzed images, malformed
 requests, oversize bodies and header blocks, missing and wrong tokens. During the warm-up each fleet carries all
-the traffic in turn (through the API tier's weights). A third of the way in, one Python stub of
-``gpu`` is SIGKILLed (its supervisor must heal it); at 60%, every process of fleet ``neuron`` is SIGKILLed and the
-fleet is started again after a runtime's restart delay. RSS, open descriptors and threads of every process are
-sampled throughout.
+the traffic in turn (through the API tier's weights). At 35%, one Python stub of ``gpu`` is SIGKILLed (its
+supervisor must heal it); at 60%, every process of fleet ``neuron`` is SIGKILLed and the fleet is started again
+after a runtime's restart delay. RSS, open descriptors, threads and CPU time of every process are sampled
+throughout.
 
 It passes when no valid request failed, every bad request got its documented status, no process's RSS grew more
-than 5% from the end of its warm-up to the end, and no descriptor or thread count kept growing. A JSON report and
-a PNG (RSS, latency p50/p99, request rate, with the kills marked) are written.
+than 5% from the end of its warm-up to the end, and no descriptor or thread count kept growing. A JSON report, a
+PNG (RSS, CPU, latency p50/p99, request rate, with the kills marked) and every response and sample as gzipped CSV
+are written.
 """
 
 from __future__ import annotations
@@ -259,6 +260,7 @@ class Soak:
     outcomes: list[Outcome] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    heals: dict[str, Any] = field(default_factory=dict)  # seconds from each kill to answering, by itself and routed
     started: float = 0.0
 
     def now(self) -> float:
@@ -404,7 +406,6 @@ class Soak:
 
     async def drive(self, api: ApiProcess, fleets: dict[str, Fleet]) -> None:
         traffic = Traffic()
-        self.heals: dict[str, Any] = {}
         self.started = time.monotonic()
         deadline = self.started + self.config.seconds
         self.event("load started", concurrency=self.config.concurrency, seconds=self.config.seconds)
@@ -504,7 +505,7 @@ class Soak:
         wrong = [asdict(o) for o in outcomes if not o.ok]
         processes = self.incarnations()
         judged = [p for p in processes if p["judged"]]
-        heals = getattr(self, "heals", {})
+        heals = self.heals
         checks = {
             "no valid request failed": not [o for o in valid if not o.ok],
             "every bad request got its documented status": not [o for o in outcomes if not o.valid and not o.ok],

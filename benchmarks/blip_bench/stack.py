@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from blip_serving.deploy.server import free_port
+from blip_serving.deploy.server import free_port, stub_instance
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN, ADMIN_TOKEN = "camera-token", "admin-token"
@@ -179,8 +179,8 @@ class Fleet:
                     args = child.cmdline()
                     if args and args[0].endswith("tritonserver"):
                         roles["tritonserver"] = child
-                    elif args and STUB in args[0]:  # ... <shm size> <instance name> <kind>
-                        roles[f"stub:{args[-2]}"] = child
+                    elif args and STUB in args[0]:
+                        roles[f"stub:{stub_instance(args)}"] = child
         return roles
 
     def kill_stub(self, instance: str) -> int:

@@ -68,6 +68,13 @@ def remove_stale_shm_regions(min_age_s: float = 10.0) -> list[str]:
     return removed
 
 
+def stub_instance(args: list[str]) -> str:
+    """The model instance a Python-backend stub serves (``text_decoder_0_0``), from its command line, which ends
+    ``... <shm size> <instance name> <kind>`` (a trailing empty field from /proc's NUL separators aside)."""
+    fields = [arg for arg in args if arg]
+    return fields[-2]
+
+
 class ServerError(RuntimeError):
     """The server could not start, or died."""
 
@@ -388,7 +395,7 @@ class TritonServer:
             except OSError:
                 continue
             if "triton_python_backend_stub" in args[0]:
-                stubs[args[-3]] = (pid, args)
+                stubs[stub_instance(args)] = (pid, args)
         return stubs
 
     @staticmethod

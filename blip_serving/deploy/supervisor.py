@@ -3,7 +3,7 @@
 Triton 2.51 never restarts a dead Python stub, and ``/v2/health/ready`` stays 200 while every inference fails. The
 supervisor watches its own Triton every ``interval_s``:
 
-- a stub process that exited: its model is unloaded, then loaded again through Triton's model-repository API
+- a stub process that exited, or a probe answered "Stub process '...' is not healthy": its model is unloaded, then loaded again through Triton's model-repository API
   (unload first, so that on Neuron the old process has released its NeuronCores). Only that model's stubs start
   again; the others keep serving. If the reload fails, or the model still does not answer, Triton is restarted;
   also after ``reloads_per_restart`` reloads, since each leaves threads behind in tritonserver.
@@ -21,12 +21,16 @@ metrics port.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from blip_serving.deploy.server import ServerError, TritonServer
+
+# Triton's error for a request that reached a dead stub: "Stub process 'text_decoder_0_0' is not healthy."
+UNHEALTHY_STUB = re.compile(r"Stub process '([^']+)' is not healthy")
 
 
 @dataclass
@@ -100,6 +104,11 @@ class Supervisor:
         if reason is None:
             self._failed = 0
             return None
+        # Triton names the dead stub in its answer; that is as sure as seeing the process gone (which a stub that
+        # died while the supervisor was starting, or one whose process lingers, can hide from the check above).
+        if dead := UNHEALTHY_STUB.search(reason):
+            self.log(f"supervisor: Triton reports stub {dead.group(1)} unhealthy")
+            return self.reload({dead.group(1)})
         self._failed += 1
         self.log(f"supervisor: probe failed ({self._failed}/{self.failures}): {reason}")
         if self._failed < self.failures:
@@ -153,6 +162,7 @@ class Supervisor:
     def run(self, stop: threading.Event) -> None:
         """Check every ``interval_s`` until ``stop`` is set; a restart that fails is tried again next round."""
         self._stubs = set(self.server.ready_stubs)  # as they were when Triton turned ready
+        self.log(f"supervisor: watching stubs {sorted(self._stubs)} every {self.interval_s:g} s")
         while not stop.wait(self.interval_s):
             try:
                 self.check()

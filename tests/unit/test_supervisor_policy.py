@@ -111,3 +111,12 @@ def test_tritonserver_exiting_and_failed_probes_restart_but_one_failed_probe_doe
     server.process = Process(returncode=-9)
     watcher.check()
     assert server.calls == ["restart", "restart"]
+
+
+def test_a_probe_naming_a_dead_stub_reloads_its_model_even_if_the_process_seemed_alive() -> None:
+    server = StandIn()
+    watcher = supervisor(server)
+    answers = iter(["ServerError: [500] Stub process 'text_decoder_0_0' is not healthy.", None])
+    watcher.probe = lambda: next(answers)  # type: ignore[method-assign]
+    watcher.check()
+    assert server.calls == ["reload text_decoder"]

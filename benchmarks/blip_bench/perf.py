@@ -41,6 +41,9 @@ class Point:
     p95_ms: float
     p99_ms: float
     layout: str = "ensemble"
+    # False: perf_analyzer's windows never agreed within --stability-percentage, even twice as long; the figures are
+    # from windows it was told to accept, and the knee skips the point while any stable one exists.
+    stable: bool = True
 
 
 def bytes_element(data: bytes) -> bytes:
@@ -90,6 +93,22 @@ def library_directory(root: Path) -> Path:
     return directory
 
 
+# perf_analyzer accepts any window whose max/min ratio is within this percentage: in effect, no stability check.
+UNCHECKED_STABILITY = 100_000
+
+
+def _unstable(result: subprocess.CompletedProcess) -> bool:
+    return result.returncode != 0 and "stable measurement" in result.stdout + result.stderr
+
+
+def _option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def _set_option(command: list[str], name: str, value: object) -> None:
+    command[command.index(name) + 1] = str(value)
+
+
 def run_point(
     url: str, data_path: Path, concurrency: int, args: argparse.Namespace, env: dict[str, str], work: Path
 ) -> dict[str, float]:
@@ -121,10 +140,15 @@ def run_point(
     if args.scores_only:
         command += ["--request-parameter", f"{SCORES_ONLY}:true:bool"]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.point_timeout_s)
-    if result.returncode != 0 and "stable measurement" in result.stdout + result.stderr:
+    stable = True
+    if _unstable(result):
         # A busy machine can keep perf_analyzer's windows from agreeing: once more with windows twice as long.
-        index = command.index("--measurement-request-count") + 1
-        command[index] = str(2 * int(command[index]))
+        _set_option(command, "--measurement-request-count", 2 * int(_option(command, "--measurement-request-count")))
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.point_timeout_s)
+    if _unstable(result):
+        # Still not: measure with the check off and flag the point, rather than lose the whole sweep to one noisy point.
+        stable = False
+        _set_option(command, "--stability-percentage", UNCHECKED_STABILITY)
         result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.point_timeout_s)
     if result.returncode != 0 or not csv_path.is_file():
         raise RuntimeError(
@@ -135,6 +159,7 @@ def run_point(
     return {
         "throughput": float(row["Inferences/Second"]),
         **{f"{p}_ms": float(row[f"{p} latency"]) / 1000 for p in ("p50", "p90", "p95", "p99")},
+        "stable": stable,
     }
 
 
@@ -164,14 +189,16 @@ def sweep(workspace: Workspace, args: argparse.Namespace) -> list[Point]:
                 print(
                     f"[{done}/{total}] {layout}, instances {instances}, concurrency {concurrency}: "
                     f"{figures['throughput']:.3f} frames/s, p50 {figures['p50_ms']:.0f} ms, "
-                    f"p99 {figures['p99_ms']:.0f} ms ({time.perf_counter() - started:.0f} s)",
+                    f"p99 {figures['p99_ms']:.0f} ms ({time.perf_counter() - started:.0f} s)"
+                    + ("" if figures["stable"] else f"; UNSTABLE: windows disagreed by over {args.stability}%"),
                     flush=True,
                 )
     return points
 
 
 def knee(points: list[Point], slo_ms: float) -> Point | None:
-    """The highest throughput whose p99 stays under the SLO."""
+    """The highest throughput whose p99 stays under the SLO, from stable points while there are any."""
+    points = [p for p in points if p.stable] or points
     within = [p for p in points if p.p99_ms <= slo_ms]
     return max(within, key=lambda p: p.throughput) if within else None
 
@@ -214,7 +241,7 @@ def chart(points: list[Point], path: Path, slo_ms: float, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{p.layout[0].upper()}{p.instances}-{p.concurrency}" for p in points]
+    labels = [f"{p.layout[0].upper()}{p.instances}-{p.concurrency}{'' if p.stable else '*'}" for p in points]
     x = range(len(points))
     figure, latency_axis = plt.subplots(figsize=(max(6, 1.1 * len(points)), 4.5))
     width = 0.4
@@ -222,7 +249,10 @@ def chart(points: list[Point], path: Path, slo_ms: float, title: str) -> None:
     latency_axis.bar([i + width / 2 for i in x], [p.p99_ms for p in points], width, label="p99 latency")
     latency_axis.axhline(slo_ms, color="red", linestyle="--", linewidth=1, label=f"SLO {slo_ms:g} ms")
     latency_axis.set_xticks(list(x), labels)
-    latency_axis.set_xlabel("layout (E ensemble, C colocated) #server instances - #client concurrency")
+    latency_axis.set_xlabel(
+        "layout (E ensemble, C colocated) #server instances - #client concurrency"
+        + ("" if all(p.stable for p in points) else " (* unstable)")
+    )
     latency_axis.set_ylabel("latency (ms)")
     throughput_axis = latency_axis.twinx()
     throughput_axis.plot(list(x), [p.throughput for p in points], "ko-", label="throughput")

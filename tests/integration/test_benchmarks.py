@@ -6,8 +6,10 @@ produced, from real measurements, in the files the README points to.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
+import os
 import shutil
 
 from blip_bench import bench, perf
@@ -29,11 +31,27 @@ def test_perf_sweeps_with_perf_analyzer_and_writes_csv_chart_and_knee(tmp_path, 
         for concurrency in ("1", "2")
     ]
     assert all(float(r["throughput"]) > 0 and 0 < float(r["p50_ms"]) <= float(r["p99_ms"]) for r in rows)
+    assert {r["stable"] for r in rows} <= {"True", "False"}
     assert (out / "perf-cpu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((out / "perf-cpu.json").read_text())
     best = max(rows, key=lambda r: float(r["throughput"]))
     assert summary["knee"]["throughput"] == float(best["throughput"]) and "knee (p99 <= 5000 ms)" in printed
     assert summary["capacity"]["machines"] == 1
+
+
+def test_a_point_whose_windows_never_agree_is_measured_and_flagged_unstable(tmp_path, triton) -> None:
+    # --stability 0 asks perf_analyzer for three windows with identical latency and throughput: never met, so the
+    # point takes both retries and ends measured with the check off.
+    work = tmp_path / "perf"
+    work.mkdir()
+    data_path = work / "input.json"
+    data_path.write_text(json.dumps(perf.input_data(perf.SAMPLE.read_bytes(), perf.BEHAVIOR_QUESTIONS)))
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = str(perf.library_directory(work))
+    args = argparse.Namespace(requests_per_window=4, stability=0, max_trials=3, point_timeout_s=120, scores_only=True)
+    figures = perf.run_point(triton.grpc_url, data_path, 1, args, env, work)
+    assert figures["stable"] is False
+    assert figures["throughput"] > 0 and 0 < figures["p50_ms"] <= figures["p99_ms"]
 
 
 def test_bench_measures_every_path_and_writes_its_json(tmp_path, capsys, tiny_build) -> None:

@@ -43,6 +43,12 @@ def test_the_knee_is_the_best_throughput_under_the_slo() -> None:
     assert knee(POINTS, 1000) is None
 
 
+def test_the_knee_skips_unstable_points_while_a_stable_one_exists() -> None:
+    noisy = Point(1, 2, 5.0, 500, 800, 900, 1000, stable=False)
+    assert knee([*POINTS, noisy], 2000) == POINTS[3], "an unstable point does not size a fleet"
+    assert knee([noisy], 2000) == noisy, "with nothing stable, the unstable figures are all there is"
+
+
 def test_capacity_uses_one_machine_when_it_can_else_counts_machines_at_the_knee() -> None:
     one = {"layout": "ensemble", "machines": 1}
     assert capacity_for_rate(POINTS, 2000, 0.8) == one | {"rate": 0.8, "instances": 1, "concurrency": 1}

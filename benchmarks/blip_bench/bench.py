@@ -5,7 +5,8 @@
 - naive: ``BlipForQuestionAnswering.generate`` per question, eager, ``max_new_tokens=2``;
 - limit: this machine's fp32 matmul rate, and the floor's share of it (multiply-adds counted from the shapes);
 - decode: the answer loop with a fixed full-length buffer against growing ones;
-- memory: resident memory of the server and its stubs against the fp32 weights.
+- memory: resident memory of the server and its stubs against the fp32 weights;
+- neighbour: the server's CPU while idle, and its frame time beside one busy core (``blip_bench.contention``).
 
 Frames carry 3 behavior questions and run in scores-only mode (one decoder step) unless ``--answers``.
 """
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from blip_bench.contention import busy_core, idle_cpu_percent
 from blip_bench.memory import tree_memory
 from blip_bench.timing import Run, concurrent, sequential
 from blip_bench.workspace import ROOT, Workspace, prepare
@@ -206,16 +208,19 @@ def served(
     layout: str,
     omp_wait_policy: str | None = None,
 ) -> dict:
-    """``blip_vqa`` through tritonclient at each concurrency, and the memory of the server's process tree."""
+    """``blip_vqa`` through tritonclient at each concurrency; then the server tree's memory, its CPU while idle,
+    and sequential frames beside a busy core. ``omp_wait_policy``: that policy alone instead of the server's
+    OpenMP wait settings."""
     from blip_client.client import BlipVqaClient
-    from blip_serving.deploy.layouts import get_layout
-    from blip_serving.deploy.server import TritonServer
+    from blip_serving.deploy.server import OPENMP_WAIT, TritonServer, openmp_wait
 
-    policy = omp_wait_policy or get_layout(layout).omp_wait_policy
     workspace.deploy(Deployment(layout=layout, instances=args.instances))
     runs: list[Run] = []
-    saved = os.environ.get("OMP_WAIT_POLICY")
-    os.environ["OMP_WAIT_POLICY"] = policy  # the server hands it to the stubs
+    saved = {name: os.environ.pop(name) for name in OPENMP_WAIT if name in os.environ}
+    if omp_wait_policy:
+        os.environ["OMP_WAIT_POLICY"] = omp_wait_policy  # the server hands the caller's own setting to the stubs
+    settings = openmp_wait(os.environ)
+    policy = " ".join(f"{name}={value}" for name, value in settings.items())
     try:
         with TritonServer(workspace.repository, workspace.target, layout=layout) as server:
 
@@ -227,17 +232,25 @@ def served(
                 run = concurrent(make_caller, concurrency=level, seconds=args.seconds)
                 runs.append(run)
                 print(
-                    f"  {layout} (OMP {policy}) c={level}: {run.fps:.3f} frames/s, p50 {run.p50_ms:.0f} ms, "
+                    f"  {layout} ({policy}) c={level}: {run.fps:.3f} frames/s, p50 {run.p50_ms:.0f} ms, "
                     f"p99 {run.p99_ms:.0f} ms",
                     flush=True,
                 )
             memory = tree_memory(server.process.pid)
+            idle = idle_cpu_percent(server.process.pid)
+            call = make_caller()
+            with busy_core():
+                beside = sequential(call, frames=args.neighbour_frames, warmup=0)
+            print(
+                f"  {layout} ({policy}): idle {idle:.0f}% of a core; c=1 beside a busy core: p50 "
+                f"{beside.p50_ms:.0f} ms",
+                flush=True,
+            )
     finally:
-        if saved is None:
-            os.environ.pop("OMP_WAIT_POLICY", None)
-        else:
-            os.environ["OMP_WAIT_POLICY"] = saved
-    return {"runs": runs, "memory": memory, "omp_wait_policy": policy}
+        for name in OPENMP_WAIT:
+            os.environ.pop(name, None)
+        os.environ.update(saved)
+    return {"runs": runs, "memory": memory, "openmp_wait": settings, "idle_cpu_percent": idle, "beside": beside}
 
 
 def layout_report(serving: dict, floor: Run, naive: Run, weights: int) -> dict:
@@ -246,7 +259,9 @@ def layout_report(serving: dict, floor: Run, naive: Run, weights: int) -> dict:
     memory = serving["memory"]
     rss, pss = sum(m.rss_bytes for m in memory), sum(m.pss_bytes for m in memory)
     return {
-        "omp_wait_policy": serving["omp_wait_policy"],
+        "openmp_wait": serving["openmp_wait"],
+        "idle_cpu_percent": round(serving["idle_cpu_percent"], 1),
+        "beside_busy_core": serving["beside"].summary(),
         "served_c1": c1.summary(),
         "served_best": best.summary(),
         "served_levels": [r.summary() for r in runs],
@@ -293,7 +308,13 @@ def main(argv: list[str] | None = None) -> int:
         "--omp-variants",
         type=lambda t: [v for v in t.split(",") if v],
         default=(os.environ.get("BENCH_OMP_VARIANTS") or "ACTIVE,PASSIVE").split(","),
-        help="OMP_WAIT_POLICY values also measured for the colocated layout (one process owns the cores)",
+        help="OMP_WAIT_POLICY values also measured alone (no GOMP_SPINCOUNT) for the colocated layout",
+    )
+    parser.add_argument(
+        "--neighbour-frames",
+        type=int,
+        default=int(os.environ.get("NEIGHBOUR_FRAMES") or 4),
+        help="sequential frames beside one busy core, per served layout and variant",
     )
     parser.add_argument("--workspace", type=Path, default=None)
     parser.add_argument(
@@ -327,9 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     variants: dict[str, dict] = {}
     for layout in args.layouts:
         if len(get_layout(layout).python_models) != 1:
-            continue  # several processes share the cores: spinning OpenMP teams fight (measured), no variant
+            continue  # several processes share the cores: spinning OpenMP teams fight each other, no variant
         for policy in args.omp_variants:
-            if policy != servings[layout]["omp_wait_policy"]:
+            if servings[layout]["openmp_wait"] != {"OMP_WAIT_POLICY": policy}:
                 variants[f"{layout} OMP {policy}"] = served(
                     workspace, image, questions, scores_only, args, layout, omp_wait_policy=policy
                 )
@@ -391,6 +412,14 @@ def print_table(report: dict) -> None:
     print(f"{'path':<36}{'frames/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for label, row in rows:
         print(f"{label:<36}{row['fps']:>10.3f}{row['p50_ms']:>10.0f}{row['p99_ms']:>10.0f}")
+    print(f"\n{'OpenMP wait policy':<36}{'idle CPU %':>12}{'c=1 p50 ms':>12}{'beside busy core':>18}")
+    served_results = {**report["layouts"], **report.get("omp_variants", {})}
+    for name, result in served_results.items():
+        label = f"{name} (served)" if name in report["layouts"] else name
+        print(
+            f"{label:<36}{result['idle_cpu_percent']:>12.0f}{result['served_c1']['p50_ms']:>12.0f}"
+            f"{result['beside_busy_core']['p50_ms']:>18.0f}"
+        )
     limit = report["limit"]
     print(
         f"\nlimit: matmul {limit['matmul_gflops']} GFLOP/s; frame {limit['gmacs_per_frame']} GMAC; floor runs at "
@@ -402,7 +431,7 @@ def print_table(report: dict) -> None:
         memory, ratios = result["memory"], result["ratios"]
         print(
             f"{layout}: server + stubs RSS {memory['rss_mib']} MiB, PSS {memory['pss_mib']} MiB; fp32 weights "
-            f"{memory['fp32_weights_mib']} MiB; OMP_WAIT_POLICY {result['omp_wait_policy']}"
+            f"{memory['fp32_weights_mib']} MiB; {result['openmp_wait']}"
         )
         targets = (
             ("served best fps / floor fps", ratios["served_best_fps_over_floor"], ">= 0.95"),

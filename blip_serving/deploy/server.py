@@ -28,6 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 
 from blip_serving.deploy.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, get_layout
@@ -35,6 +36,20 @@ from blip_serving.deploy.triton_config import CONFIGS_DIR
 from blip_serving.errors import TargetUnavailableError
 from blip_serving.spec import ENSEMBLE_NAME
 from blip_serving.targets import TARGET_NAMES, get_target
+
+# How the stubs' idle OpenMP workers wait: sleep after a short spin (GOMP_SPINCOUNT spins, about 30 us; torch's
+# wheels use libgomp). A stub's team has as many threads as cores, so a long spin fights any other busy process.
+# `make bench` on 2 cores (random-base, colocated, 1 instance; c=1 p50 alone / beside one busy core / idle CPU):
+# ACTIVE (5 min spin) 762 / 8963 ms / a whole core; PASSIVE 839 / 1546 ms / 0; this 749 / 1572 ms / 0. libgomp's
+# default (3 ms spin) measured 729 / 8231 ms. The ensemble's stubs gain as much (c=1 p50 833 -> 764 ms).
+OPENMP_WAIT = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000"}
+
+
+def openmp_wait(env: Mapping[str, str]) -> dict[str, str]:
+    """The OpenMP wait settings the stubs get: the caller's own where either variable is set, else ours."""
+    own = {name: env[name] for name in OPENMP_WAIT if name in env}
+    return own or dict(OPENMP_WAIT)
+
 
 SHM_PREFIX = "triton_python_backend_shm"
 # Triton's model-repository API (load, unload, index) answers only requests carrying this header with the
@@ -306,8 +321,7 @@ class TritonServer:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        # Whether idle OpenMP workers spin or sleep depends on how many processes share the cores: the layout's.
-        env.setdefault("OMP_WAIT_POLICY", self.layout.omp_wait_policy)
+        env.update(openmp_wait(env))
         if triton_installation()[1] is not None:
             return env  # NGC image: its own libraries are already where tritonserver looks
         libs = _pytriton_root().parent / "nvidia_pytriton.libs"

@@ -59,7 +59,24 @@ def test_bench_measures_every_path_and_writes_its_json(tmp_path, capsys, tiny_bu
     checkpoint = shutil.copytree(tiny_build.checkpoint, tmp_path / "my-finetuned-blip")
     out = tmp_path / "bench.json"
     argv = ["--model", str(checkpoint), "--workspace", str(tmp_path / "ws"), "--out", str(out)]
-    assert bench.main([*argv, "--frames", "3", "--naive-frames", "1", "--seconds", "2", "--concurrency", "1,2"]) == 0
+    assert (
+        bench.main(
+            [
+                *argv,
+                "--frames",
+                "3",
+                "--naive-frames",
+                "1",
+                "--seconds",
+                "2",
+                "--concurrency",
+                "1,2",
+                "--neighbour-frames",
+                "2",
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     for path in ("floor", "served_c1", "served_best", "naive"):
         assert report[path]["frames"] >= 1 and report[path]["fps"] > 0 and report[path]["p50_ms"] > 0, path
@@ -77,7 +94,12 @@ def test_bench_measures_every_path_and_writes_its_json(tmp_path, capsys, tiny_bu
     assert [p["name"] for p in colocated["memory"]["processes"]] == ["tritonserver", "stub blip_vqa"]
     assert colocated["served_best"]["fps"] > 0 and colocated["ratios"]["rss_over_fp32_weights"] > 0
     # One process owns the cores in the colocated layout: the other OpenMP wait policy is measured too.
-    assert list(report["omp_variants"]) == ["colocated OMP ACTIVE"] or list(report["omp_variants"]) == [
-        "colocated OMP PASSIVE"
-    ]
+    assert list(report["omp_variants"]) == ["colocated OMP ACTIVE", "colocated OMP PASSIVE"]
+    assert colocated["openmp_wait"] == {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000"}
+    active = report["omp_variants"]["colocated OMP ACTIVE"]
+    for result in (*report["layouts"].values(), active):
+        assert result["beside_busy_core"]["frames"] == 2 and result["beside_busy_core"]["p50_ms"] > 0
+        assert result["idle_cpu_percent"] >= 0
+    if len(os.sched_getaffinity(0)) >= 2:  # a team of one thread has no worker to spin
+        assert active["idle_cpu_percent"] > 50 > colocated["idle_cpu_percent"], "ACTIVE workers spin while idle"
     assert "served best fps / floor fps" in capsys.readouterr().out

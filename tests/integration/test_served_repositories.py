@@ -7,6 +7,9 @@ import shutil
 import pytest
 import tritonclient.http as triton_http
 
+from blip_bench.bench import BEHAVIOR_QUESTIONS, SAMPLE
+from blip_bench.contention import idle_cpu_percent
+from blip_client.client import BlipVqaClient
 from blip_contract import ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS
 from blip_serving.deploy.server import ServerError, TritonServer
 from blip_serving.deploy.triton_config import Deployment, repository_configs
@@ -21,6 +24,14 @@ def _metadata(client, name: str) -> dict[str, list]:
         kind: [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in served[kind]]
         for kind in ("inputs", "outputs")
     }
+
+
+def test_an_idle_server_burns_no_cpu_after_serving(triton) -> None:
+    """Stubs' OpenMP workers sleep between requests: a spinning one burned a core for the server's whole life and
+    slowed every other process on the machine (a CI run's perf sweep: 2 frames/s instead of 80)."""
+    with BlipVqaClient(triton.http_url) as client:
+        client.infer(SAMPLE.read_bytes(), BEHAVIOR_QUESTIONS, scores_only=True)
+    assert idle_cpu_percent(triton.process.pid, seconds=2.0) < 25, "percent of one core, with nothing in flight"
 
 
 def test_blip_vqa_metadata_is_the_wire_contract_in_every_layout(triton) -> None:

@@ -23,7 +23,10 @@ def addresses(server: TritonServer) -> set[str]:
 )
 def test_triton_listens_where_host_says_and_is_reached_there(tmp_path, host, listens, reached_at) -> None:
     server = TritonServer(tmp_path, "cpu", **({"host": host} if host else {}), http_port=8000, metrics_port=8002)
-    assert addresses(server) == {listens}
-    assert server.http_url == f"{reached_at}:8000"
-    assert server.metrics_url == f"http://{reached_at}:8002/metrics"
-    assert not any("model-control" in arg for arg in server.command()), "model control stays off (mode none)"
+    try:
+        assert addresses(server) == {listens}
+        assert server.http_url == f"{reached_at}:8000"
+        assert server.metrics_url == f"http://{reached_at}:8002/metrics"
+        assert not any("model-control" in arg for arg in server.command()), "model control stays off (mode none)"
+    finally:
+        server.stop()  # removes the repository view command() made

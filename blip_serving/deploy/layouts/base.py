@@ -26,8 +26,6 @@ class Layout(ABC):
     # The models whose instances are Python stub processes: each takes its own NeuronCores, threads, memory.
     python_models: ClassVar[tuple[str, ...]]
     summary: ClassVar[str]
-    # OMP_WAIT_POLICY for the stubs (a caller's own setting wins), measured per layout in `make bench`.
-    omp_wait_policy: ClassVar[str] = "PASSIVE"
 
     def config_name(self, target: str) -> str:
         """``configs/<name>.pbtxt`` in each served model's folder; Triton picks it with --model-config-name."""

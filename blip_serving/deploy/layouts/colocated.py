@@ -25,9 +25,6 @@ class ColocatedLayout(Layout):
     served_models = (ENSEMBLE_NAME,)
     python_models = (ENSEMBLE_NAME,)
     summary = "blip_vqa is one Python-backend model; each instance runs image encoder, text encoder and decoder"
-    # One process owns its cores: idle OpenMP workers may spin again. Measured on 2 cores (random-base, scores
-    # only, gRPC, sequential frames, p50): ACTIVE 808 and 801 ms, PASSIVE 842 ms, the in-process floor 773 and 794.
-    omp_wait_policy = "ACTIVE"
 
     def config_name(self, target: str) -> str:
         return f"{self.name}-{target}"

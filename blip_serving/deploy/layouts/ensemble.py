@@ -20,9 +20,6 @@ class EnsembleLayout(Layout):
     served_models = (ENSEMBLE_NAME, *COMPONENT_NAMES)
     python_models = COMPONENT_NAMES
     summary = "blip_vqa is Triton's ensemble of image_encoder, text_encoder and text_decoder (a stub process each)"
-    # Three processes' OpenMP teams overlap under concurrent requests; spinning workers then steal the cores the
-    # other teams need. Measured on 2 cores (random-base, scores only): c=2 0.53 -> 0.83 frames/s, c=1 unchanged.
-    omp_wait_policy = "PASSIVE"
 
     def placement(self, context: Context) -> Option:
         from blip_serving.deploy.placement import balanced_instances

@@ -216,9 +216,11 @@ def served(
 
     workspace.deploy(Deployment(layout=layout, instances=args.instances))
     runs: list[Run] = []
-    saved = {name: os.environ.pop(name) for name in OPENMP_WAIT if name in os.environ}
-    if omp_wait_policy:
-        os.environ["OMP_WAIT_POLICY"] = omp_wait_policy  # the server hands the caller's own setting to the stubs
+    saved = {name: os.environ[name] for name in OPENMP_WAIT if name in os.environ}
+    if omp_wait_policy:  # the server hands a caller's own setting, alone, to the stubs
+        for name in OPENMP_WAIT:
+            os.environ.pop(name, None)
+        os.environ["OMP_WAIT_POLICY"] = omp_wait_policy
     settings = openmp_wait(os.environ)
     policy = " ".join(f"{name}={value}" for name, value in settings.items())
     try:

@@ -139,17 +139,21 @@ def run_point(
     ]
     if args.scores_only:
         command += ["--request-parameter", f"{SCORES_ONLY}:true:bool"]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.point_timeout_s)
+
+    def measure() -> subprocess.CompletedProcess:
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.point_timeout_s)
+
+    result = measure()
     stable = True
     if _unstable(result):
         # A busy machine can keep perf_analyzer's windows from agreeing: once more with windows twice as long.
         _set_option(command, "--measurement-request-count", 2 * int(_option(command, "--measurement-request-count")))
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.point_timeout_s)
+        result = measure()
     if _unstable(result):
         # Still not: measure with the check off and flag the point, rather than lose the whole sweep to one noisy point.
         stable = False
         _set_option(command, "--stability-percentage", UNCHECKED_STABILITY)
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.point_timeout_s)
+        result = measure()
     if result.returncode != 0 or not csv_path.is_file():
         raise RuntimeError(
             f"perf_analyzer failed ({result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}"

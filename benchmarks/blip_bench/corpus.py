@@ -5,6 +5,7 @@ seeded generator, so the set is small and the same on every machine. Valid ones 
 may send: EXIF-rotated, CMYK and grayscale JPEGs, a 16-bit PNG, a palette PNG with transparency, WebP, animated
 GIF and PNG, BMP and TIFF, and one photo larger than the API tests' body limit. Invalid ones are the cases the
 boundary must name: truncated JPEG, junk between JPEG segments, a decompression-bomb header, zero bytes, text.
+Camera frames (``camera/``) are 16:9 JPEGs at 1920x1080, 1280x720 and 640x360, upright and EXIF-rotated.
 """
 
 from __future__ import annotations
@@ -84,6 +85,36 @@ def invalid_images(photo_jpeg: bytes) -> dict[str, bytes]:
     }
 
 
+# What a pet camera sends: 16:9 JPEG frames at 1080p, 720p and 360p.
+CAMERA_SIZES = ((1920, 1080), (1280, 720), (640, 360))
+
+
+def camera_frames(photo: Image.Image) -> dict[str, bytes]:
+    """16:9 JPEG frames (quality 85) from the sample photo, with seeded sensor noise so that they compress like
+    camera frames (about 50 KiB at 640x360, 300 KiB at 1920x1080); each size also stored sideways with EXIF
+    orientation 6, as a camera mounted on its side writes it."""
+    rng = np.random.default_rng(2)
+    width, height = photo.size
+    crop = photo.crop((0, (height - width * 9 // 16) // 2, width, (height + width * 9 // 16) // 2))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to view
+    frames = {}
+    for size in CAMERA_SIZES:
+        pixels = np.asarray(crop.resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
+        noisy = np.clip(pixels + rng.normal(0.0, 6.0, pixels.shape), 0, 255).astype(np.uint8)
+        frame = Image.fromarray(noisy)
+        name = f"frame_{size[0]}x{size[1]}"
+        frames[f"{name}.jpg"] = _save(frame, "JPEG", quality=85)
+        # Stored 90 degrees counter-clockwise: orientation 6 turns it back upright.
+        frames[f"{name}_exif6.jpg"] = _save(frame.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=85, exif=exif)
+    return frames
+
+
+def camera_frame(width: int, height: int) -> bytes:
+    """One upright camera frame of the corpus, by its size."""
+    return (generated_images() / "camera" / f"frame_{width}x{height}.jpg").read_bytes()
+
+
 def generated_images() -> Path:
     """Write the set once per generator version (under the temp dir) and return its folder."""
     version = hashlib.sha256(inspect.getsource(inspect.getmodule(generated_images)).encode()).hexdigest()[:12]
@@ -92,7 +123,7 @@ def generated_images() -> Path:
         return root
     photo = Image.open(SAMPLE).convert("RGB")
     valid = valid_images(photo)
-    sets = {"valid": valid, "invalid": invalid_images(valid["photo.jpg"])}
+    sets = {"valid": valid, "invalid": invalid_images(valid["photo.jpg"]), "camera": camera_frames(photo)}
     staging = Path(tempfile.mkdtemp(prefix="blip-test-images-"))
     for kind, files in sets.items():
         (staging / kind).mkdir()

@@ -1,0 +1,231 @@
+"""``make bench``'s host section: what serving one camera frame costs the host, beside the model's own work.
+
+An accelerator finishes this model's frame in milliseconds; the host around it (decode, resize, tokenize, Python
+stubs, IPC) decides how many frames it gets. So this serves ``random-host`` (random-tiny's layers at
+blip-vqa-base's 384 px input: its model time is small, and what remains is the serving tax) in each layout, drives
+it with gRPC callers at several concurrencies with camera JPEG frames of each size, and reports:
+
+- frames/s;
+- CPU-ms per frame of tritonserver and of each stub model (psutil over the server's process tree), and the load
+  generator's own CPU separately;
+- mean requests per execute of every model (Triton's statistics: inference_count / execution_count);
+- in process, one torch thread: the same frame's work split per stage (decode, resize, normalize, tokenize, each
+  component), at batch 1 and at the batch the server sees, which the served CPU is compared with.
+
+Frames carry the 3 behaviour questions in scores-only mode, as the alerting path sends them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+
+from blip_bench.bench import BEHAVIOR_QUESTIONS, RESULTS, machine
+from blip_bench.corpus import CAMERA_SIZES, camera_frame
+from blip_bench.timing import concurrent
+from blip_bench.workspace import Workspace, prepare
+from blip_serving.deploy.layouts import LAYOUT_NAMES
+from blip_serving.deploy.server import TritonServer, stub_instance
+from blip_serving.deploy.triton_config import Deployment
+from blip_serving.spec import ENSEMBLE_NAME, IMAGE_ENCODER, TEXT_DECODER, TEXT_ENCODER
+
+HOST_MODEL = "random-host"
+TRITONSERVER = "tritonserver"
+
+
+def tree_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of tritonserver and of each stub model, its instances summed."""
+    totals: dict[str, float] = {}
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            with process.oneshot():
+                args, times = process.cmdline(), process.cpu_times()
+        except psutil.Error:
+            continue
+        role = TRITONSERVER
+        if args and "triton_python_backend_stub" in args[0]:
+            role = TritonServer.model_of(stub_instance(args))
+        totals[role] = totals.get(role, 0.0) + times.user + times.system
+    return totals
+
+
+def execution_counts(client: Any) -> dict[str, tuple[int, int]]:
+    """Model -> (inference_count, execution_count) from Triton's statistics API."""
+    stats = client.get_inference_statistics(as_json=True)
+    return {
+        model["name"]: (int(model.get("inference_count", 0)), int(model.get("execution_count", 0)))
+        for model in stats.get("model_stats", [])
+    }
+
+
+def served_point(server: TritonServer, image: bytes, concurrency: int, seconds: float) -> dict[str, Any]:
+    """One concurrency level: frames/s, CPU-ms per frame by process, requests per execute by model."""
+    import tritonclient.grpc as grpc
+
+    from blip_client.client import BlipVqaClient
+
+    stats_client = grpc.InferenceServerClient(server.grpc_url)
+    me = psutil.Process()
+    cpu_before, counts_before, own_before = (
+        tree_cpu_seconds(server.process.pid),
+        execution_counts(stats_client),
+        me.cpu_times(),
+    )
+
+    def make_caller() -> Callable[[], object]:
+        client = BlipVqaClient(server.grpc_url, protocol="grpc", timeout_s=120)
+        return lambda: client.infer(image, BEHAVIOR_QUESTIONS, scores_only=True)
+
+    run = concurrent(make_caller, concurrency=concurrency, seconds=seconds)
+    own_after, counts_after, cpu_after = (
+        me.cpu_times(),
+        execution_counts(stats_client),
+        tree_cpu_seconds(server.process.pid),
+    )
+    stats_client.close()
+    # Every frame Triton served in the interval (the callers' warm-up calls too) shares the CPU measured over it.
+    frames = counts_after[ENSEMBLE_NAME][0] - counts_before[ENSEMBLE_NAME][0]
+    cpu_ms = {role: round((cpu_after[role] - cpu_before.get(role, 0.0)) * 1000 / frames, 2) for role in cpu_after}
+    per_execute = {}
+    for model, (inferences, executions) in counts_after.items():
+        done = executions - counts_before.get(model, (0, 0))[1]
+        if done:
+            per_execute[model] = round((inferences - counts_before.get(model, (0, 0))[0]) / done, 2)
+    own = (own_after.user + own_after.system - own_before.user - own_before.system) * 1000 / frames
+    return {
+        **run.summary(),
+        "cpu_ms_per_frame": round(sum(cpu_ms.values()), 2),
+        "cpu_ms_by_process": cpu_ms,
+        "load_generator_cpu_ms_per_frame": round(own, 2),
+        "requests_per_execute": per_execute,
+    }
+
+
+def in_process(workspace: Workspace, image: bytes, batch: int, frames: int) -> dict[str, float]:
+    """CPU-ms per frame of the serving code in this process with one torch thread, per stage, at ``batch``."""
+    from blip_serving.stub.models import load_pipeline
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pipeline = load_pipeline(workspace.manifest)
+        inputs = {
+            "IMAGE": np.array([[image]], dtype=object),
+            "QUESTIONS": np.array([[q.encode() for q in BEHAVIOR_QUESTIONS]], dtype=object),
+        }
+        stages = stage_clock(pipeline)
+        for _ in range(2):
+            stages.frame(inputs, batch)
+        stages.reset()
+        for _ in range(frames):
+            stages.frame(inputs, batch)
+        return {stage: round(seconds * 1000 / (frames * batch), 3) for stage, seconds in stages.totals.items()}
+    finally:
+        torch.set_num_threads(threads)
+
+
+class stage_clock:  # noqa: N801 - used like a function that returns a recorder
+    """Runs frames through ``pipeline`` the way a stub does and adds up process CPU time per stage."""
+
+    def __init__(self, pipeline: Any) -> None:
+        self.pipeline = pipeline
+        self.reset()
+
+    def reset(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.mark = time.process_time()
+
+    def tick(self, stage: str) -> None:
+        now = time.process_time()
+        self.totals[stage] = self.totals.get(stage, 0.0) + now - self.mark
+        self.mark = now
+
+    def frame(self, inputs: dict[str, Any], batch: int) -> None:
+        self.mark = time.process_time()
+        items = [self.pipeline.prepare(inputs, {"scores_only": True}) for _ in range(batch)]
+        self.tick("decode + tokenize")
+        self.pipeline.run(items, clock=self.tick)
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = [tuple(int(n) for n in part.split("x")) for part in text.split(",") if part]
+    unknown = [s for s in sizes if s not in CAMERA_SIZES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"no camera frame of size {unknown}; the corpus has {list(CAMERA_SIZES)}")
+    return sizes  # type: ignore[return-value]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="blip-bench-host", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--model", default=HOST_MODEL)
+    parser.add_argument("--target", default="cpu")
+    parser.add_argument("--layouts", type=lambda t: t.split(","), default=list(LAYOUT_NAMES))
+    parser.add_argument("--sizes", type=parse_sizes, default=[(640, 360), (1920, 1080)])
+    parser.add_argument("--concurrency", type=lambda t: [int(c) for c in t.split(",")], default=[1, 4, 8, 16])
+    parser.add_argument("--seconds", type=float, default=10.0, help="window per point")
+    parser.add_argument("--in-process-frames", type=int, default=20)
+    parser.add_argument("--workspace", type=Path, default=None)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON path (default benchmarks/results/host-<target>.json)"
+    )
+    args = parser.parse_args(argv)
+    workspace = prepare(args.model, args.target, **({"root": args.workspace} if args.workspace else {}))
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['cores']} cores; model {args.model} on {args.target}", flush=True)
+    report: dict[str, Any] = {
+        "machine": info,
+        "model": args.model,
+        "target": args.target,
+        "questions": list(BEHAVIOR_QUESTIONS),
+        "mode": "scores_only",
+        "protocol": "grpc",
+        "seconds_per_point": args.seconds,
+        "in_process": {},
+        "served": {},
+    }
+    for width, height in args.sizes:
+        name, image = f"{width}x{height}", camera_frame(width, height)
+        report["in_process"][name] = {
+            f"batch{batch}": in_process(workspace, image, batch, max(2, args.in_process_frames // batch))
+            for batch in sorted({1, 8})
+        }
+        print(f"in process {name}: {report['in_process'][name]}", flush=True)
+    for layout in args.layouts:
+        workspace.deploy(Deployment(layout=layout))
+        report["served"][layout] = {}
+        with TritonServer(workspace.repository, workspace.target, layout=layout) as server:
+            for width, height in args.sizes:
+                name, image = f"{width}x{height}", camera_frame(width, height)
+                points = []
+                for level in args.concurrency:
+                    point = served_point(server, image, level, args.seconds)
+                    points.append(point)
+                    print(
+                        f"{layout} {name} c={level}: {point['fps']:.1f} frames/s, {point['cpu_ms_per_frame']:.1f} "
+                        f"CPU-ms/frame {point['cpu_ms_by_process']}, per execute {point['requests_per_execute']}, "
+                        f"load generator {point['load_generator_cpu_ms_per_frame']:.1f} ms",
+                        flush=True,
+                    )
+                report["served"][layout][name] = points
+    report["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    out = args.out or RESULTS / f"host-{args.target}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -68,6 +68,8 @@ DEFAULT_SHORT_DECODE_LENGTHS = (1, 4)
 
 # Names of the axes that vary: a static build has one artifact per combination of their bucket sizes.
 BATCH = "batch"
+# Frames in one text-encoder call: its questions pick their frame's image embeddings by index.
+FRAMES = "frames"
 QUESTION_TOKENS = "question_tokens"
 ANSWER_TOKENS = "answer_tokens"
 
@@ -81,8 +83,6 @@ class ComponentSpec:
     outputs: tuple[TensorSpec, ...]
     traced_inputs: tuple[TensorSpec, ...]
     traced_outputs: tuple[TensorSpec, ...]
-    # >0: Triton batches requests (dynamic batcher) up to this size; 0: one request per execution.
-    max_batch_size: int = 0
     # The axis sizes of each artifact of a static-shape build (Neuron), batch included.
     shape_buckets: tuple[dict[str, int], ...] = ()
 
@@ -119,6 +119,11 @@ class BlipSpec:
     max_questions: int = DEFAULT_MAX_QUESTIONS
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    # The checkpoint's image processor rescale and normalization (transformers' defaults for BLIP), which the image
+    # encoder's artifact applies to uint8 pixels inside its graph.
+    pixel_rescale: float = 1 / 255
+    pixel_mean: tuple[float, ...] = (0.48145466, 0.4578275, 0.40821073)
+    pixel_std: tuple[float, ...] = (0.26862954, 0.26130258, 0.27577711)
     components: dict[str, ComponentSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -133,6 +138,13 @@ class BlipSpec:
             raise ValueError(f"answer_tokens must be at least 2 ([DEC] and one token), got {self.answer_tokens}")
         if self.max_questions < 1:
             raise ValueError(f"max_questions must be at least 1, got {self.max_questions}")
+        for name in ("pixel_mean", "pixel_std"):
+            values = tuple(float(v) for v in getattr(self, name))
+            if len(values) != self.num_channels:
+                raise ValueError(f"{name} has {len(values)} values for {self.num_channels} channels")
+            object.__setattr__(self, name, values)
+        if any(v == 0 for v in self.pixel_std):
+            raise ValueError(f"pixel_std has a zero: {self.pixel_std}")
         object.__setattr__(self, "components", self._build_components())
 
     @classmethod
@@ -147,8 +159,10 @@ class BlipSpec:
         image_batch_buckets: tuple[int, ...] = DEFAULT_IMAGE_BATCH_BUCKETS,
         question_batch_buckets: tuple[int, ...] = DEFAULT_QUESTION_BATCH_BUCKETS,
         max_questions: int = DEFAULT_MAX_QUESTIONS,
+        pixel_normalization: tuple[float, tuple[float, ...], tuple[float, ...]] | None = None,
     ) -> BlipSpec:
-        """Read the shapes from a ``BlipConfig``, the decoder's generation length and the yes/no token ids."""
+        """Read the shapes from a ``BlipConfig``, the decoder's generation length and the yes/no token ids;
+        ``pixel_normalization`` is the image processor's (rescale, mean, std)."""
         vision, text = config.vision_config, config.text_config
         height, width = _pair(vision.image_size)
         patch_h, patch_w = _pair(vision.patch_size)
@@ -174,6 +188,11 @@ class BlipSpec:
             image_batch_buckets=tuple(image_batch_buckets),
             question_batch_buckets=tuple(question_batch_buckets),
             max_questions=max_questions,
+            **(
+                dict(zip(("pixel_rescale", "pixel_mean", "pixel_std"), pixel_normalization))
+                if pixel_normalization
+                else {}
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,6 +222,11 @@ class BlipSpec:
         """The smallest answer-buffer length that holds ``length`` tokens."""
         return smallest_bucket(self.decode_lengths, length, "answer tokens")
 
+    @property
+    def max_frames(self) -> int:
+        """Frames one execute of any served model takes (Triton's max_batch_size): the largest frame bucket."""
+        return self.image_batch_buckets[-1]
+
     def model_tensors(self, name: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
         """(inputs, outputs) of a served model: a component, or ``blip_vqa`` (the wire contract)."""
         if name == ENSEMBLE_NAME:
@@ -224,9 +248,8 @@ class BlipSpec:
         c, h, w = self.num_channels, self.image_height, self.image_width
         p, dv, dt = self.image_tokens, self.vision_hidden_size, self.text_hidden_size
         question_axes = (BATCH, QUESTION_TOKENS)
-        # The image encoder batches frames (dynamic batcher): its wire dims leave the batch out.
+        # Every served model batches frames (dynamic batcher): wire dims leave the batch (one frame a request) out.
         image_embeds = TensorSpec(IMAGE_EMBEDS, "FP32", (p, dv))
-        frame_embeds = TensorSpec(IMAGE_EMBEDS, "FP32", (1, p, dv))
         question_embeds = TensorSpec(QUESTION_EMBEDS, "FP32", (-1, -1, dt), (*question_axes, None))
         question_mask = TensorSpec(QUESTION_MASK, "INT64", (-1, -1), question_axes)
 
@@ -241,23 +264,28 @@ class BlipSpec:
                 name=IMAGE_ENCODER,
                 inputs=(image,),
                 outputs=(image_embeds,),
-                traced_inputs=(TensorSpec("pixel_values", "FP32", (-1, c, h, w), (BATCH, None, None, None)),),
+                # uint8 pixels, channels last as decoded: the artifact rescales and normalizes them in its graph.
+                traced_inputs=(TensorSpec("pixels", "UINT8", (-1, h, w, c), (BATCH, None, None, None)),),
                 traced_outputs=(TensorSpec("image_embeds", "FP32", (-1, p, dv), (BATCH, None, None)),),
-                max_batch_size=self.image_batch_buckets[-1],
                 shape_buckets=buckets(batch=self.image_batch_buckets),
             ),
             TEXT_ENCODER: ComponentSpec(
                 name=TEXT_ENCODER,
-                inputs=(questions, frame_embeds),
+                inputs=(questions, image_embeds),
                 outputs=(question_embeds, question_mask),
                 traced_inputs=(
                     TensorSpec("input_ids", "INT64", (-1, -1), question_axes),
                     TensorSpec("attention_mask", "INT64", (-1, -1), question_axes),
-                    # One frame's embeddings, shared by all its questions through broadcasting.
-                    TensorSpec("image_embeds", "FP32", (1, p, dv)),
+                    # Every frame of the call once; each question names its frame in frame_index.
+                    TensorSpec("image_embeds", "FP32", (-1, p, dv), (FRAMES, None, None)),
+                    TensorSpec("frame_index", "INT64", (-1,), (BATCH,)),
                 ),
                 traced_outputs=(TensorSpec("question_embeds", "FP32", (-1, -1, dt), (*question_axes, None)),),
-                shape_buckets=buckets(batch=self.question_batch_buckets, question_tokens=self.question_buckets),
+                shape_buckets=buckets(
+                    batch=self.question_batch_buckets,
+                    question_tokens=self.question_buckets,
+                    frames=self.image_batch_buckets,
+                ),
             ),
             TEXT_DECODER: ComponentSpec(
                 name=TEXT_DECODER,
@@ -282,6 +310,7 @@ class BlipSpec:
         """Axis sizes with the largest bucket wherever ``sizes`` does not say."""
         return {
             BATCH: 2,
+            FRAMES: 2,
             QUESTION_TOKENS: self.question_tokens,
             ANSWER_TOKENS: self.answer_tokens,
         } | (sizes or {})
@@ -302,6 +331,12 @@ class BlipSpec:
             if spec.name == "position":
                 last = full[ANSWER_TOKENS]
                 tensors.append(torch.tensor([int(torch.randint(0, last, (1,), generator=generator))]))
+            elif spec.name == "frame_index":
+                # Questions grouped by frame, every frame used at least once where there are enough questions.
+                frames = full[FRAMES]
+                tensors.append(torch.arange(shape[0]) * frames // max(shape[0], 1))
+            elif spec.dtype == "UINT8":
+                tensors.append(torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8))
             elif spec.name.endswith("mask"):
                 lengths = torch.randint(2, shape[1] + 1, (shape[0],), generator=generator)
                 tensors.append((torch.arange(shape[1])[None, :] < lengths[:, None]).long())

@@ -89,7 +89,7 @@ def macs_per_frame(workspace: Workspace, questions: tuple[str, ...], scores_only
     manifest = workspace.manifest
     spec = manifest.spec
     blip = BlipForQuestionAnswering.from_pretrained(manifest.checkpoint_location).eval()
-    modules = {name: TRACEABLE_MODULES[name](blip).eval() for name in (IMAGE_ENCODER, TEXT_ENCODER, TEXT_DECODER)}
+    modules = {name: TRACEABLE_MODULES[name](blip, spec).eval() for name in (IMAGE_ENCODER, TEXT_ENCODER, TEXT_DECODER)}
     from transformers import BlipProcessor
 
     count = len(questions)
@@ -98,7 +98,7 @@ def macs_per_frame(workspace: Workspace, questions: tuple[str, ...], scores_only
     question_sizes = {"batch": count, "question_tokens": length}
     inputs = {
         IMAGE_ENCODER: spec.example_inputs(IMAGE_ENCODER, {"batch": 1}),
-        TEXT_ENCODER: spec.example_inputs(TEXT_ENCODER, question_sizes),
+        TEXT_ENCODER: spec.example_inputs(TEXT_ENCODER, question_sizes | {"frames": 1}),
     }
     _, _, embeds, mask = spec.example_inputs(TEXT_DECODER, question_sizes | {"answer_tokens": 1})
     inputs[TEXT_DECODER] = (answer_buffer(count, spec)[:, :1], torch.tensor([0]), embeds, mask)
@@ -141,7 +141,7 @@ def decode_strategies(models: dict[str, Any], image: bytes, questions: tuple[str
     embeds = models[IMAGE_ENCODER].run([item])[0][IMAGE_EMBEDS]
     encoded = np.array([q.encode() for q in questions], dtype=object)
     text = models[TEXT_ENCODER].run([models[TEXT_ENCODER].prepare({QUESTIONS: encoded, IMAGE_EMBEDS: embeds}, {})])[0]
-    question_embeds, mask = text["QUESTION_EMBEDS"], text["QUESTION_MASK"]
+    question_embeds, mask = text["QUESTION_EMBEDS"][0], text["QUESTION_MASK"][0]  # one frame: batch 1
     decoder = models[TEXT_DECODER].artifact
     saved = decoder.length_policy
     results: dict[str, dict[str, float]] = {}

@@ -169,7 +169,8 @@ def served_style_answers(manifest: Any, images: list[Path], questions: tuple[str
         item = pipeline.prepare({"IMAGE": np.array([path.read_bytes()], dtype=object), "QUESTIONS": encoded}, {})
         (output,) = pipeline.run([item])
         scores = output["SCORES"].float().cpu().numpy() if hasattr(output["SCORES"], "cpu") else output["SCORES"]
-        for question, answer, score in zip(questions, output["ANSWERS"], scores, strict=True):
+        # One frame a request: outputs are [1, N].
+        for question, answer, score in zip(questions, output["ANSWERS"].reshape(-1), scores.reshape(-1), strict=True):
             results.append({"image": path.name, "question": question, "answer": answer.decode(), "score": float(score)})
     return results
 

@@ -36,7 +36,7 @@ from blip_bench.workspace import Workspace, prepare
 from blip_serving.deploy.layouts import LAYOUT_NAMES
 from blip_serving.deploy.server import TritonServer, stub_instance
 from blip_serving.deploy.triton_config import Deployment
-from blip_serving.spec import ENSEMBLE_NAME, IMAGE_ENCODER, TEXT_DECODER, TEXT_ENCODER
+from blip_serving.spec import ENSEMBLE_NAME
 
 HOST_MODEL = "random-host"
 TRITONSERVER = "tritonserver"
@@ -123,7 +123,7 @@ def in_process(workspace: Workspace, image: bytes, batch: int, frames: int) -> d
             "IMAGE": np.array([[image]], dtype=object),
             "QUESTIONS": np.array([[q.encode() for q in BEHAVIOR_QUESTIONS]], dtype=object),
         }
-        stages = stage_clock(pipeline)
+        stages = StageClock(pipeline)
         for _ in range(2):
             stages.frame(inputs, batch)
         stages.reset()
@@ -134,7 +134,7 @@ def in_process(workspace: Workspace, image: bytes, batch: int, frames: int) -> d
         torch.set_num_threads(threads)
 
 
-class stage_clock:  # noqa: N801 - used like a function that returns a recorder
+class StageClock:
     """Runs frames through ``pipeline`` the way a stub does and adds up process CPU time per stage."""
 
     def __init__(self, pipeline: Any) -> None:
@@ -151,10 +151,22 @@ class stage_clock:  # noqa: N801 - used like a function that returns a recorder
         self.mark = now
 
     def frame(self, inputs: dict[str, Any], batch: int) -> None:
+        """``batch`` copies of one frame, prepared step by step as the pipeline's ``prepare`` does, then one run."""
+        from blip_serving.stub.images import decode_image
+
+        pipeline, spec = self.pipeline, self.pipeline.spec
         self.mark = time.process_time()
-        items = [self.pipeline.prepare(inputs, {"scores_only": True}) for _ in range(batch)]
-        self.tick("decode + tokenize")
-        self.pipeline.run(items, clock=self.tick)
+        items = []
+        for _ in range(batch):
+            data = inputs["IMAGE"].reshape(-1)[0]
+            image = decode_image(data, max_bytes=spec.max_image_bytes, max_pixels=spec.max_image_pixels)
+            self.tick("decode")
+            pixels = pipeline.image_encoder.preprocess(image)
+            self.tick("resize")
+            ids, mask = pipeline.text_encoder.prepare_questions(inputs["QUESTIONS"])
+            self.tick("tokenize")
+            items.append((pixels, ids, mask, True))
+        pipeline.run(items, clock=self.tick)
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from blip_bench.bench import BEHAVIOR_QUESTIONS, RESULTS, SAMPLE, machine
+from blip_bench.corpus import CAMERA_SIZES, camera_frame
 from blip_bench.workspace import Workspace, prepare
 from blip_serving.deploy.layouts import LAYOUT_NAMES
 from blip_serving.deploy.triton_config import Deployment
@@ -51,8 +52,9 @@ def bytes_element(data: bytes) -> bytes:
     return len(data).to_bytes(4, "little") + data
 
 
-def input_data(image: bytes, questions: tuple[str, ...]) -> dict:
-    """perf_analyzer's JSON: BYTES tensors as base64 of their serialized elements, with explicit shapes."""
+def input_data(images: list[bytes], questions: tuple[str, ...]) -> dict:
+    """perf_analyzer's JSON: BYTES tensors as base64 of their serialized elements, with explicit shapes (without
+    the batch dimension, which perf_analyzer adds); one entry per image, which perf_analyzer's requests cycle through."""
     encoded_questions = b"".join(bytes_element(q.encode()) for q in questions)
     return {
         "data": [
@@ -60,8 +62,16 @@ def input_data(image: bytes, questions: tuple[str, ...]) -> dict:
                 IMAGE: {"b64": base64.b64encode(bytes_element(image)).decode(), "shape": [1]},
                 QUESTIONS: {"b64": base64.b64encode(encoded_questions).decode(), "shape": [len(questions)]},
             }
+            for image in images
         ]
     }
+
+
+def perf_frames() -> dict[str, bytes]:
+    """What the sweep sends, in turn: the PNG sample and a camera JPEG frame of each size."""
+    frames = {SAMPLE.name: SAMPLE.read_bytes()}
+    frames.update({f"frame_{w}x{h}.jpg": camera_frame(w, h) for w, h in CAMERA_SIZES})
+    return frames
 
 
 def perf_analyzer_binary() -> Path:
@@ -171,11 +181,12 @@ def sweep(workspace: Workspace, args: argparse.Namespace) -> list[Point]:
     from blip_client.client import BlipVqaClient
     from blip_serving.deploy.server import TritonServer
 
-    image = SAMPLE.read_bytes()
+    frames = perf_frames()
+    image = frames[SAMPLE.name]
     work = workspace.repository.parent / "perf"
     work.mkdir(parents=True, exist_ok=True)
     data_path = work / "input.json"
-    data_path.write_text(json.dumps(input_data(image, BEHAVIOR_QUESTIONS)))
+    data_path.write_text(json.dumps(input_data(list(frames.values()), BEHAVIOR_QUESTIONS)))
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(library_directory(work)), env.get("LD_LIBRARY_PATH")]))
     total, done, points = len(args.layouts) * len(args.instances) * len(args.concurrency), 0, []
@@ -321,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": args.target,
         "mode": mode,
         "questions_per_frame": len(BEHAVIOR_QUESTIONS),
+        "frames": list(perf_frames()),
         "slo_ms": args.slo_ms,
         "knee": asdict(best) if best else None,
         "capacity": capacity,

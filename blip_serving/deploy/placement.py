@@ -74,7 +74,8 @@ def artifacts_per_component(static: bool) -> dict[str, int]:
     questions = len(DEFAULT_QUESTION_BATCH_BUCKETS) * len(DEFAULT_QUESTION_BUCKETS)
     return {
         IMAGE_ENCODER: len(DEFAULT_IMAGE_BATCH_BUCKETS),
-        TEXT_ENCODER: questions,
+        # The text encoder takes every frame of an execute at once: one artifact per frame bucket too.
+        TEXT_ENCODER: questions * len(DEFAULT_IMAGE_BATCH_BUCKETS),
         TEXT_DECODER: questions * DEFAULT_ANSWER_BUFFERS,
     }
 

@@ -16,7 +16,6 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from blip_serving.spec import (
-    BATCH,
     ENSEMBLE_NAME,
     IMAGE_ENCODER,
     PARAM_ARTIFACT_DIR,
@@ -96,12 +95,16 @@ class Deployment:
         return sum(self.instances_of(name) for name in self.python_models) * self.neuron_cores_per_instance
 
 
-def _add_tensors(container, tensors: tuple[TensorSpec, ...]) -> None:
+def _add_tensors(container, tensors: tuple[TensorSpec, ...], ragged: bool = False) -> None:
+    """``ragged``: inputs whose sizes vary between requests (questions per frame, tokens) may still share an
+    execute; a Python-backend model reads each request's tensors on their own, so nothing is padded for it."""
     for tensor in tensors:
         entry = container.add()
         entry.name = tensor.name
         entry.data_type = pb.DataType.Value(tensor.triton_dtype)
         entry.dims.extend(tensor.dims)
+        if ragged and -1 in tensor.dims:
+            entry.allow_ragged_batch = True
 
 
 def python_model_config(
@@ -112,15 +115,14 @@ def python_model_config(
     deployment = deployment or Deployment()
     target_type = get_target(target)
     inputs, outputs = spec.model_tensors(name)
-    max_batch_size = spec.components[name].max_batch_size if name in spec.components else 0
-    config = pb.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
-    _add_tensors(config.input, inputs)
+    # Every model batches frames of concurrent requests (one frame a request): each execute takes up to the largest
+    # frame bucket, and a static build pads the frames to a traced bucket.
+    config = pb.ModelConfig(name=name, backend="python", max_batch_size=spec.max_frames)
+    _add_tensors(config.input, inputs, ragged=True)
     _add_tensors(config.output, outputs)
-    if max_batch_size:
-        # Frames from concurrent requests run as one batch, padded to a traced bucket where shapes are static.
-        batching = config.dynamic_batching
-        batching.preferred_batch_size.extend(spec.components[name].shape_buckets_of(BATCH)[1:])
-        batching.max_queue_delay_microseconds = deployment.max_queue_delay_us
+    batching = config.dynamic_batching
+    batching.preferred_batch_size.extend(spec.image_batch_buckets[1:])
+    batching.max_queue_delay_microseconds = deployment.max_queue_delay_us
     group = config.instance_group.add()
     group.kind = pb.ModelInstanceGroup.Kind.Value(target_type.instance_kind)
     group.count = deployment.instances_of(name)
@@ -135,7 +137,7 @@ def python_model_config(
 
 def ensemble_config(spec: BlipSpec) -> pb.ModelConfig:
     """``blip_vqa``: IMAGE + QUESTIONS -> ANSWERS through the three steps; the image is encoded once."""
-    config = pb.ModelConfig(name=ENSEMBLE_NAME, platform="ensemble", max_batch_size=0)
+    config = pb.ModelConfig(name=ENSEMBLE_NAME, platform="ensemble", max_batch_size=spec.max_frames)
     _add_tensors(config.input, spec.ensemble_inputs)
     _add_tensors(config.output, spec.ensemble_outputs)
     for component in (IMAGE_ENCODER, TEXT_ENCODER, TEXT_DECODER):

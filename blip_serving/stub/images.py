@@ -1,10 +1,10 @@
-"""Image bytes -> pixel values, exactly as the checkpoint's own image processor does it.
+"""Image bytes -> resized uint8 pixels, exactly as the checkpoint's own image processor resizes them.
 
 Decoding is the same as the reference (``Image.open`` -> ``ImageOps.exif_transpose`` -> ``convert("RGB")``), guarded
-against oversize payloads, decompression bombs, truncated and unreadable files. Resizing and normalization follow
-the checkpoint's saved image processor settings with the steps of transformers' ``BlipImageProcessorPil`` (PIL
-resize, float64 rescale cast to float32, float32 normalize), without importing transformers into the stub (about
-100 MiB per process); a test holds them equal to transformers on every test image.
+against oversize payloads, decompression bombs, truncated and unreadable files. Resizing follows the checkpoint's
+saved image processor settings with the steps of transformers' ``BlipImageProcessorPil`` (PIL resize) without
+importing transformers into the stub (about 100 MiB per process); rescale and normalize run inside the image
+encoder's artifact. A test holds the result equal to transformers' pixel values on every test image.
 """
 
 from __future__ import annotations
@@ -103,7 +103,11 @@ def composite_on_white(image: Image.Image) -> Image.Image:
 
 
 class ImagePreprocessor:
-    """The checkpoint's image processor settings, applied with PIL and numpy; checked against the spec's shape."""
+    """The checkpoint's image processor settings up to the resize, with PIL: one picture -> uint8 [H, W, C].
+
+    Rescale and normalize are the image encoder artifact's (``blip_build.traceable.ImageEncoder``): the spec
+    carries the processor's factors into its graph, so the host stops at the resized uint8 frame.
+    """
 
     _SUPPORTED = frozenset({"BlipImageProcessor", "BlipImageProcessorPil"})
 
@@ -116,12 +120,8 @@ class ImagePreprocessor:
         size = settings.get("size", {})
         self.size = (int(size["width"]), int(size["height"])) if settings.get("do_resize", True) else None
         self.resample = int(settings.get("resample", Image.Resampling.BICUBIC))
-        self.rescale = float(settings["rescale_factor"]) if settings.get("do_rescale", True) else None
-        self.normalize = settings.get("do_normalize", True)
         self.convert_rgb = settings.get("do_convert_rgb", True)
-        self.mean = np.array(settings.get("image_mean", [0.0] * 3), dtype=np.float32)
-        self.std = np.array(settings.get("image_std", [1.0] * 3), dtype=np.float32)
-        self.expected_shape = expected_shape
+        self.expected_shape = expected_shape  # (height, width, channels)
 
     @classmethod
     def from_directory(cls, processor_dir: Path, expected_shape: tuple[int, int, int]) -> ImagePreprocessor:
@@ -133,27 +133,13 @@ class ImagePreprocessor:
             return cls(json.loads(alone.read_text()), expected_shape)
         raise FileNotFoundError(f"no image processor settings in {processor_dir}")
 
-    def pixels(self, image: Image.Image) -> np.ndarray:
-        """One RGB picture -> float32 [C, H, W]."""
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """One RGB picture -> uint8 [H, W, C], the artifact's input row."""
         if self.convert_rgb:
             image = composite_on_white(image)
         if self.size is not None:
             image = image.resize(self.size, resample=self.resample)
-        array = np.asarray(image)
-        if self.rescale is not None:
-            array = (array.astype(np.float64) * self.rescale).astype(np.float32)
-        else:
-            array = array.astype(np.float32)
-        if self.normalize:
-            array = (array - self.mean) / self.std
-        return np.ascontiguousarray(array.transpose(2, 0, 1))
-
-    def __call__(self, images: list[Image.Image]) -> Any:
-        import torch
-
-        pixel_values = torch.from_numpy(np.stack([self.pixels(image) for image in images]))
-        if tuple(pixel_values.shape[1:]) != self.expected_shape:
-            raise RuntimeError(
-                f"image processor produced {tuple(pixel_values.shape[1:])}, the artifact takes {self.expected_shape}"
-            )
-        return pixel_values
+        pixels = np.asarray(image)
+        if pixels.shape != self.expected_shape:
+            raise RuntimeError(f"image processor produced {pixels.shape}, the artifact takes {self.expected_shape}")
+        return pixels

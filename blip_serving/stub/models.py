@@ -1,7 +1,9 @@
 """Inside the Triton stub: what each of the three component models does, with no Triton types in sight.
 
-Each component model validates a request at the boundary (``prepare``, raising ``InvalidInputError``), then runs
-all valid requests of an ``execute`` call together (``run``: concatenate, run once, split). The Triton glue is
+Each component model validates a request at the boundary and does its per-request host work there (``prepare``:
+decode and resize a frame, tokenize questions; raising ``InvalidInputError``), then runs all valid requests of an
+``execute`` call together (``run``: concatenate, one artifact call, split). Every served model batches frames of
+concurrent requests, one frame a request: each wire tensor has a leading batch dimension of 1. The Triton glue is
 ``blip_serving.stub.triton_adapter``; tests and benchmarks call these models directly.
 """
 
@@ -106,19 +108,24 @@ class ImageEncoderModel(ComponentModel):
         super().__init__(manifest, target, device)
         spec = self.spec
         self.preprocess = ImagePreprocessor.from_directory(
-            manifest.processor_dir, (spec.num_channels, spec.image_height, spec.image_width)
+            manifest.processor_dir, (spec.image_height, spec.image_width, spec.num_channels)
         )
 
     def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> Any:
+        """IMAGE [1, 1] -> the upright frame resized to the artifact's input, uint8 [H, W, C]."""
         raw = np.asarray(inputs[IMAGE], dtype=object).reshape(-1)
         if raw.size != 1:
-            raise InvalidInputError(f"IMAGE must hold exactly one encoded image, got {raw.size} elements")
+            raise InvalidInputError(
+                f"IMAGE must hold exactly one encoded image per request (shape [1, 1]), got {raw.size}; the server "
+                "batches concurrent requests itself"
+            )
         data = raw[0] if isinstance(raw[0], bytes) else bytes(raw[0])
-        return decode_image(data, max_bytes=self.spec.max_image_bytes, max_pixels=self.spec.max_image_pixels)
+        image = decode_image(data, max_bytes=self.spec.max_image_bytes, max_pixels=self.spec.max_image_pixels)
+        return self.preprocess(image)
 
     def run(self, items: list[Any]) -> list[Outputs]:
         # The dynamic batcher hands over several frames: one artifact call, each request gets its own row.
-        embeds = self.artifact.encode(self.preprocess(items))
+        embeds = self.artifact.encode(torch.from_numpy(np.stack(items)))
         if embeds.shape[0] != len(items):
             raise RuntimeError(f"image encoder returned {embeds.shape[0]} rows for {len(items)} images")
         return [{IMAGE_EMBEDS: embeds[index : index + 1]} for index in range(len(items))]
@@ -143,11 +150,28 @@ class TextEncoderModel(ComponentModel):
         return input_ids, attention_mask, image_embeds
 
     def run(self, items: list[Any]) -> list[Outputs]:
-        # Each request is a different frame; its questions share that frame's cross-attention keys and values.
-        outputs = []
-        for input_ids, attention_mask, image_embeds in items:
-            question_embeds = self.artifact.encode(input_ids, attention_mask, image_embeds)
-            outputs.append({QUESTION_EMBEDS: question_embeds, QUESTION_MASK: attention_mask})
+        """Every frame's questions in one artifact call (up to the largest frame bucket at a time); each frame's
+        image keys and values are projected once and shared by its questions."""
+        outputs: list[Outputs] = []
+        step = self.spec.max_frames
+        for start in range(0, len(items), step):
+            outputs.extend(self._run_frames(items[start : start + step]))
+        return outputs
+
+    def _run_frames(self, items: list[Any]) -> list[Outputs]:
+        counts = [ids.shape[0] for ids, _, _ in items]
+        length = max(ids.shape[1] for ids, _, _ in items)
+        input_ids = torch.cat([_pad_tokens(ids, length, self.spec.pad_token_id) for ids, _, _ in items])
+        mask = torch.cat([_pad_tokens(m, length) for _, m, _ in items])
+        frames = torch.cat([embeds.reshape(1, *embeds.shape[-2:]) for _, _, embeds in items])
+        frame_index = torch.repeat_interleave(torch.arange(len(items)), torch.tensor(counts))
+        encoded = self.artifact.encode(input_ids, mask, frames.to(self.artifact.device), frame_index)
+        outputs, start = [], 0
+        for (ids, own_mask, _), count in zip(items, counts):
+            # Each request gets its questions at its own token bucket, as if it had run alone.
+            own = encoded[start : start + count, : ids.shape[1]]
+            outputs.append({QUESTION_EMBEDS: own[None], QUESTION_MASK: own_mask[None]})
+            start += count
         return outputs
 
 
@@ -167,8 +191,8 @@ class TextDecoderModel(ComponentModel):
 
     def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> Any:
         d = self.spec.text_hidden_size
-        embeds = _expect(inputs[QUESTION_EMBEDS], QUESTION_EMBEDS, (-1, -1, d), np.float32)
-        mask = _expect(inputs[QUESTION_MASK], QUESTION_MASK, (-1, -1), np.int64)
+        embeds = _expect(inputs[QUESTION_EMBEDS], QUESTION_EMBEDS, (1, -1, -1, d), np.float32)[0]
+        mask = _expect(inputs[QUESTION_MASK], QUESTION_MASK, (1, -1, -1), np.int64)[0]
         if embeds.shape[:2] != mask.shape or not 1 <= embeds.shape[0] <= self.spec.max_questions:
             raise InvalidInputError(
                 f"{QUESTION_EMBEDS} has shape {list(embeds.shape)} and {QUESTION_MASK} {list(mask.shape)}; expected "
@@ -196,10 +220,10 @@ class TextDecoderModel(ComponentModel):
             answers = self.tokenizer.decode(tokens)
         outputs, start, answered = [], 0, 0
         for (_, _, only), count in zip(items, counts):
-            output: Outputs = {SCORES: scores[start : start + count]}
+            output: Outputs = {SCORES: scores[start : start + count][None]}
             if not only:
                 chunk = answers[answered : answered + count]
-                output[ANSWERS] = np.array([a.encode("utf-8") for a in chunk], dtype=np.object_)
+                output[ANSWERS] = np.array([[a.encode("utf-8") for a in chunk]], dtype=np.object_)
                 answered += count
             outputs.append(output)
             start += count
@@ -208,12 +232,13 @@ class TextDecoderModel(ComponentModel):
         return outputs
 
 
-def _pad_tokens(tensor: torch.Tensor, length: int) -> torch.Tensor:
-    """Pad dim 1 (question tokens) with zeros: masked positions, whatever the embeddings hold there."""
+def _pad_tokens(tensor: torch.Tensor, length: int, value: int = 0) -> torch.Tensor:
+    """Pad dim 1 (question tokens) with ``value`` (zero: masked positions, whatever the embeddings hold there)."""
     missing = length - tensor.shape[1]
     if missing == 0:
         return tensor
-    padding = torch.zeros((tensor.shape[0], missing, *tensor.shape[2:]), dtype=tensor.dtype, device=tensor.device)
+    shape = (tensor.shape[0], missing, *tensor.shape[2:])
+    padding = torch.full(shape, value, dtype=tensor.dtype, device=tensor.device)
     return torch.cat([tensor, padding], dim=1)
 
 
@@ -258,7 +283,7 @@ class PipelineModel:
         if clock:
             clock(TEXT_ENCODER)
         outputs = self.text_decoder.run(
-            [(text[QUESTION_EMBEDS], text[QUESTION_MASK], only) for (_, _, _, only), text in zip(items, encoded)]
+            [(text[QUESTION_EMBEDS][0], text[QUESTION_MASK][0], only) for (_, _, _, only), text in zip(items, encoded)]
         )
         if clock:
             clock(TEXT_DECODER)

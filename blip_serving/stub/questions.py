@@ -7,6 +7,7 @@ decoded answers equal to transformers'.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,15 +68,27 @@ class CheckpointTokenizer:
         return self.tokenizer.decode_batch(rows, skip_special_tokens=True)
 
 
+# Distinct question lists kept tokenized: behaviour questions repeat on every frame of every camera.
+QUESTION_CACHE_SIZE = 1024
+
+
 class QuestionTokenizer:
     """A frame's questions padded together to the smallest bucket holding the longest one (short behavior
-    questions do not pay for long ones), with the real attention mask."""
+    questions do not pay for long ones), with the real attention mask.
 
-    def __init__(self, tokenizer: CheckpointTokenizer, buckets: Sequence[int]) -> None:
+    Results are cached by question list (least recently used first out); the cached tensors are shared, so callers
+    must not write into them (the models only read and concatenate them).
+    """
+
+    def __init__(self, tokenizer: CheckpointTokenizer, buckets: Sequence[int], cache_size: int = QUESTION_CACHE_SIZE):
         self.tokenizer = tokenizer
         self.buckets = tuple(buckets)
+        self._cached = functools.lru_cache(maxsize=cache_size)(self._tokenize)
 
     def __call__(self, questions: Sequence[str]) -> tuple[Any, Any]:
+        return self._cached(tuple(questions))
+
+    def _tokenize(self, questions: tuple[str, ...]) -> tuple[Any, Any]:
         import torch
 
         encoded = self.tokenizer.encode(questions)

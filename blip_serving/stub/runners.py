@@ -10,9 +10,15 @@ from typing import Any
 
 import torch
 
-from blip_serving.spec import ANSWER_TOKENS, BATCH, QUESTION_TOKENS, ComponentSpec, smallest_bucket
+from blip_serving.spec import ANSWER_TOKENS, BATCH, FRAMES, QUESTION_TOKENS, ComponentSpec, smallest_bucket
 
 Sizes = dict[str, int]
+
+
+def pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    """Pad dim 0 up to ``rows`` with copies of the last row: real values, so padding cannot produce NaNs."""
+    missing = rows - tensor.shape[0]
+    return tensor if missing <= 0 else torch.cat([tensor, tensor[-1:].expand(missing, *tensor.shape[1:])])
 
 
 class ArtifactRunner:
@@ -75,10 +81,7 @@ class ArtifactRunner:
                 size = smallest_bucket(buckets, real, "rows")
                 chunk = [t[start : start + real] if b else t for t, b in zip(tensors, self.batched)]
                 if real < size:
-                    chunk = [
-                        torch.cat([t, t[-1:].expand(size - real, *t.shape[1:])]) if b else t
-                        for t, b in zip(chunk, self.batched)
-                    ]
+                    chunk = [pad_rows(t, size) if b else t for t, b in zip(chunk, self.batched)]
                 module = self.artifacts[tuple(sorted((*rest, (BATCH, size))))]
                 outputs.append(module(*chunk)[:real])
                 start += real
@@ -92,10 +95,21 @@ class ImageEncoderRunner(ArtifactRunner):
 
 
 class TextEncoderRunner(ArtifactRunner):
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
-        """Questions [N, L] of one frame (L a question bucket) with its embeddings -> [N, L, hidden]."""
-        frame = image_embeds.reshape(1, *image_embeds.shape[-2:])
-        return self.run((input_ids, attention_mask, frame), {QUESTION_TOKENS: input_ids.shape[1]})
+    @property
+    def frame_buckets(self) -> tuple[int, ...]:
+        """The frame counts a static build was traced for; empty for a shape-polymorphic one."""
+        return tuple(sorted({dict(key)[FRAMES] for key in self.artifacts if FRAMES in dict(key)}))
+
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, frames: torch.Tensor, frame_index: torch.Tensor
+    ) -> torch.Tensor:
+        """Questions [N, L] (L a question bucket) of frames [F, tokens, hidden], question i about frame
+        ``frame_index[i]`` -> [N, L, hidden]. A static build pads the frames to its nearest frame bucket."""
+        sizes = {QUESTION_TOKENS: input_ids.shape[1]}
+        if self.static:
+            sizes[FRAMES] = smallest_bucket(self.frame_buckets, frames.shape[0], "frames")
+            frames = pad_rows(frames, sizes[FRAMES])
+        return self.run((input_ids, attention_mask, frames, frame_index), sizes)
 
 
 # How long the answer buffer is at each step: "bucketed" grows through the spec's decode lengths (the static

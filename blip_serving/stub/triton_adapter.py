@@ -4,7 +4,9 @@
 that reserves its NeuronCores before any artifact loads), checks the manifest against the config and loads the
 model. ``execute`` isolates errors per request: a bad request gets its own INVALID_ARG error while the rest of the
 batch succeeds, and an unexpected failure is logged and answered with INTERNAL instead of killing the stub.
-Tensors between the steps cross as DLPack (no numpy round trip; on GPU they stay on the device).
+The requests of one execute are prepared (decoded, resized, tokenized) in parallel threads, as many as the
+instance's share of the cores: Pillow and the tokenizer release the GIL. Tensors between the steps cross as DLPack
+(no numpy round trip; on GPU they stay on the device).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import os
 import traceback
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +75,14 @@ def _libc() -> Any:
 class TritonComponent:
     """The Triton side of a component model: parses ``initialize`` args, isolates errors per request."""
 
-    def __init__(self, model: Any, pb_utils: Any, host_outputs: bool = False) -> None:
+    def __init__(self, model: Any, pb_utils: Any, host_outputs: bool = False, threads: int = 1) -> None:
         self.model = model
         self.host_outputs = host_outputs
         self.pb_utils = pb_utils
         self.logger = pb_utils.Logger
         self.inputs = model.spec.model_tensors(model.name)[0]
+        # Decode, resize and tokenize of an execute's requests side by side (Pillow releases the GIL).
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix=f"{model.name}-prepare") if threads > 1 else None
 
     @classmethod
     def from_args(cls, component: str, args: Mapping[str, str], pb_utils: Any) -> TritonComponent:
@@ -105,7 +110,7 @@ class TritonComponent:
             f"{threads} intra-op thread(s) (checkpoint {manifest.data['checkpoint']['source']})"
         )
         release_freed_memory()
-        return cls(model, pb_utils, host_outputs=parameters.get(PARAM_HOST_OUTPUTS) == "yes")
+        return cls(model, pb_utils, host_outputs=parameters.get(PARAM_HOST_OUTPUTS) == "yes", threads=threads)
 
     def _error(self, message: str, code_name: str) -> Any:
         error_type = self.pb_utils.TritonError
@@ -138,17 +143,39 @@ class TritonComponent:
             return self.pb_utils.Tensor.from_dlpack(name, to_dlpack(value.contiguous()))
         return self.pb_utils.Tensor(name, np.ascontiguousarray(value))
 
+    def _prepare(self, request: Any) -> tuple[Any, str | None]:
+        """(prepared item, None), or (None, the INVALID_ARG message); other exceptions propagate."""
+        inputs, parameters = request
+        try:
+            return self.model.prepare(inputs, parameters), None
+        except InvalidInputError as error:
+            return None, str(error)
+
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
-        prepared: list[tuple[int, Any]] = []
-        for index, request in enumerate(requests):
+        read: list[tuple[int, Any]] = []
+        for index, request in enumerate(requests):  # Triton's request objects are read on this thread only
             try:
-                prepared.append((index, self.model.prepare(self._read_inputs(request), self._read_parameters(request))))
+                read.append((index, (self._read_inputs(request), self._read_parameters(request))))
             except InvalidInputError as error:
                 responses[index] = self._error(str(error), "INVALID_ARG")
             except Exception:
+                self.logger.log_error(f"{self.model.name}: reading request failed\n{traceback.format_exc()}")
+                responses[index] = self._error(f"{self.model.name}: internal error reading request", "INTERNAL")
+        prepared: list[tuple[int, Any]] = []
+        work = [raw for _, raw in read]
+        futures = [self.pool.submit(self._prepare, raw) for raw in work] if self.pool and len(work) > 1 else None
+        for position, (index, raw) in enumerate(read):
+            try:
+                item, invalid = futures[position].result() if futures else self._prepare(raw)
+            except Exception:
                 self.logger.log_error(f"{self.model.name}: preparing request failed\n{traceback.format_exc()}")
                 responses[index] = self._error(f"{self.model.name}: internal error preparing request", "INTERNAL")
+                continue
+            if invalid is not None:
+                responses[index] = self._error(invalid, "INVALID_ARG")
+            else:
+                prepared.append((index, item))
         if prepared:
             try:
                 outputs = self.model.run([item for _, item in prepared])

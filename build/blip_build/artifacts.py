@@ -154,7 +154,7 @@ def build_target(
                     "target": target.describe(),
                     "versions": versions,
                     # The traceable module's own code: a changed one must never be served from a stale artifact.
-                    "traceable_module": inspect.getsource(TRACEABLE_MODULES[name]),
+                    "traceable_module": inspect.getsource(inspect.getmodule(TRACEABLE_MODULES[name])),
                 },
                 sort_keys=True,
             ).encode()
@@ -176,7 +176,7 @@ def build_target(
             continue
 
         started = time.perf_counter()
-        module = TRACEABLE_MODULES[name](checkpoint.model).eval().to(device, target.float_dtype)
+        module = TRACEABLE_MODULES[name](checkpoint.model, spec).eval().to(device, target.float_dtype)
 
         def inputs(sizes: dict[str, int], seed: int, name: str = name) -> tuple[Any, ...]:
             return tuple(

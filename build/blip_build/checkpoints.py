@@ -249,3 +249,13 @@ def load_checkpoint(model: str, random_dir: Path) -> Checkpoint:
             f"is unreachable or has no such id ({error.__class__.__name__}: {str(error).splitlines()[0]})"
         ) from error
     return Checkpoint(model=blip, processor=processor, source=model, path=path)
+
+
+def pixel_normalization(processor: Any, channels: int = 3) -> tuple[float, tuple[float, ...], tuple[float, ...]]:
+    """The image processor's (rescale factor, mean, std), identities where it skips a step; the image encoder's
+    artifact applies them in its graph."""
+    settings = processor.image_processor
+    rescale = float(settings.rescale_factor) if getattr(settings, "do_rescale", True) else 1.0
+    if getattr(settings, "do_normalize", True):
+        return rescale, tuple(float(v) for v in settings.image_mean), tuple(float(v) for v in settings.image_std)
+    return rescale, (0.0,) * channels, (1.0,) * channels

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from blip_build.artifacts import Progress, build_target, resolve_max_length, yes_no_token_ids
-from blip_build.checkpoints import RANDOM_MODELS, load_checkpoint
+from blip_build.checkpoints import RANDOM_MODELS, load_checkpoint, pixel_normalization
 from blip_serving.deploy.layouts import LAYOUT_NAMES
 from blip_serving.deploy.triton_config import Deployment, write_repository_configs
 from blip_serving.manifest import Manifest
@@ -79,6 +79,9 @@ def build(
         image_batch_buckets=image_batch_buckets,
         question_batch_buckets=question_batch_buckets,
         max_questions=max_questions,
+        pixel_normalization=pixel_normalization(
+            checkpoint.processor, getattr(checkpoint.model.config.vision_config, "num_channels", 3)
+        ),
     )
     progress(
         f"spec: image {spec.image_height}x{spec.image_width} -> {spec.image_tokens} tokens x "

@@ -7,48 +7,93 @@ imported: the stub runs the saved TorchScript through ``blip_serving.stub.runner
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from blip_serving.spec import IMAGE_ENCODER, TEXT_DECODER, TEXT_ENCODER
+from blip_serving.spec import IMAGE_ENCODER, TEXT_DECODER, TEXT_ENCODER, BlipSpec
+
+
+def pixel_table(spec: BlipSpec) -> torch.Tensor:
+    """[channels * 256] float32: every uint8 value of every channel rescaled and normalized with the steps and
+    dtypes of transformers' ``BlipImageProcessorPil`` (float64 rescale cast to float32, float32 normalize), so a
+    lookup in the graph gives the processor's pixel values bit for bit."""
+    values = (np.arange(256, dtype=np.float64) * spec.pixel_rescale).astype(np.float32)
+    mean = np.array(spec.pixel_mean, dtype=np.float32)[:, None]
+    std = np.array(spec.pixel_std, dtype=np.float32)[:, None]
+    return torch.from_numpy(np.ascontiguousarray(((values[None, :] - mean) / std).reshape(-1)))
 
 
 class ImageEncoder(nn.Module):
-    """``vision_model``: pixel values -> image embeddings (last hidden state, the [CLS] token included)."""
+    """``vision_model``: uint8 pixels [B, H, W, C] -> image embeddings (last hidden state, [CLS] included).
 
-    def __init__(self, blip: Any) -> None:
+    Rescale and normalize run in the graph as one table lookup per pixel: the host hands over the resized uint8
+    frame (a quarter of the float32 bytes, no float pass in numpy), and the device does the rest.
+    """
+
+    def __init__(self, blip: Any, spec: BlipSpec) -> None:
         super().__init__()
         self.vision_model = blip.vision_model
+        self.register_buffer("table", pixel_table(spec))
+        self.register_buffer("offsets", torch.arange(spec.num_channels) * 256)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.vision_model(pixel_values=pixel_values, return_dict=False)[0]
+    def pixel_values(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, H, W, C] -> the processor's pixel values [B, C, H, W]."""
+        index = pixels.long() + self.offsets
+        return self.table.index_select(0, index.reshape(-1)).reshape(index.shape).permute(0, 3, 1, 2)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.vision_model(pixel_values=self.pixel_values(pixels), return_dict=False)[0]
+
+
+def frame_cross_attention(
+    attention: Any, hidden: torch.Tensor, frames: torch.Tensor, frame_index: torch.Tensor
+) -> torch.Tensor:
+    """BLIP's cross-attention (``BlipTextSelfAttention``'s weights and math, unmasked as transformers runs it for
+    image embeddings): questions [N, L, D] attend to their own frame's tokens; keys and values are projected once
+    per frame [F, P, D] and then picked per question by ``frame_index``."""
+    heads, size = attention.num_attention_heads, attention.attention_head_size
+    query = attention.query(hidden).view(hidden.shape[0], hidden.shape[1], heads, size).transpose(1, 2)
+    per_frame = (frames.shape[0], frames.shape[1], heads, size)
+    key = attention.key(frames).view(per_frame).transpose(1, 2).index_select(0, frame_index)
+    value = attention.value(frames).view(per_frame).transpose(1, 2).index_select(0, frame_index)
+    scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(size)
+    context = torch.matmul(scores.softmax(dim=-1), value)
+    return context.permute(0, 2, 1, 3).reshape(hidden.shape[0], hidden.shape[1], heads * size)
 
 
 class TextEncoder(nn.Module):
-    """``text_encoder``: questions cross-attend to one frame's image embeddings.
+    """``text_encoder``: the questions of several frames, each cross-attending to its own frame's embeddings.
 
-    ``image_embeds`` has batch 1 and broadcasts against the questions inside the attention matmuls, so the
-    image's cross-attention keys and values are projected once per frame rather than once per question.
+    All frames of a batch run in one call: ``image_embeds`` holds each frame once and ``frame_index`` says which
+    frame each question belongs to, so the image's cross-attention keys and values are projected once per frame,
+    not once per question. BLIP's own submodules run in ``BlipTextLayer``'s order (as in ``TextDecoderStep``); only
+    the cross-attention's key/value selection is this module's.
     """
 
-    def __init__(self, blip: Any) -> None:
+    def __init__(self, blip: Any, spec: BlipSpec) -> None:
         super().__init__()
         self.text_encoder = blip.text_encoder
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_embeds: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_embeds: torch.Tensor,
+        frame_index: torch.Tensor,
     ) -> torch.Tensor:
-        image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
-        output = self.text_encoder(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            encoder_hidden_states=image_embeds,
-            encoder_attention_mask=image_mask,
-            return_dict=False,
-        )
-        return output[0]
+        bert = self.text_encoder
+        hidden = bert.embeddings(input_ids=input_ids)
+        mask = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+        for layer in bert.encoder.layer:
+            attended, _ = layer.attention(hidden, attention_mask=mask)
+            context = frame_cross_attention(layer.crossattention.self, attended, image_embeds, frame_index)
+            attended = layer.crossattention.output(context, attended)
+            hidden = layer.feed_forward_chunk(attended)
+        return hidden
 
 
 class TextDecoderStep(nn.Module):
@@ -65,7 +110,7 @@ class TextDecoderStep(nn.Module):
     ``text_decoder(...)`` exactly.
     """
 
-    def __init__(self, blip: Any) -> None:
+    def __init__(self, blip: Any, spec: BlipSpec) -> None:
         super().__init__()
         self.text_decoder = blip.text_decoder
 

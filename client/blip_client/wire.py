@@ -23,7 +23,7 @@ from blip_client.errors import (
     ServerTimeoutError,
     ServerUnavailableError,
 )
-from blip_contract import ANSWERS, IMAGE, QUESTIONS, SCORES, SCORES_ONLY
+from blip_contract import ANSWERS, ENSEMBLE_INPUTS, IMAGE, QUESTIONS, SCORES, SCORES_ONLY, request_shape
 
 # A 16x16 PNG: a health probe exercises the whole model (decode, resize, three components) at minimal cost.
 PROBE_IMAGE = base64.b64decode(
@@ -43,14 +43,16 @@ def encode_questions(questions: Sequence[str | bytes]) -> list[bytes]:
 
 
 def build_inputs(triton: ModuleType, image: bytes, questions: Sequence[str | bytes]) -> list[Any]:
-    """IMAGE [1] and QUESTIONS [n] as BYTES inputs of ``triton`` (tritonclient.http, .http.aio or .grpc)."""
+    """IMAGE [1, 1] and QUESTIONS [1, n] (one frame) as BYTES inputs of ``triton`` (tritonclient.http, .http.aio
+    or .grpc)."""
     if not isinstance(image, bytes | bytearray):
         raise TypeError(f"image must be the encoded file's bytes, got {type(image).__name__}")
     encoded = encode_questions(questions)
-    image_input = triton.InferInput(IMAGE, [1], "BYTES")
-    image_input.set_data_from_numpy(np.array([bytes(image)], dtype=np.object_))
-    questions_input = triton.InferInput(QUESTIONS, [len(encoded)], "BYTES")
-    questions_input.set_data_from_numpy(np.array(encoded, dtype=np.object_).reshape(len(encoded)))
+    image_shape, questions_shape = (request_shape(tensor, len(encoded)) for tensor in ENSEMBLE_INPUTS)
+    image_input = triton.InferInput(IMAGE, image_shape, "BYTES")
+    image_input.set_data_from_numpy(np.array([bytes(image)], dtype=np.object_).reshape(image_shape))
+    questions_input = triton.InferInput(QUESTIONS, questions_shape, "BYTES")
+    questions_input.set_data_from_numpy(np.array(encoded, dtype=np.object_).reshape(questions_shape))
     return [image_input, questions_input]
 
 

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 # The model every fleet serves, whatever its target (cpu, gpu, neuron) or layout.
 ENSEMBLE_NAME = "blip_vqa"
 
-# Inputs: one encoded image (JPEG, PNG, WebP, ...) and 1..N UTF-8 questions about it.
+# One frame a request, in a batch dimension of 1 that every tensor leads with (the server batches concurrent
+# requests itself, up to its max_batch_size of frames per execute):
+# Inputs: one encoded image (JPEG, PNG, WebP, ...), IMAGE [1, 1], and 1..N UTF-8 questions about it, QUESTIONS [1, N].
 IMAGE = "IMAGE"
 QUESTIONS = "QUESTIONS"
-# Outputs, one per question in order: the generated answer, and P(yes) against no from the first decoder step.
+# Outputs, [1, N], one per question in order: the generated answer, and P(yes) against no from the first decoder step.
 ANSWERS = "ANSWERS"
 SCORES = "SCORES"
 
@@ -48,5 +50,12 @@ class TensorSpec:
         return "TYPE_STRING" if self.dtype == "BYTES" else f"TYPE_{self.dtype}"
 
 
+# The dims below leave the batch dimension out, as config.pbtxt writes them.
 ENSEMBLE_INPUTS: tuple[TensorSpec, ...] = (TensorSpec(IMAGE, "BYTES", (1,)), TensorSpec(QUESTIONS, "BYTES", (-1,)))
 ENSEMBLE_OUTPUTS: tuple[TensorSpec, ...] = (TensorSpec(ANSWERS, "BYTES", (-1,)), TensorSpec(SCORES, "FP32", (-1,)))
+
+
+def request_shape(tensor: TensorSpec, count: int = 1) -> list[int]:
+    """The shape a request sends or gets for ``tensor``: the batch of one frame, then its dims (``count`` where a
+    dim varies: the number of questions)."""
+    return [1, *(count if dim == -1 else dim for dim in tensor.dims)]

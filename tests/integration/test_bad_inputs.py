@@ -57,18 +57,27 @@ def test_bad_requests(image, questions, message, client, triton) -> None:
 def test_raw_http_status_is_400_through_the_ensemble(triton, client) -> None:
     raw = http.InferenceServerClient(triton.http_url)
     try:
-        image = http.InferInput("IMAGE", [1], "BYTES")
-        image.set_data_from_numpy(np.array([b"junk"], dtype=object))
-        questions = http.InferInput("QUESTIONS", [1], "BYTES")
-        questions.set_data_from_numpy(np.array([b"Is the dog barking?"], dtype=object))
+        image = http.InferInput("IMAGE", [1, 1], "BYTES")
+        image.set_data_from_numpy(np.array([[b"junk"]], dtype=object))
+        questions = http.InferInput("QUESTIONS", [1, 1], "BYTES")
+        questions.set_data_from_numpy(np.array([[b"Is the dog barking?"]], dtype=object))
         with pytest.raises(InferenceServerException) as caught:
             raw.infer("blip_vqa", [image, questions])
         assert caught.value.status() == "400"
-        two_images = http.InferInput("IMAGE", [2], "BYTES")
-        two_images.set_data_from_numpy(np.array([GOOD, GOOD], dtype=object))
+        # Two frames in one request: refused by name (the server batches concurrent requests itself).
+        two_images = http.InferInput("IMAGE", [2, 1], "BYTES")
+        two_images.set_data_from_numpy(np.array([[GOOD], [GOOD]], dtype=object))
+        two_questions = http.InferInput("QUESTIONS", [2, 1], "BYTES")
+        two_questions.set_data_from_numpy(np.array([[b"Is the dog barking?"]] * 2, dtype=object))
         with pytest.raises(InferenceServerException) as caught:
-            raw.infer("blip_vqa", [two_images, questions])
-        assert caught.value.status() == "400"
+            raw.infer("blip_vqa", [two_images, two_questions])
+        assert caught.value.status() == "400" and "one encoded image per request" in caught.value.message()
+        # The contract before frames were batched (IMAGE [1], no batch dimension): Triton names the shape.
+        unbatched = http.InferInput("IMAGE", [1], "BYTES")
+        unbatched.set_data_from_numpy(np.array([GOOD], dtype=object))
+        with pytest.raises(InferenceServerException) as caught:
+            raw.infer("blip_vqa", [unbatched, questions])
+        assert caught.value.status() == "400" and "IMAGE" in caught.value.message()
     finally:
         raw.close()
     _still_serving(client, triton)

@@ -45,7 +45,7 @@ def test_a_point_whose_windows_never_agree_is_measured_and_flagged_unstable(tmp_
     work = tmp_path / "perf"
     work.mkdir()
     data_path = work / "input.json"
-    data_path.write_text(json.dumps(perf.input_data(perf.SAMPLE.read_bytes(), perf.BEHAVIOR_QUESTIONS)))
+    data_path.write_text(json.dumps(perf.input_data([perf.SAMPLE.read_bytes()], perf.BEHAVIOR_QUESTIONS)))
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = str(perf.library_directory(work))
     args = argparse.Namespace(requests_per_window=4, stability=0, max_trials=3, point_timeout_s=120, scores_only=True)

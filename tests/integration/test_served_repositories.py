@@ -38,9 +38,10 @@ def test_blip_vqa_metadata_is_the_wire_contract_in_every_layout(triton) -> None:
     """What callers see is the contract, whichever layout serves it; the colocated layout serves blip_vqa alone."""
     client = triton_http.InferenceServerClient(triton.http_url)
     try:
+        # Frames batch: every tensor leads with the batch dimension (-1), one frame a request.
         assert _metadata(client, ENSEMBLE_NAME) == {
-            "inputs": [(t.name, t.dtype, list(t.dims)) for t in ENSEMBLE_INPUTS],
-            "outputs": [(t.name, t.dtype, list(t.dims)) for t in ENSEMBLE_OUTPUTS],
+            "inputs": [(t.name, t.dtype, [-1, *t.dims]) for t in ENSEMBLE_INPUTS],
+            "outputs": [(t.name, t.dtype, [-1, *t.dims]) for t in ENSEMBLE_OUTPUTS],
         }
         served = {entry["name"] for entry in client.get_model_repository_index() if entry.get("state") == "READY"}
         assert served == set(triton.layout.served_models)

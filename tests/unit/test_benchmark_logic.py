@@ -18,10 +18,12 @@ def _elements(serialized: bytes) -> list[bytes]:
 
 def test_bytes_inputs_carry_their_4_byte_length_prefixes() -> None:
     image, questions = b"\x89PNG fake image", ("Is the dog barking?", "¿Está ladrando?")
-    (entry,) = input_data(image, questions)["data"]
-    assert entry["IMAGE"]["shape"] == [1] and entry["QUESTIONS"]["shape"] == [2]
-    assert _elements(base64.b64decode(entry["IMAGE"]["b64"])) == [image]
-    assert _elements(base64.b64decode(entry["QUESTIONS"]["b64"])) == [q.encode() for q in questions]
+    first, second = input_data([image, b"second frame"], questions)["data"]
+    for entry, frame in ((first, image), (second, b"second frame")):
+        # Shapes without the batch dimension: perf_analyzer adds it (one frame a request).
+        assert entry["IMAGE"]["shape"] == [1] and entry["QUESTIONS"]["shape"] == [2]
+        assert _elements(base64.b64decode(entry["IMAGE"]["b64"])) == [frame]
+        assert _elements(base64.b64decode(entry["QUESTIONS"]["b64"])) == [q.encode() for q in questions]
 
 
 def _point(instances: int, concurrency: int, throughput: float, p99: float) -> Point:

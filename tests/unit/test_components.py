@@ -52,19 +52,38 @@ def test_static_shapes_pad_to_buckets_without_changing_a_row(manifest, static_bu
     """The Neuron path on CPU: chunks of the largest bucket, the rest padded up; rows equal the polymorphic ones."""
     static = read_manifest(static_build.target_dir())
     spec = manifest.spec
-    sizes = {"batch": 7, "question_tokens": 16}
-    ids, mask, image = spec.example_inputs(TEXT_ENCODER, sizes, seed=11)
+    sizes = {"batch": 7, "question_tokens": 16, "frames": 3}  # 4 + 3 questions padded to 4; 3 frames padded to 4
+    ids, mask, frames, frame_index = spec.example_inputs(TEXT_ENCODER, sizes, seed=11)
+    assert frame_index.tolist() == [0, 0, 0, 1, 1, 2, 2]
     dynamic_encoder = _runner(manifest, TEXT_ENCODER, TextEncoderRunner)
     static_encoder = _runner(static, TEXT_ENCODER, TextEncoderRunner)
-    assert static_encoder.static and not dynamic_encoder.static
+    assert static_encoder.static and not dynamic_encoder.static and static_encoder.frame_buckets == (1, 4, 8)
     assert torch.allclose(
-        dynamic_encoder.encode(ids, mask, image[0]), static_encoder.encode(ids, mask, image[0]), atol=1e-5
+        dynamic_encoder.encode(ids, mask, frames, frame_index),
+        static_encoder.encode(ids, mask, frames, frame_index),
+        atol=1e-5,
     )
     (pixels,) = spec.example_inputs(IMAGE_ENCODER, {"batch": 11}, seed=2)  # 8 + 3 padded to 4
+    assert pixels.dtype == torch.uint8 and pixels.shape[1:] == (spec.image_height, spec.image_width, 3)
     dynamic_images = _runner(manifest, IMAGE_ENCODER, ImageEncoderRunner).encode(pixels)
     assert torch.allclose(dynamic_images, _runner(static, IMAGE_ENCODER, ImageEncoderRunner).encode(pixels), atol=1e-5)
     with pytest.raises(RuntimeError, match="no artifact was built for sizes"):
-        static_encoder.encode(ids[:, :12], mask[:, :12], image[0])
+        static_encoder.encode(ids[:, :12], mask[:, :12], frames, frame_index)
+
+
+def test_text_encoder_runs_several_frames_as_each_alone(manifest) -> None:
+    """One call over three frames with 1, 3 and 2 questions equals three calls of one frame each, row for row."""
+    spec = manifest.spec
+    encoder = _runner(manifest, TEXT_ENCODER, TextEncoderRunner)
+    ids, mask, frames, _ = spec.example_inputs(TEXT_ENCODER, {"batch": 6, "question_tokens": 16, "frames": 3}, seed=4)
+    frame_index = torch.tensor([0, 1, 1, 1, 2, 2])
+    together = encoder.encode(ids, mask, frames, frame_index)
+    alone = [
+        encoder.encode(ids[rows], mask[rows], frames[frame : frame + 1], torch.zeros(len(rows), dtype=torch.long))
+        for frame, rows in enumerate(([0], [1, 2, 3], [4, 5]))
+    ]
+    assert torch.allclose(together, torch.cat(alone), atol=1e-5)
+    assert not torch.allclose(together[0], encoder.encode(ids[:1], mask[:1], frames[1:2], frame_index[:1])[0])
 
 
 def test_split_pipeline_equals_generate_with_padded_questions(tiny_reference, manifest) -> None:
@@ -83,7 +102,7 @@ def test_split_pipeline_equals_generate_with_padded_questions(tiny_reference, ma
             image_embeds = blip.vision_model(pixel_values=pixel_values)[0]
         ids, mask = tokenize(list(QUESTIONS))
         assert ids.shape[1] == 16, "short questions take the 16-token bucket"
-        question_embeds = encoder.encode(ids, mask, image_embeds[0])
+        question_embeds = encoder.encode(ids, mask, image_embeds, torch.zeros(len(QUESTIONS), dtype=torch.long))
         expected = [tiny_reference.answer(path, q) for q in QUESTIONS]
         for decoder in decoders:
             tokens = greedy_decode(decoder.next_token_logits, question_embeds, mask, spec)

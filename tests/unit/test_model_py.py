@@ -19,10 +19,20 @@ def request(**inputs):
     return pb_utils.InferenceRequest({name: np.asarray(value) for name, value in inputs.items()})
 
 
+def image(path) -> np.ndarray:
+    """IMAGE as a request sends it: one frame, [1, 1]."""
+    return np.array([[path.read_bytes()]], dtype=object)
+
+
+def questions(texts) -> np.ndarray:
+    """QUESTIONS as a request sends them: [1, N]."""
+    return np.array([[q.encode() for q in texts]], dtype=object)
+
+
 def test_a_bad_request_fails_alone_and_the_batch_succeeds(models) -> None:
-    good = np.array([VALID_IMAGES[0].read_bytes()], dtype=object)
+    good = image(VALID_IMAGES[0])
     responses = models["image_encoder"].execute(
-        [request(IMAGE=good), request(IMAGE=np.array([b"junk"], dtype=object)), request(IMAGE=good)]
+        [request(IMAGE=good), request(IMAGE=np.array([[b"junk"]], dtype=object)), request(IMAGE=good)]
     )
     assert responses[1].error.code() == pb_utils.TritonError.INVALID_ARG
     assert "not an image" in responses[1].error.message()
@@ -32,13 +42,28 @@ def test_a_bad_request_fails_alone_and_the_batch_succeeds(models) -> None:
 
 def test_three_models_chain_to_the_reference_answers(models, tiny_reference) -> None:
     path = VALID_IMAGES[0]
-    (embeds,) = models["image_encoder"].execute([request(IMAGE=np.array([path.read_bytes()], dtype=object))])
-    (encoded,) = models["text_encoder"].execute(
-        [request(QUESTIONS=np.array([q.encode() for q in QUESTIONS], dtype=object), **embeds.outputs())]
-    )
+    (embeds,) = models["image_encoder"].execute([request(IMAGE=image(path))])
+    (encoded,) = models["text_encoder"].execute([request(QUESTIONS=questions(QUESTIONS), **embeds.outputs())])
     (decoded,) = models["text_decoder"].execute([request(**encoded.outputs())])
-    answers = [a.decode() for a in decoded.outputs()["ANSWERS"]]
+    assert decoded.outputs()["ANSWERS"].shape == (1, len(QUESTIONS)), "one frame: batch 1, then the questions"
+    answers = [a.decode() for a in decoded.outputs()["ANSWERS"].reshape(-1)]
     assert answers == [tiny_reference.answer(path, q) for q in QUESTIONS]
+
+
+def test_frames_of_an_execute_share_one_text_encoder_call_and_each_gets_its_own_rows(models) -> None:
+    """Three frames with 3, 1 and 2 questions (16- and 32-token buckets) in one execute: each request's output
+    equals its own execute alone, at its own token bucket."""
+    long_question = "is the dog on the couch or is the cat on the couch " * 2 + "?"
+    cases = [(VALID_IMAGES[0], QUESTIONS), (VALID_IMAGES[1], [long_question]), (VALID_IMAGES[2], QUESTIONS[:2])]
+    embeds = models["image_encoder"].execute([request(IMAGE=image(path)) for path, _ in cases])
+    requests = [request(QUESTIONS=questions(texts), **e.outputs()) for (_, texts), e in zip(cases, embeds)]
+    together = models["text_encoder"].execute(requests)
+    for one, alone in zip(together, (models["text_encoder"].execute([r])[0] for r in requests)):
+        ours, theirs = one.outputs(), alone.outputs()
+        assert ours["QUESTION_EMBEDS"].shape == theirs["QUESTION_EMBEDS"].shape
+        assert np.allclose(ours["QUESTION_EMBEDS"], theirs["QUESTION_EMBEDS"], atol=1e-5)
+        assert np.array_equal(ours["QUESTION_MASK"], theirs["QUESTION_MASK"])
+    assert [r.outputs()["QUESTION_MASK"].shape[1:] for r in together] == [(3, 16), (1, 32), (2, 16)]
 
 
 def test_wrong_shapes_between_steps_are_invalid_not_crashes(models) -> None:
@@ -53,8 +78,8 @@ def test_an_internal_failure_is_answered_and_logged(models, monkeypatch) -> None
     monkeypatch.setattr(component.model, "run", lambda items: (_ for _ in ()).throw(RuntimeError("boom")))
     spec = component.model.spec
     good = request(
-        QUESTION_EMBEDS=np.zeros((1, spec.question_tokens, spec.text_hidden_size), dtype=np.float32),
-        QUESTION_MASK=np.ones((1, spec.question_tokens), dtype=np.int64),
+        QUESTION_EMBEDS=np.zeros((1, 1, spec.question_tokens, spec.text_hidden_size), dtype=np.float32),
+        QUESTION_MASK=np.ones((1, 1, spec.question_tokens), dtype=np.int64),
     )
     (response,) = models["text_decoder"].execute([good])
     assert response.error.code() == pb_utils.TritonError.INTERNAL
@@ -62,16 +87,14 @@ def test_an_internal_failure_is_answered_and_logged(models, monkeypatch) -> None
 
 
 def test_missing_input_is_named(models) -> None:
-    (response,) = models["text_encoder"].execute([request(QUESTIONS=np.array([b"hi?"], dtype=object))])
+    (response,) = models["text_encoder"].execute([request(QUESTIONS=np.array([[b"hi?"]], dtype=object))])
     assert response.error.code() == pb_utils.TritonError.INVALID_ARG
     assert "input IMAGE_EMBEDS is missing" in response.error.message()
 
 
-def _encoded(models, path, questions):
-    (embeds,) = models["image_encoder"].execute([request(IMAGE=np.array([path.read_bytes()], dtype=object))])
-    (encoded,) = models["text_encoder"].execute(
-        [request(QUESTIONS=np.array([q.encode() for q in questions], dtype=object), **embeds.outputs())]
-    )
+def _encoded(models, path, texts):
+    (embeds,) = models["image_encoder"].execute([request(IMAGE=image(path))])
+    (encoded,) = models["text_encoder"].execute([request(QUESTIONS=questions(texts), **embeds.outputs())])
     return encoded.outputs()
 
 
@@ -81,7 +104,7 @@ def test_scores_only_and_answer_requests_share_one_decoder_batch(models, tiny_re
     first, second = VALID_IMAGES[0], VALID_IMAGES[1]
     short = _encoded(models, first, QUESTIONS)
     long = _encoded(models, second, [long_question])
-    assert short["QUESTION_MASK"].shape[1] == 16 and long["QUESTION_MASK"].shape[1] == 32
+    assert short["QUESTION_MASK"].shape[2] == 16 and long["QUESTION_MASK"].shape[2] == 32
     requests = [
         pb_utils.InferenceRequest(short, {"scores_only": True}),
         pb_utils.InferenceRequest(long),
@@ -89,9 +112,11 @@ def test_scores_only_and_answer_requests_share_one_decoder_batch(models, tiny_re
     ]
     scored, answered, refused = models["text_decoder"].execute(requests)
     assert set(scored.outputs()) == {"SCORES"}, "scores only: no answers computed or sent"
-    assert np.allclose(scored.outputs()["SCORES"], [tiny_reference.score(first, q) for q in QUESTIONS], atol=1e-5)
-    assert [a.decode() for a in answered.outputs()["ANSWERS"]] == [tiny_reference.answer(second, long_question)]
-    assert np.allclose(answered.outputs()["SCORES"], [tiny_reference.score(second, long_question)], atol=1e-5)
+    assert np.allclose(scored.outputs()["SCORES"], [[tiny_reference.score(first, q) for q in QUESTIONS]], atol=1e-5)
+    assert [a.decode() for a in answered.outputs()["ANSWERS"].reshape(-1)] == [
+        tiny_reference.answer(second, long_question)
+    ]
+    assert np.allclose(answered.outputs()["SCORES"], [[tiny_reference.score(second, long_question)]], atol=1e-5)
     assert refused.error.code() == pb_utils.TritonError.INVALID_ARG
     assert "scores_only must be true or false, got 'maybe'" in refused.error.message()
 
@@ -99,8 +124,8 @@ def test_scores_only_and_answer_requests_share_one_decoder_batch(models, tiny_re
 def test_question_tokens_off_the_buckets_are_refused(models) -> None:
     spec = models["text_decoder"].component.model.spec
     bad = request(
-        QUESTION_EMBEDS=np.zeros((1, 20, spec.text_hidden_size), dtype=np.float32),
-        QUESTION_MASK=np.ones((1, 20), dtype=np.int64),
+        QUESTION_EMBEDS=np.zeros((1, 1, 20, spec.text_hidden_size), dtype=np.float32),
+        QUESTION_MASK=np.ones((1, 1, 20), dtype=np.int64),
     )
     (response,) = models["text_decoder"].execute([bad])
     assert response.error.code() == pb_utils.TritonError.INVALID_ARG

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from blip_serving.errors import InvalidInputError
+from blip_serving.manifest import read_manifest
 from blip_serving.stub.images import ImagePreprocessor, decode_image
 from blip_serving.stub.questions import CheckpointTokenizer, QuestionTokenizer, decode_questions
 from tests.conftest import INVALID_IMAGES, VALID_IMAGES
@@ -18,13 +19,19 @@ LIMITS = {"max_bytes": 20 * 2**20, "max_pixels": 40_000_000}
 
 
 @pytest.mark.parametrize("path", VALID_IMAGES, ids=lambda p: p.name)
-def test_pixels_equal_the_reference_processor(path, tiny_reference) -> None:
+def test_pixels_equal_the_reference_processor(path, tiny_reference, tiny_build) -> None:
+    """The stub's uint8 frame, rescaled and normalized by the image encoder's in-graph lookup, is bit for bit
+    the processor's pixel values."""
+    from blip_build.traceable import ImageEncoder
+
     processor = tiny_reference.processor
     size = processor.image_processor.size
-    preprocess = ImagePreprocessor.from_directory(tiny_reference.checkpoint, (3, size["height"], size["width"]))
-    ours = preprocess([decode_image(path.read_bytes(), **LIMITS)])
+    preprocess = ImagePreprocessor.from_directory(tiny_reference.checkpoint, (size["height"], size["width"], 3))
+    ours = preprocess(decode_image(path.read_bytes(), **LIMITS))
+    assert ours.dtype == np.uint8
+    encoder = ImageEncoder(tiny_reference.model, read_manifest(tiny_build.target_dir()).spec)
     reference = processor(images=tiny_reference.image(path), return_tensors="pt")["pixel_values"]
-    assert torch.equal(ours, reference)
+    assert torch.equal(encoder.pixel_values(torch.from_numpy(ours)[None]), reference)
 
 
 def test_tokenizer_ids_and_decoded_text_equal_transformers(tiny_reference) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from transformers import BlipConfig
 
 from blip_serving import spec as names
@@ -32,7 +33,7 @@ def test_sizes_follow_a_non_default_checkpoint() -> None:
     )
     spec = base_spec(config, max_length=9, question_buckets=(8, 40))
     assert spec.image_tokens == (96 // 8) ** 2 + 1
-    assert spec.components[names.TEXT_ENCODER].inputs[1].dims == (1, spec.image_tokens, 40)
+    assert spec.components[names.TEXT_ENCODER].inputs[1].dims == (spec.image_tokens, 40)
     assert spec.components[names.TEXT_DECODER].inputs[0].dims == (-1, -1, 24)
     assert spec.components[names.TEXT_DECODER].traced_outputs[0].dims == (-1, 500)
     assert spec.decode_lengths == (1, 4, 9) and spec.question_tokens == 40
@@ -57,8 +58,12 @@ def test_spec_round_trips_through_the_manifest_dict() -> None:
 
 def test_example_inputs_have_the_traced_shapes_and_ragged_masks() -> None:
     spec = base_spec()
-    ids, mask, image = spec.example_inputs(names.TEXT_ENCODER, {"batch": 5, "question_tokens": 16}, seed=3)
-    assert ids.shape == mask.shape == (5, 16) and image.shape == (1, 577, 768)
+    sizes = {"batch": 5, "question_tokens": 16, "frames": 2}
+    ids, mask, frames, frame_index = spec.example_inputs(names.TEXT_ENCODER, sizes, seed=3)
+    assert ids.shape == mask.shape == (5, 16) and frames.shape == (2, 577, 768)
+    assert frame_index.tolist() == [0, 0, 0, 1, 1], "questions grouped by frame, every frame used"
+    (pixels,) = spec.example_inputs(names.IMAGE_ENCODER, {"batch": 3}, seed=3)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 384, 384, 3)
     assert 0 < int(mask.sum()) < mask.numel(), "masks must contain real padding"
     tokens, position, embeds, _ = spec.example_inputs(names.TEXT_DECODER, {"answer_tokens": 1}, seed=3)
     assert tokens.shape == (2, 1) and int(position) == 0 and embeds.shape == (2, 32, 768)
@@ -73,13 +78,31 @@ def test_shape_buckets_name_every_static_artifact() -> None:
     assert decoder.artifact_name() == "text_decoder.pt"
 
 
-def test_image_encoder_batches_frames_with_the_dynamic_batcher() -> None:
+@pytest.mark.parametrize("model", [names.IMAGE_ENCODER, names.TEXT_ENCODER, names.TEXT_DECODER, names.ENSEMBLE_NAME])
+def test_every_python_model_batches_frames_with_the_dynamic_batcher(model) -> None:
+    """One frame a request, up to the largest frame bucket per execute; inputs whose sizes vary are ragged."""
     spec = base_spec()
-    config = python_model_config(spec, names.IMAGE_ENCODER, "cpu", "x", Deployment(max_queue_delay_us=500))
+    config = python_model_config(spec, model, "cpu", "x", Deployment(max_queue_delay_us=500))
     assert config.max_batch_size == 8
     assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
     assert config.dynamic_batching.max_queue_delay_microseconds == 500
-    assert python_model_config(spec, names.TEXT_ENCODER, "cpu", "x").max_batch_size == 0
+    ragged = {tensor.name for tensor in config.input if tensor.allow_ragged_batch}
+    assert ragged == {tensor.name for tensor in config.input if -1 in tensor.dims}
+    assert ragged <= {"QUESTIONS", "QUESTION_EMBEDS", "QUESTION_MASK"} and (ragged or model == names.IMAGE_ENCODER)
+
+
+def test_the_ensemble_batches_frames_as_its_steps_do() -> None:
+    assert ensemble_config(base_spec()).max_batch_size == 8
+
+
+def test_pixel_normalization_reaches_the_spec_and_is_checked() -> None:
+    spec = base_spec(pixel_normalization=(1 / 255, (0.5, 0.5, 0.5), (0.25, 0.5, 1.0)))
+    assert (spec.pixel_mean, spec.pixel_std) == ((0.5, 0.5, 0.5), (0.25, 0.5, 1.0))
+    assert BlipSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="pixel_mean has 2 values for 3 channels"):
+        base_spec(pixel_normalization=(1 / 255, (0.5, 0.5), (1.0, 1.0, 1.0)))
+    with pytest.raises(ValueError, match="pixel_std has a zero"):
+        base_spec(pixel_normalization=(1 / 255, (0.5,) * 3, (1.0, 0.0, 1.0)))
     assert (
         python_model_config(spec, names.TEXT_ENCODER, "gpu", "x")
         .parameters["FORCE_CPU_ONLY_INPUT_TENSORS"]

@@ -131,8 +131,8 @@ def test_each_neuron_instance_reserves_its_cores_before_the_sdk_and_the_artifact
     repository, events = neuron_repository
     load_model(repository, "text_encoder", "neuron", instance=1)
     # text_encoder owns cores 2..3 (image_encoder 0..1); instance 1 of 2 takes core 3, set before anything loads;
-    # then one artifact per question bucket.
-    assert events == [("import torch_neuronx", "3"), ("torch.jit.load", "3"), ("torch.jit.load", "3")]
+    # then one artifact per question bucket and frame bucket (2 x 3).
+    assert events == [("import torch_neuronx", "3")] + [("torch.jit.load", "3")] * 6
 
 
 def test_a_neuron_repository_serves_the_same_answers_as_cpu(neuron_repository, tiny_reference) -> None:
@@ -140,16 +140,16 @@ def test_a_neuron_repository_serves_the_same_answers_as_cpu(neuron_repository, t
     models = {name: load_model(repository, name, "neuron") for name in COMPONENT_NAMES}
     image = VALID_IMAGES[0]
     request = pb_utils.InferenceRequest
-    (embeds,) = models["image_encoder"].execute([request({"IMAGE": np.array([image.read_bytes()], dtype=object)})])
-    questions = np.array([q.encode() for q in QUESTIONS] * 2, dtype=object)  # 6 questions: chunks of 4, padded
+    (embeds,) = models["image_encoder"].execute([request({"IMAGE": np.array([[image.read_bytes()]], dtype=object)})])
+    questions = np.array([[q.encode() for q in QUESTIONS] * 2], dtype=object)  # 6 questions: chunks of 4, padded
     (encoded,) = models["text_encoder"].execute([request({"QUESTIONS": questions, **embeds.outputs()})])
     (decoded,) = models["text_decoder"].execute([request(encoded.outputs())])
-    answers = [a.decode() for a in decoded.outputs()["ANSWERS"]]
+    answers = [a.decode() for a in decoded.outputs()["ANSWERS"].reshape(-1)]
     assert answers == [tiny_reference.answer(image, q) for q in QUESTIONS] * 2
-    scores = decoded.outputs()["SCORES"]
+    scores = decoded.outputs()["SCORES"].reshape(-1)
     assert np.allclose(scores, [tiny_reference.score(image, q) for q in QUESTIONS] * 2, atol=1e-5)
     # Five frames in one dynamic batch: a chunk of 4 and one padded from 1; each frame gets its own row.
-    frames = [request({"IMAGE": np.array([path.read_bytes()], dtype=object)}) for path in VALID_IMAGES[:5]]
+    frames = [request({"IMAGE": np.array([[path.read_bytes()]], dtype=object)}) for path in VALID_IMAGES[:5]]
     batched = [r.outputs()["IMAGE_EMBEDS"] for r in models["image_encoder"].execute(frames)]
     alone = [models["image_encoder"].execute([f])[0].outputs()["IMAGE_EMBEDS"] for f in frames]
     assert all(b.shape == (1, *a.shape[1:]) and np.allclose(a, b, atol=1e-5) for a, b in zip(alone, batched))
@@ -172,17 +172,22 @@ def test_colocated_on_two_neuron_cores_each_instance_reserves_its_own_core_and_a
         model = load_model(repository, "blip_vqa", "neuron", instance=instance, config="colocated-neuron")
         core = str(instance)
         assert events == [("import torch_neuronx", core)] + [("torch.jit.load", core)] * files
-    image = VALID_IMAGES[0]
     request = pb_utils.InferenceRequest
-    questions = np.array([q.encode() for q in QUESTIONS] * 2, dtype=object)
-    (response,) = model.execute(
-        [request({"IMAGE": np.array([image.read_bytes()], dtype=object), "QUESTIONS": questions})]
+    questions = np.array([[q.encode() for q in QUESTIONS] * 2], dtype=object)
+    # Three frames in one execute: the text encoder pads them to its 4-frame bucket, the decoder chunks 18 questions.
+    responses = model.execute(
+        [
+            request({"IMAGE": np.array([[path.read_bytes()]], dtype=object), "QUESTIONS": questions})
+            for path in VALID_IMAGES[:3]
+        ]
     )
-    assert response.error is None
-    assert [a.decode() for a in response.outputs()["ANSWERS"]] == [
-        tiny_reference.answer(image, q) for q in QUESTIONS
-    ] * 2
-    assert np.allclose(response.outputs()["SCORES"], [tiny_reference.score(image, q) for q in QUESTIONS] * 2, atol=1e-5)
+    for image, response in zip(VALID_IMAGES[:3], responses):
+        assert response.error is None
+        assert [a.decode() for a in response.outputs()["ANSWERS"].reshape(-1)] == [
+            tiny_reference.answer(image, q) for q in QUESTIONS
+        ] * 2
+        expected = [tiny_reference.score(image, q) for q in QUESTIONS] * 2
+        assert np.allclose(response.outputs()["SCORES"].reshape(-1), expected, atol=1e-5)
 
 
 def test_artifacts_of_another_target_are_refused_at_load(neuron_repository) -> None:

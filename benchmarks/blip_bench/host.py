@@ -39,6 +39,8 @@ from blip_serving.deploy.triton_config import Deployment
 from blip_serving.spec import ENSEMBLE_NAME
 
 HOST_MODEL = "random-host"
+# Open questions besides the behaviour ones: their answers are longer, so agreement is tested beyond yes/no.
+AGREEMENT_QUESTIONS = ("what is the animal doing?", "where is the dog?")
 TRITONSERVER = "tritonserver"
 
 
@@ -169,6 +171,31 @@ class StageClock:
         pipeline.run(items, clock=self.tick)
 
 
+def resize_agreement(workspace: Workspace) -> dict[str, Any]:
+    """The fast path (reduced JPEG decode, reduce before bicubic) against the exact one, in process, on the test
+    and camera-frame corpora: answers (answer mode) equal, and the largest |delta score|, per image."""
+    from blip_bench.corpus import generated_images
+    from blip_serving.stub.models import ServingOptions, load_pipeline
+
+    exact, fast = load_pipeline(workspace.manifest), load_pipeline(workspace.manifest, options=ServingOptions(True))
+    questions = np.array([[q.encode() for q in BEHAVIOR_QUESTIONS + AGREEMENT_QUESTIONS]], dtype=object)
+    per_image, equal, total, worst = {}, 0, 0, 0.0
+    images = sorted((generated_images() / "valid").iterdir()) + sorted((generated_images() / "camera").iterdir())
+    for path in images:
+        inputs = {"IMAGE": np.array([[path.read_bytes()]], dtype=object), "QUESTIONS": questions}
+        ours, theirs = (pipeline.run([pipeline.prepare(inputs, {})])[0] for pipeline in (fast, exact))
+        same = [a == b for a, b in zip(ours["ANSWERS"].reshape(-1), theirs["ANSWERS"].reshape(-1))]
+        delta = float((ours["SCORES"] - theirs["SCORES"]).abs().max())
+        per_image[path.name] = {"answers_equal": f"{sum(same)}/{len(same)}", "max_abs_delta_score": round(delta, 6)}
+        equal, total, worst = equal + sum(same), total + len(same), max(worst, delta)
+    return {
+        "answers_equal": f"{equal}/{total}",
+        "agreement": round(equal / total, 4),
+        "max_abs_delta_score": round(worst, 6),
+        "images": per_image,
+    }
+
+
 def parse_sizes(text: str) -> list[tuple[int, int]]:
     sizes = [tuple(int(n) for n in part.split("x")) for part in text.split(",") if part]
     unknown = [s for s in sizes if s not in CAMERA_SIZES]
@@ -188,6 +215,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=lambda t: [int(c) for c in t.split(",")], default=[1, 4, 8, 16])
     parser.add_argument("--seconds", type=float, default=10.0, help="window per point")
     parser.add_argument("--in-process-frames", type=int, default=20)
+    parser.add_argument(
+        "--fast-concurrency",
+        type=lambda t: [int(c) for c in t.split(",") if c],
+        default=[8],
+        help="concurrencies also served with fast resize (empty: none)",
+    )
+    parser.add_argument(
+        "--intra-op-threads", type=int, default=0, help="torch threads per stub (default 0: the cores / instances)"
+    )
+    parser.add_argument(
+        "--queue-delay-us", type=int, default=None, help="steps' queue delay (default: the deployment's)"
+    )
     parser.add_argument("--workspace", type=Path, default=None)
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON path (default benchmarks/results/host-<target>.json)"
@@ -206,7 +245,16 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_per_point": args.seconds,
         "in_process": {},
         "served": {},
+        "served_fast_resize": {},
     }
+    if args.fast_concurrency:
+        report["fast_resize_agreement"] = resize_agreement(workspace)
+        agreement = report["fast_resize_agreement"]
+        print(
+            f"fast resize against exact: answers {agreement['answers_equal']}, max |delta score| "
+            f"{agreement['max_abs_delta_score']}",
+            flush=True,
+        )
     for width, height in args.sizes:
         name, image = f"{width}x{height}", camera_frame(width, height)
         report["in_process"][name] = {
@@ -214,23 +262,30 @@ def main(argv: list[str] | None = None) -> int:
             for batch in sorted({1, 8})
         }
         print(f"in process {name}: {report['in_process'][name]}", flush=True)
+    variants = [("served", False, args.concurrency)]
+    if args.fast_concurrency:
+        variants.append(("served_fast_resize", True, args.fast_concurrency))
     for layout in args.layouts:
-        workspace.deploy(Deployment(layout=layout))
-        report["served"][layout] = {}
-        with TritonServer(workspace.repository, workspace.target, layout=layout) as server:
-            for width, height in args.sizes:
-                name, image = f"{width}x{height}", camera_frame(width, height)
-                points = []
-                for level in args.concurrency:
-                    point = served_point(server, image, level, args.seconds)
-                    points.append(point)
-                    print(
-                        f"{layout} {name} c={level}: {point['fps']:.1f} frames/s, {point['cpu_ms_per_frame']:.1f} "
-                        f"CPU-ms/frame {point['cpu_ms_by_process']}, per execute {point['requests_per_execute']}, "
-                        f"load generator {point['load_generator_cpu_ms_per_frame']:.1f} ms",
-                        flush=True,
-                    )
-                report["served"][layout][name] = points
+        for key, fast, levels in variants:
+            delay = {} if args.queue_delay_us is None else {"step_queue_delay_us": args.queue_delay_us}
+            deployment = Deployment(layout=layout, intra_op_threads=args.intra_op_threads, fast_resize=fast, **delay)
+            workspace.deploy(deployment)
+            report[key][layout] = {}
+            with TritonServer(workspace.repository, workspace.target, layout=layout) as server:
+                for width, height in args.sizes:
+                    name, image = f"{width}x{height}", camera_frame(width, height)
+                    points = []
+                    for level in levels:
+                        point = served_point(server, image, level, args.seconds)
+                        points.append(point)
+                        print(
+                            f"{layout}{' fast resize' if fast else ''} {name} c={level}: {point['fps']:.1f} frames/s, "
+                            f"{point['cpu_ms_per_frame']:.1f} CPU-ms/frame {point['cpu_ms_by_process']}, per execute "
+                            f"{point['requests_per_execute']}, load generator "
+                            f"{point['load_generator_cpu_ms_per_frame']:.1f} ms",
+                            flush=True,
+                        )
+                    report[key][layout][name] = points
     report["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out = args.out or RESULTS / f"host-{args.target}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

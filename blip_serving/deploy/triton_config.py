@@ -19,7 +19,9 @@ from blip_serving.spec import (
     ENSEMBLE_NAME,
     IMAGE_ENCODER,
     PARAM_ARTIFACT_DIR,
+    PARAM_FAST_RESIZE,
     PARAM_INTRA_OP_THREADS,
+    PARAM_STUB_PROCESSES,
     PARAM_TARGET,
     TEXT_DECODER,
     TEXT_ENCODER,
@@ -49,8 +51,17 @@ class Deployment:
     neuron_cores_per_instance: int = 1
     # 0: the machine's cores shared evenly by a component's instances, decided where the model loads.
     intra_op_threads: int = 0
-    # How long the image encoder's dynamic batcher may hold a frame to fill a batch; 0 takes what is queued.
+    # How long a model that callers feed (the image encoder, colocated blip_vqa) may hold a frame to fill a batch;
+    # 0 takes what is queued.
     max_queue_delay_us: int = 0
+    # How long a step that another step feeds (the ensemble's text encoder and decoder) may hold a request: the step
+    # before hands over its batch a response at a time, so with 0 the first frame runs alone. Measured at
+    # concurrency 8 (`python -m blip_bench.host`, random-host): 2.1 requests per execute at 0 us, 2.7 at 1000,
+    # 3.8 at 4000; at concurrency 1 each such step adds up to this delay to a frame.
+    step_queue_delay_us: int = 4000
+    # Decode JPEGs at a reduced scale and reduce before the bicubic resize (less host CPU for large frames; the
+    # pixels then differ from the checkpoint processor's, so it is off unless asked for: make bench measures both).
+    fast_resize: bool = False
     # Tensors between the steps cross through host memory even where the models run on a device (gpu): for hosts
     # where the Python backend cannot share device memory between processes (CUDA IPC).
     host_step_tensors: bool = False
@@ -68,8 +79,9 @@ class Deployment:
             raise ValueError(f"neuron_cores_per_instance must be at least 1, got {self.neuron_cores_per_instance}")
         if self.intra_op_threads < 0:
             raise ValueError(f"intra_op_threads must be 0 (cores / instances) or more, got {self.intra_op_threads}")
-        if self.max_queue_delay_us < 0:
-            raise ValueError(f"max_queue_delay_us must be 0 or more, got {self.max_queue_delay_us}")
+        for name in ("max_queue_delay_us", "step_queue_delay_us"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
 
     @property
     def python_models(self) -> tuple[str, ...]:
@@ -77,6 +89,18 @@ class Deployment:
         from blip_serving.deploy.layouts import get_layout
 
         return get_layout(self.layout).python_models
+
+    @property
+    def stub_processes(self) -> int:
+        """Stub processes of the layout on the host: every instance of every Python-backend model."""
+        return sum(self.instances_of(name) for name in self.python_models)
+
+    def queue_delay_us(self, model: str) -> int:
+        """The dynamic batcher's delay for ``model``: the step delay where another step feeds it."""
+        from blip_serving.deploy.layouts import get_layout
+
+        fed = model in get_layout(self.layout).fed_models
+        return self.step_queue_delay_us if fed else self.max_queue_delay_us
 
     def instances_of(self, model: str) -> int:
         return dict(self.model_instances).get(model, self.instances)
@@ -122,7 +146,7 @@ def python_model_config(
     _add_tensors(config.output, outputs)
     batching = config.dynamic_batching
     batching.preferred_batch_size.extend(spec.image_batch_buckets[1:])
-    batching.max_queue_delay_microseconds = deployment.max_queue_delay_us
+    batching.max_queue_delay_microseconds = deployment.queue_delay_us(name)
     group = config.instance_group.add()
     group.kind = pb.ModelInstanceGroup.Kind.Value(target_type.instance_kind)
     group.count = deployment.instances_of(name)
@@ -130,6 +154,9 @@ def python_model_config(
     config.parameters[PARAM_ARTIFACT_DIR].string_value = artifact_dir
     if deployment.intra_op_threads:
         config.parameters[PARAM_INTRA_OP_THREADS].string_value = str(deployment.intra_op_threads)
+    config.parameters[PARAM_STUB_PROCESSES].string_value = str(deployment.stub_processes)
+    if deployment.fast_resize:
+        config.parameters[PARAM_FAST_RESIZE].string_value = "yes"
     for key, value in target_type().config_parameters(deployment, name).items():
         config.parameters[key].string_value = value
     return config

@@ -56,8 +56,11 @@ def check_jpeg_structure(data: bytes) -> None:
     raise InvalidInputError("IMAGE is a truncated JPEG: it ends before the image data")
 
 
-def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
-    """Decode one encoded image into an upright RGB picture, or raise ``InvalidInputError`` saying why not."""
+def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Decode one encoded image into an upright RGB picture, or raise ``InvalidInputError`` saying why not.
+
+    ``draft``: let a JPEG decode at a reduced DCT scale (1/2, 1/4, 1/8) that keeps it at least this size; other
+    formats ignore it. Without it the pixels are the reference's exactly."""
     if not data:
         raise InvalidInputError("IMAGE is empty: send the encoded image file (JPEG, PNG, WebP, ...)")
     if len(data) > max_bytes:
@@ -77,9 +80,12 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
                     f"IMAGE declares {width}x{height} = {width * height} pixels; the limit is {max_pixels} "
                     "(decompression bomb guard)"
                 )
+            if draft is not None:
+                image.draft(None, draft)
             image.load()
-            image = ImageOps.exif_transpose(image)
-            return image.convert("RGB")
+            # In place: without an orientation tag, exif_transpose would return a full copy of the frame.
+            ImageOps.exif_transpose(image, in_place=True)
+            return image if image.mode == "RGB" else image.convert("RGB")
     except InvalidInputError:
         raise
     except UnidentifiedImageError as error:
@@ -111,7 +117,7 @@ class ImagePreprocessor:
 
     _SUPPORTED = frozenset({"BlipImageProcessor", "BlipImageProcessorPil"})
 
-    def __init__(self, settings: dict[str, Any], expected_shape: tuple[int, int, int]) -> None:
+    def __init__(self, settings: dict[str, Any], expected_shape: tuple[int, int, int], fast: bool = False) -> None:
         kind = settings.get("image_processor_type", "BlipImageProcessor")
         if kind not in self._SUPPORTED:
             raise ValueError(f"image processor {kind} is not supported; expected one of {sorted(self._SUPPORTED)}")
@@ -122,15 +128,19 @@ class ImagePreprocessor:
         self.resample = int(settings.get("resample", Image.Resampling.BICUBIC))
         self.convert_rgb = settings.get("do_convert_rgb", True)
         self.expected_shape = expected_shape  # (height, width, channels)
+        # fast: Pillow reduces by a whole factor first (box filter) until 2x the output is left for the bicubic pass.
+        self.reducing_gap = 2.0 if fast else None
 
     @classmethod
-    def from_directory(cls, processor_dir: Path, expected_shape: tuple[int, int, int]) -> ImagePreprocessor:
+    def from_directory(
+        cls, processor_dir: Path, expected_shape: tuple[int, int, int], fast: bool = False
+    ) -> ImagePreprocessor:
         """Settings from ``processor_config.json`` (``image_processor``) or ``preprocessor_config.json``."""
         combined, alone = processor_dir / "processor_config.json", processor_dir / "preprocessor_config.json"
         if combined.is_file() and "image_processor" in (data := json.loads(combined.read_text())):
-            return cls(data["image_processor"], expected_shape)
+            return cls(data["image_processor"], expected_shape, fast)
         if alone.is_file():
-            return cls(json.loads(alone.read_text()), expected_shape)
+            return cls(json.loads(alone.read_text()), expected_shape, fast)
         raise FileNotFoundError(f"no image processor settings in {processor_dir}")
 
     def __call__(self, image: Image.Image) -> np.ndarray:
@@ -138,7 +148,7 @@ class ImagePreprocessor:
         if self.convert_rgb:
             image = composite_on_white(image)
         if self.size is not None:
-            image = image.resize(self.size, resample=self.resample)
+            image = image.resize(self.size, resample=self.resample, reducing_gap=self.reducing_gap)
         pixels = np.asarray(image)
         if pixels.shape != self.expected_shape:
             raise RuntimeError(f"image processor produced {pixels.shape}, the artifact takes {self.expected_shape}")

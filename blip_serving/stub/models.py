@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -46,6 +47,15 @@ Parameters = Mapping[str, Any]
 _TORCH_DTYPES = {np.float32: torch.float32, np.int64: torch.int64}
 
 
+@dataclass(frozen=True)
+class ServingOptions:
+    """How a deployment asks the models to serve, beyond the manifest (config parameters, read at load)."""
+
+    # Decode JPEGs at a reduced DCT scale and reduce before the bicubic pass: less host work for large frames,
+    # pixels no longer the checkpoint processor's exactly (make bench's host section measures the agreement).
+    fast_resize: bool = False
+
+
 def _expect(tensor: torch.Tensor, name: str, shape: tuple[int, ...], dtype: Any) -> torch.Tensor:
     """Check a tensor from another step (``-1`` matches any size): a mismatch is a caller's error, not a crash."""
     expected = _TORCH_DTYPES[dtype]
@@ -79,7 +89,8 @@ class ComponentModel(ABC):
         """The components whose artifacts this model runs: itself."""
         return (self.name,)
 
-    def __init__(self, manifest: Manifest, target: Target, device: str) -> None:
+    def __init__(self, manifest: Manifest, target: Target, device: str, options: ServingOptions | None = None) -> None:
+        self.options = options or ServingOptions()
         self.spec: BlipSpec = manifest.spec
         files = verify_artifact_files(manifest, self.name, target.name)
         # The manifest's own settings decide the dtype (an fp16 build runs in half), not the config's target.
@@ -104,12 +115,16 @@ class ImageEncoderModel(ComponentModel):
     name = IMAGE_ENCODER
     runner = ImageEncoderRunner
 
-    def __init__(self, manifest: Manifest, target: Target, device: str) -> None:
-        super().__init__(manifest, target, device)
+    def __init__(self, manifest: Manifest, target: Target, device: str, options: ServingOptions | None = None) -> None:
+        super().__init__(manifest, target, device, options)
         spec = self.spec
         self.preprocess = ImagePreprocessor.from_directory(
-            manifest.processor_dir, (spec.image_height, spec.image_width, spec.num_channels)
+            manifest.processor_dir, (spec.image_height, spec.image_width, spec.num_channels), self.options.fast_resize
         )
+        # The JPEG decoder may scale down by 1/2, 1/4 or 1/8 as long as both sides stay at least the input size
+        # (square: an EXIF rotation cannot make a side too short).
+        side = max(spec.image_height, spec.image_width)
+        self.draft = (side, side) if self.options.fast_resize else None
 
     def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> Any:
         """IMAGE [1, 1] -> the upright frame resized to the artifact's input, uint8 [H, W, C]."""
@@ -120,7 +135,8 @@ class ImageEncoderModel(ComponentModel):
                 "batches concurrent requests itself"
             )
         data = raw[0] if isinstance(raw[0], bytes) else bytes(raw[0])
-        image = decode_image(data, max_bytes=self.spec.max_image_bytes, max_pixels=self.spec.max_image_pixels)
+        spec = self.spec
+        image = decode_image(data, max_bytes=spec.max_image_bytes, max_pixels=spec.max_image_pixels, draft=self.draft)
         return self.preprocess(image)
 
     def run(self, items: list[Any]) -> list[Outputs]:
@@ -135,8 +151,8 @@ class TextEncoderModel(ComponentModel):
     name = TEXT_ENCODER
     runner = TextEncoderRunner
 
-    def __init__(self, manifest: Manifest, target: Target, device: str) -> None:
-        super().__init__(manifest, target, device)
+    def __init__(self, manifest: Manifest, target: Target, device: str, options: ServingOptions | None = None) -> None:
+        super().__init__(manifest, target, device, options)
         self.tokenize = QuestionTokenizer(CheckpointTokenizer(manifest.processor_dir), self.spec.question_buckets)
 
     def prepare_questions(self, raw: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,8 +197,8 @@ class TextDecoderModel(ComponentModel):
     name = TEXT_DECODER
     runner = TextDecoderRunner
 
-    def __init__(self, manifest: Manifest, target: Target, device: str) -> None:
-        super().__init__(manifest, target, device)
+    def __init__(self, manifest: Manifest, target: Target, device: str, options: ServingOptions | None = None) -> None:
+        super().__init__(manifest, target, device, options)
         # Measured in `make bench`: growing the buffer beats a fixed full-length one; exact lengths need a
         # shape-polymorphic build, buckets work everywhere.
         policy = "bucketed" if self.artifact.static else "exact"
@@ -258,8 +274,8 @@ class PipelineModel:
 
     name = ENSEMBLE_NAME
 
-    def __init__(self, manifest: Manifest, target: Target, device: str) -> None:
-        models = {name: model(manifest, target, device) for name, model in COMPONENT_MODELS.items()}
+    def __init__(self, manifest: Manifest, target: Target, device: str, options: ServingOptions | None = None) -> None:
+        models = {name: model(manifest, target, device, options) for name, model in COMPONENT_MODELS.items()}
         self.models: dict[str, ComponentModel] = models
         self.components = tuple(models)
         self.spec: BlipSpec = models[IMAGE_ENCODER].spec
@@ -295,12 +311,15 @@ def load_models(manifest: Manifest, device_id: int = 0) -> dict[str, ComponentMo
     return load_pipeline(manifest, device_id).models
 
 
-def load_pipeline(manifest: Manifest, device_id: int = 0) -> PipelineModel:
+def load_pipeline(manifest: Manifest, device_id: int = 0, options: ServingOptions | None = None) -> PipelineModel:
     """``blip_vqa`` in this process, on the manifest's target and its device ``device_id``."""
     target = manifest.target
-    return PipelineModel(manifest, target, target.load_device(device_id))
+    return PipelineModel(manifest, target, target.load_device(device_id), options)
 
 
 # Every Python-backend model a repository can serve, by Triton model name: the components (ensemble layout) and
 # blip_vqa itself (colocated layout). Each is built as ``model(manifest, target, device)``.
-SERVING_MODELS: dict[str, Callable[[Manifest, Target, str], Any]] = {**COMPONENT_MODELS, ENSEMBLE_NAME: PipelineModel}
+SERVING_MODELS: dict[str, Callable[[Manifest, Target, str, ServingOptions], Any]] = {
+    **COMPONENT_MODELS,
+    ENSEMBLE_NAME: PipelineModel,
+}

@@ -4,8 +4,9 @@
 that reserves its NeuronCores before any artifact loads), checks the manifest against the config and loads the
 model. ``execute`` isolates errors per request: a bad request gets its own INVALID_ARG error while the rest of the
 batch succeeds, and an unexpected failure is logged and answered with INTERNAL instead of killing the stub.
-The requests of one execute are prepared (decoded, resized, tokenized) in parallel threads, as many as the
-instance's share of the cores: Pillow and the tokenizer release the GIL. Tensors between the steps cross as DLPack
+The requests of one execute are prepared (decoded, resized, tokenized) in parallel threads, as many as this stub's
+share of the host's cores among all the layout's stub processes (Pillow releases the GIL in decode and resize;
+measured on 2 cores: with 3 ensemble stubs a pool cost CPU and frames, so they get none). Tensors between the steps cross as DLPack
 (no numpy round trip; on GPU they stay on the device).
 """
 
@@ -27,8 +28,15 @@ from torch.utils.dlpack import to_dlpack
 
 from blip_serving.errors import InvalidInputError
 from blip_serving.manifest import check_config_matches, read_manifest
-from blip_serving.spec import PARAM_ARTIFACT_DIR, PARAM_HOST_OUTPUTS, PARAM_INTRA_OP_THREADS, PARAM_TARGET
-from blip_serving.stub.models import SERVING_MODELS
+from blip_serving.spec import (
+    PARAM_ARTIFACT_DIR,
+    PARAM_FAST_RESIZE,
+    PARAM_HOST_OUTPUTS,
+    PARAM_INTRA_OP_THREADS,
+    PARAM_STUB_PROCESSES,
+    PARAM_TARGET,
+)
+from blip_serving.stub.models import SERVING_MODELS, ServingOptions
 from blip_serving.targets import get_target, instance_index
 
 # When freed memory goes back to the system: "always" (after the artifacts load and after every execute: about
@@ -37,16 +45,19 @@ from blip_serving.targets import get_target, instance_index
 TRIM_ENV = "BLIP_MALLOC_TRIM"
 
 
+def host_share(processes: int) -> int:
+    """This machine's cores shared evenly by ``processes``, at least one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, processes))
+
+
 def intra_op_threads(configured: int, instances: int) -> int:
     """Threads per instance: the configured count, else this machine's cores shared evenly by the instances.
 
     More threads than cores per instance oversubscribes OpenMP, and every request then waits for the slowest
     thread; fewer leaves cores idle at low load.
     """
-    if configured > 0:
-        return configured
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, instances))
+    return configured if configured > 0 else host_share(instances)
 
 
 def release_freed_memory(after_execute: bool = False) -> None:
@@ -102,7 +113,8 @@ class TritonComponent:
         threads = intra_op_threads(int(parameters.get(PARAM_INTRA_OP_THREADS, "0") or 0), instances)
         torch.set_num_threads(threads)
         check_config_matches(manifest, component, config)
-        model = SERVING_MODELS[component](manifest, target, placed.load_device)
+        options = ServingOptions(fast_resize=parameters.get(PARAM_FAST_RESIZE) == "yes")
+        model = SERVING_MODELS[component](manifest, target, placed.load_device, options)
         files = [path.name for name in model.components for _, path in manifest.artifact_files(name)]
         pb_utils.Logger.log_info(
             f"{component}: loaded {len(files)} artifact(s) ({', '.join(files[:3])}...) for {target.name} on "
@@ -110,7 +122,8 @@ class TritonComponent:
             f"{threads} intra-op thread(s) (checkpoint {manifest.data['checkpoint']['source']})"
         )
         release_freed_memory()
-        return cls(model, pb_utils, host_outputs=parameters.get(PARAM_HOST_OUTPUTS) == "yes", threads=threads)
+        prepare_threads = host_share(int(parameters.get(PARAM_STUB_PROCESSES, "1") or 1))
+        return cls(model, pb_utils, host_outputs=parameters.get(PARAM_HOST_OUTPUTS) == "yes", threads=prepare_threads)
 
     def _error(self, message: str, code_name: str) -> Any:
         error_type = self.pb_utils.TritonError

@@ -6,8 +6,12 @@ checkpoint a build used and compare against transformers.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import logging
+import shutil
 import string
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,10 +198,11 @@ def random_config(kind: str, tokenizer: Any) -> Any:
             "intermediate_size": 96,
             "num_hidden_layers": 2,
             "num_attention_heads": 4,
-            # random-host keeps blip-vqa-base's 384 px input (577 image tokens) with tiny layers: its model time is
-            # small, so what a served frame costs beyond it is the host's work (make bench's host section).
+            # random-host keeps blip-vqa-base's 384 px input with tiny layers and 32 px patches (145 image tokens):
+            # the host decodes and resizes exactly as for the real model while the model's own time stays small, so
+            # what a served frame costs beyond it is the host's work (make bench's host section).
             "image_size": 384 if kind == "random-host" else 64,
-            "patch_size": 16,
+            "patch_size": 32 if kind == "random-host" else 16,
         }
         return BlipConfig(text_config=text, vision_config=vision, initializer_range=TINY_INIT_RANGE)
     raise ValueError(f"unknown random model {kind!r}; expected one of {', '.join(RANDOM_MODELS)}")
@@ -225,14 +230,26 @@ def make_random_checkpoint(kind: str, directory: Path) -> Path:
     return directory
 
 
+GENERATOR_MARKER = ".generator"
+
+
+def generator_version() -> str:
+    """A hash of the code that makes random checkpoints (this module)."""
+    return hashlib.sha256(inspect.getsource(sys.modules[__name__]).encode()).hexdigest()[:16]
+
+
 def load_checkpoint(model: str, random_dir: Path) -> Checkpoint:
     """Load ``model``: a random kind (made under ``random_dir`` once), a local directory, or a hub id."""
     from transformers import BlipForQuestionAnswering, BlipProcessor
 
     if model in RANDOM_MODELS:
         directory = random_dir / model
-        if not (directory / "config.json").exists():
+        marker = directory / GENERATOR_MARKER
+        # Made once per generator version: a changed recipe (sizes, init) must not be served from an old folder.
+        if not marker.is_file() or marker.read_text() != generator_version():
+            shutil.rmtree(directory, ignore_errors=True)
             make_random_checkpoint(model, directory)
+            marker.write_text(generator_version())
         path: str | None = str(directory.resolve())
         source = path
     elif Path(model).is_dir():

@@ -117,7 +117,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max-queue-delay-us",
         type=int,
         default=_int_env("MAX_QUEUE_DELAY_US"),
-        help="how long the image encoder's dynamic batcher may wait to fill a batch",
+        help="how long a model callers feed (image encoder, colocated blip_vqa) may wait to fill a batch",
+    )
+    parser.add_argument(
+        "--fast-resize",
+        action="store_true",
+        default=os.environ.get("FAST_RESIZE") == "1",
+        help="JPEGs decode at a reduced scale and resize reduces first: less host CPU, pixels not the processor's",
+    )
+    parser.add_argument(
+        "--step-queue-delay-us",
+        type=int,
+        default=_int_env("STEP_QUEUE_DELAY_US"),
+        help="how long a step another step feeds (the ensemble's text encoder and decoder) may wait to fill a batch",
     )
     return parser.parse_args(argv)
 
@@ -139,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             "neuron_cores_per_instance": args.neuron_cores_per_instance,
             "intra_op_threads": args.intra_op_threads,
             "max_queue_delay_us": args.max_queue_delay_us,
+            "step_queue_delay_us": args.step_queue_delay_us,
+            "fast_resize": args.fast_resize or None,
         }
         given = {key: value for key, value in given.items() if value is not None}
         if "layout" in given or "instances" in given:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from transformers import BlipConfig
@@ -82,10 +84,17 @@ def test_shape_buckets_name_every_static_artifact() -> None:
 def test_every_python_model_batches_frames_with_the_dynamic_batcher(model) -> None:
     """One frame a request, up to the largest frame bucket per execute; inputs whose sizes vary are ragged."""
     spec = base_spec()
-    config = python_model_config(spec, model, "cpu", "x", Deployment(max_queue_delay_us=500))
+    deployment = Deployment(max_queue_delay_us=500, step_queue_delay_us=3000)
+    config = python_model_config(spec, model, "cpu", "x", deployment)
     assert config.max_batch_size == 8
     assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
-    assert config.dynamic_batching.max_queue_delay_microseconds == 500
+    # Steps fed by another step (the ensemble's text encoder and decoder) wait to gather its batch again.
+    fed = model in (names.TEXT_ENCODER, names.TEXT_DECODER)
+    assert config.dynamic_batching.max_queue_delay_microseconds == (3000 if fed else 500)
+    assert config.parameters["stub_processes"].string_value == "3"
+    colocated = python_model_config(spec, names.ENSEMBLE_NAME, "cpu", "x", replace(deployment, layout="colocated"))
+    assert colocated.dynamic_batching.max_queue_delay_microseconds == 500
+    assert colocated.parameters["stub_processes"].string_value == "1"
     ragged = {tensor.name for tensor in config.input if tensor.allow_ragged_batch}
     assert ragged == {tensor.name for tensor in config.input if -1 in tensor.dims}
     assert ragged <= {"QUESTIONS", "QUESTION_EMBEDS", "QUESTION_MASK"} and (ragged or model == names.IMAGE_ENCODER)

@@ -25,6 +25,8 @@ class Layout(ABC):
     served_models: ClassVar[tuple[str, ...]]
     # The models whose instances are Python stub processes: each takes its own NeuronCores, threads, memory.
     python_models: ClassVar[tuple[str, ...]]
+    # The models that another model feeds (not callers): their batchers wait Deployment.step_queue_delay_us.
+    fed_models: ClassVar[tuple[str, ...]] = ()
     summary: ClassVar[str]
 
     def config_name(self, target: str) -> str:

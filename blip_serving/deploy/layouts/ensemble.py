@@ -19,6 +19,7 @@ class EnsembleLayout(Layout):
     name = "ensemble"
     served_models = (ENSEMBLE_NAME, *COMPONENT_NAMES)
     python_models = COMPONENT_NAMES
+    fed_models = COMPONENT_NAMES[1:]
     summary = "blip_vqa is Triton's ensemble of image_encoder, text_encoder and text_decoder (a stub process each)"
 
     def placement(self, context: Context) -> Option:

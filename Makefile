@@ -22,7 +22,7 @@ export HTTP_PORT GRPC_PORT METRICS_PORT API_HOST API_PORT INSECURE_DEV
 export BENCH_SECONDS BENCH_FRAMES SLO_MS RATE PERF_INSTANCES PERF_CONCURRENCY
 
 .DEFAULT_GOAL := help
-.PHONY: help install plan capacity cost build-artifacts serve api ask demo bench perf soak gpu-check gpu-check-carry test test-unit test-integration lint format clean
+.PHONY: help install plan capacity cost build-artifacts serve api ask demo bench bench-host perf soak gpu-check gpu-check-carry test test-unit test-integration lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -60,8 +60,12 @@ demo: ## Offline end to end: install, build random-tiny for cpu, serve, ask thre
 	$(MAKE) --no-print-directory build-artifacts TARGET=cpu MODEL=$(MODEL)
 	$(BIN)/python -m blip_serving.deploy.demo --target cpu
 
-bench: install ## Floor vs served vs naive transformers, matmul limit, memory (BENCH_MODEL, default random-base)
+bench: install ## Floor vs served vs naive transformers, matmul limit, memory (BENCH_MODEL, default random-base); then bench-host
 	$(BIN)/python -m blip_bench.bench --model $(BENCH_MODEL) --target $(TARGET)
+	$(BIN)/python -m blip_bench.host --target $(TARGET)
+
+bench-host: install ## Host CPU per camera frame by process, requests per execute, stage split, fast-resize agreement -> benchmarks/results/host-<target>.json
+	$(BIN)/python -m blip_bench.host --target $(TARGET)
 
 perf: install ## perf_analyzer sweep of instances x concurrency: CSV, PNG chart, knee under SLO_MS, capacity for RATE
 	$(BIN)/python -m blip_bench.perf --model $(BENCH_MODEL) --target $(TARGET)

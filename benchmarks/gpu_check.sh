@@ -8,6 +8,8 @@
 #                                          tritonserver, Python backend and 3.12 stub (about 59 MB in all)
 #   benchmarks/gpu_check.sh run [ARGS]     there: unpack .gpucarry/ under /tmp, put the project on PYTHONPATH, run
 #                                          `python3 -m blip_bench.gpu_check ARGS` (see its --help)
+#   benchmarks/gpu_check.sh host [ARGS]    there, the same set-up, then `python3 -m blip_bench.host ARGS`: host CPU
+#                                          per frame by process and requests per execute, served on the GPU
 # Nothing is installed from the network in either step on the GPU machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +41,7 @@ carry() {
   grep -qx '/.gpucarry/' .git/info/exclude 2>/dev/null || echo '/.gpucarry/' >> .git/info/exclude
 }
 
-run() {
+setup() {
   local site=/tmp/gpu-check-site
   if [ -d "$CARRY" ]; then
     mkdir -p "$site"
@@ -72,11 +74,11 @@ run() {
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
   export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
-  python3 -m blip_bench.gpu_check "$@"
 }
 
 case "${1:-}" in
   carry) shift; carry "$@" ;;
-  run) shift; run "$@" ;;
-  *) echo "usage: $0 carry | run [gpu_check arguments]" >&2; exit 2 ;;
+  run) shift; setup; python3 -m blip_bench.gpu_check "$@" ;;
+  host) shift; setup; python3 -m blip_bench.host "$@" ;;
+  *) echo "usage: $0 carry | run [gpu_check arguments] | host [blip_bench.host arguments]" >&2; exit 2 ;;
 esac

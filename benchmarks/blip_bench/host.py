@@ -210,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", default=HOST_MODEL)
     parser.add_argument("--target", default="cpu")
+    parser.add_argument("--fp16", action="store_true", help="half-precision build (gpu)")
+    parser.add_argument(
+        "--host-step-tensors", action="store_true", help="tensors between steps through host memory (gpu hosts)"
+    )
     parser.add_argument("--layouts", type=lambda t: t.split(","), default=list(LAYOUT_NAMES))
     parser.add_argument("--sizes", type=parse_sizes, default=[(640, 360), (1920, 1080)])
     parser.add_argument("--concurrency", type=lambda t: [int(c) for c in t.split(",")], default=[1, 4, 8, 16])
@@ -232,13 +236,15 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=None, help="JSON path (default benchmarks/results/host-<target>.json)"
     )
     args = parser.parse_args(argv)
-    workspace = prepare(args.model, args.target, **({"root": args.workspace} if args.workspace else {}))
+    root = {"root": args.workspace} if args.workspace else {}
+    workspace = prepare(args.model, args.target, fp16=args.fp16, **root)
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores; model {args.model} on {args.target}", flush=True)
     report: dict[str, Any] = {
         "machine": info,
         "model": args.model,
         "target": args.target,
+        "precision": "fp16" if args.fp16 else "fp32",
         "questions": list(BEHAVIOR_QUESTIONS),
         "mode": "scores_only",
         "protocol": "grpc",
@@ -268,7 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     for layout in args.layouts:
         for key, fast, levels in variants:
             delay = {} if args.queue_delay_us is None else {"step_queue_delay_us": args.queue_delay_us}
-            deployment = Deployment(layout=layout, intra_op_threads=args.intra_op_threads, fast_resize=fast, **delay)
+            deployment = Deployment(
+                layout=layout,
+                intra_op_threads=args.intra_op_threads,
+                fast_resize=fast,
+                host_step_tensors=args.host_step_tensors,
+                **delay,
+            )
             workspace.deploy(deployment)
             report[key][layout] = {}
             with TritonServer(workspace.repository, workspace.target, layout=layout) as server:

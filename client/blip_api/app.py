@@ -30,7 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -68,6 +68,9 @@ class FrameResult(BaseModel):
 
 
 class WeightChange(BaseModel):
+    # Strict: JSON false is not a weight of 0 (pydantic's lax mode would take it and drain the fleet).
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     weight: float = Field(ge=0, description="new routing weight; 0 drains the backend")
 
 
@@ -84,11 +87,18 @@ def frame_openapi(limits: Limits, behaviors: list[str]) -> dict[str, Any]:
     }
     behavior = {"type": "array", "items": {"type": "string", "enum": behaviors}, "maxItems": limits.max_questions}
     binary = {"type": "string", "format": "binary", "maxLength": limits.max_image_bytes}
-    at_least_one = [{"required": [name], "properties": {name: {"minItems": 1}}} for name in ("question", "behavior")]
+    at_least_one = [
+        {"required": [name], "properties": {name: {"type": "array", "minItems": 1}}}
+        for name in ("question", "behavior")
+    ]
+    # A form field is there or not: null is an absent field, which the other list may make up for.
+    absent_or = {
+        name: {**schema, "type": ["array", "null"]} for name, schema in (("question", question), ("behavior", behavior))
+    }
     multipart = {
         "type": "object",
         "required": ["image"],
-        "properties": {"image": binary, "question": question, "behavior": behavior},
+        "properties": {"image": binary, **absent_or},
         "additionalProperties": False,
         "anyOf": at_least_one,
     }

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 
-from blip_bench import bench, perf
+from blip_bench import bench, host, perf
 
 
 def test_perf_sweeps_with_perf_analyzer_and_writes_csv_chart_and_knee(tmp_path, capsys) -> None:
@@ -103,3 +103,23 @@ def test_bench_measures_every_path_and_writes_its_json(tmp_path, capsys, tiny_bu
     if len(os.sched_getaffinity(0)) >= 2:  # a team of one thread has no worker to spin
         assert active["idle_cpu_percent"] > 50 > colocated["idle_cpu_percent"], "ACTIVE workers spin while idle"
     assert "served best fps / floor fps" in capsys.readouterr().out
+
+
+def test_host_section_measures_cpu_by_process_and_requests_per_execute(tmp_path, capsys) -> None:
+    """`make bench-host` end to end, short: random-host served colocated, a camera frame, exact and fast resize."""
+    out = tmp_path / "host.json"
+    argv = ["--workspace", str(tmp_path / "ws"), "--out", str(out), "--layouts", "colocated", "--sizes", "640x360"]
+    argv += ["--concurrency", "4", "--fast-concurrency", "4", "--seconds", "2", "--in-process-frames", "2"]
+    assert host.main(argv) == 0
+    report = json.loads(out.read_text())
+    (point,) = report["served"]["colocated"]["640x360"]
+    assert point["fps"] > 0 and point["cpu_ms_per_frame"] > 0 and point["load_generator_cpu_ms_per_frame"] > 0
+    assert set(point["cpu_ms_by_process"]) == {"tritonserver", "blip_vqa"}
+    assert point["requests_per_execute"]["blip_vqa"] >= 1
+    (fast,) = report["served_fast_resize"]["colocated"]["640x360"]
+    assert fast["fps"] > 0
+    stages = report["in_process"]["640x360"]["batch8"]
+    assert {"decode", "resize", "tokenize", "image_encoder", "text_encoder", "text_decoder"} == set(stages)
+    agreement = report["fast_resize_agreement"]
+    assert 0 < agreement["agreement"] <= 1 and "frame_1920x1080.jpg" in agreement["images"]
+    assert "CPU-ms/frame" in capsys.readouterr().out

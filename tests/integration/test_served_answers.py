@@ -36,20 +36,36 @@ def test_scores_vary_and_are_probabilities(client) -> None:
     assert all(0.0 < s < 1.0 for s in scores) and len({round(s, 6) for s in scores}) > len(VALID_IMAGES)
 
 
-def test_concurrent_frames_batched_by_the_image_encoder_keep_their_own_answers(triton, client) -> None:
-    """Twelve frames at once: the dynamic batcher groups them, and each still gets exactly its own results."""
-    frames = [VALID_IMAGES[i % len(VALID_IMAGES)] for i in range(12)]
-    alone = {path: client.infer(path.read_bytes(), QUESTIONS) for path in set(frames)}
+def test_concurrent_frames_batched_in_every_model_keep_their_own_answers(triton, client) -> None:
+    """Sixteen frames at once, with 1 to 3 questions each and both modes: every Python model's executes hold several
+    requests (Triton's statistics), and each frame still gets exactly its own answers and scores."""
+    import tritonclient.grpc as grpc
 
-    def ask(path: Path):
-        with BlipVqaClient(triton.http_url) as own:
-            return own.infer(path.read_bytes(), QUESTIONS)
+    cases = [(VALID_IMAGES[i % len(VALID_IMAGES)], QUESTIONS[: 1 + i % 3], i % 2 == 0) for i in range(16)]
+    alone = [client.infer(path.read_bytes(), questions, scores_only=only) for path, questions, only in cases]
+    stats = grpc.InferenceServerClient(triton.grpc_url)
 
-    with ThreadPoolExecutor(12) as pool:
-        results = list(pool.map(ask, frames))
-    for path, result in zip(frames, results):
-        assert result.answers == alone[path].answers
-        assert np.allclose(result.scores, alone[path].scores, atol=1e-5)
+    def counts() -> dict[str, tuple[int, int]]:
+        models = stats.get_inference_statistics(as_json=True)["model_stats"]
+        return {m["name"]: (int(m.get("inference_count", 0)), int(m.get("execution_count", 0))) for m in models}
+
+    def ask(case):
+        path, questions, only = case
+        with BlipVqaClient(triton.grpc_url, protocol="grpc") as own:
+            return own.infer(path.read_bytes(), questions, scores_only=only)
+
+    before = counts()
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(ask, cases))
+    after = counts()
+    stats.close()
+    for result, expected in zip(results, alone):
+        assert result.answers == expected.answers
+        assert np.allclose(result.scores, expected.scores, atol=1e-5)
+    for model in triton.layout.python_models:
+        inferences = after[model][0] - before[model][0]
+        executions = after[model][1] - before[model][1]
+        assert inferences == len(cases) and executions < inferences, f"{model}: {executions} executes"
 
 
 def test_answers_vary_with_image_and_question(client) -> None:

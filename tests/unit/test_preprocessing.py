@@ -126,3 +126,32 @@ def test_jpeg_cut_inside_its_header_is_refused() -> None:
     data = next(p for p in VALID_IMAGES if p.name == "photo.jpg").read_bytes()
     with pytest.raises(InvalidInputError, match="truncated JPEG"):
         decode_image(data[:300], **LIMITS)
+
+
+def test_fast_resize_decodes_large_jpegs_at_a_reduced_scale_and_the_default_stays_exact() -> None:
+    """The option's JPEG draft keeps both sides at least the input size, after EXIF rotation too; other formats and
+    the default path decode at full size."""
+    from blip_bench.corpus import camera_frame, generated_images
+
+    frame = camera_frame(1920, 1080)
+    assert decode_image(frame, **LIMITS).size == (1920, 1080)
+    assert decode_image(frame, **LIMITS, draft=(384, 384)).size == (960, 540)
+    sideways = (generated_images() / "camera" / "frame_1920x1080_exif6.jpg").read_bytes()
+    assert decode_image(sideways, **LIMITS, draft=(384, 384)).size == (960, 540), "upright after the draft"
+    small = camera_frame(640, 360)
+    assert decode_image(small, **LIMITS, draft=(384, 384)).size == (640, 360), "never below the input size"
+    png = next(path for path in VALID_IMAGES if path.suffix == ".png").read_bytes()
+    assert decode_image(png, **LIMITS, draft=(8, 8)).size == decode_image(png, **LIMITS).size
+
+
+def test_fast_resize_keeps_the_shape_and_stays_close(tiny_reference) -> None:
+    from blip_bench.corpus import camera_frame
+
+    size = tiny_reference.processor.image_processor.size
+    shape = (size["height"], size["width"], 3)
+    exact = ImagePreprocessor.from_directory(tiny_reference.checkpoint, shape)
+    fast = ImagePreprocessor.from_directory(tiny_reference.checkpoint, shape, fast=True)
+    image = decode_image(camera_frame(1920, 1080), **LIMITS)
+    ours, reference = fast(image).astype(int), exact(image).astype(int)
+    assert ours.shape == reference.shape == shape
+    assert np.abs(ours - reference).mean() < 3, "a reduced resize, not another picture"

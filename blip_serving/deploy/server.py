@@ -357,7 +357,13 @@ class TritonServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ServerError(f"tritonserver exited with {self.process.returncode}:\n{self.recent_log()}")
+                # The reason comes first when tritonserver refuses its arguments (its usage text follows it).
+                if self._log_thread is not None:
+                    self._log_thread.join(timeout=2)
+                head, tail = list(self.log_tail)[:15], self.recent_log(45)
+                raise ServerError(
+                    f"tritonserver exited with {self.process.returncode}:\n" + "\n".join(head) + "\n...\n" + tail
+                )
             if self.is_ready():
                 # Every instance's stub is up now: the set a supervisor watches (taken here, not later, so that
                 # a stub dying in the first moments is still seen to be missing).

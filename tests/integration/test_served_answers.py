@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -57,7 +58,14 @@ def test_concurrent_frames_batched_in_every_model_keep_their_own_answers(triton,
     before = counts()
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(ask, cases))
-    after = counts()
+    # A step's statistics are recorded after the ensemble has answered: wait (bounded) until all are in.
+    deadline = time.monotonic() + 10
+    while True:
+        after = counts()
+        settled = all(after[m][0] - before[m][0] >= len(cases) for m in triton.layout.python_models)
+        if settled or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     stats.close()
     for result, expected in zip(results, alone):
         assert result.answers == expected.answers

@@ -84,20 +84,21 @@ def test_shape_buckets_name_every_static_artifact() -> None:
 def test_every_python_model_batches_frames_with_the_dynamic_batcher(model) -> None:
     """One frame a request, up to the largest frame bucket per execute; inputs whose sizes vary are ragged."""
     spec = base_spec()
-    deployment = Deployment(max_queue_delay_us=500, step_queue_delay_us=3000)
+    deployment = Deployment(max_queue_delay_us=0, step_queue_delay_us=3000)
+    # Steps fed by another step (the ensemble's text encoder and decoder) wait to gather its batch again.
+    fed = model in (names.TEXT_ENCODER, names.TEXT_DECODER)
     config = python_model_config(spec, model, "cpu", "x", deployment)
     assert config.max_batch_size == 8
     # Preferred sizes where artifacts have a static batch (neuron) or the batcher waits (they end the wait early);
     # a model that takes whatever is queued would only be made to cut its batch.
     assert list(config.dynamic_batching.preferred_batch_size) == ([4, 8] if fed else [])
-    neuron = python_model_config(spec, model, "neuron", "x", deployment)
+    served_by = "colocated" if model == names.ENSEMBLE_NAME else "ensemble"  # the layout running it as a stub
+    neuron = python_model_config(spec, model, "neuron", "x", replace(deployment, layout=served_by))
     assert list(neuron.dynamic_batching.preferred_batch_size) == [4, 8]
-    # Steps fed by another step (the ensemble's text encoder and decoder) wait to gather its batch again.
-    fed = model in (names.TEXT_ENCODER, names.TEXT_DECODER)
-    assert config.dynamic_batching.max_queue_delay_microseconds == (3000 if fed else 500)
+    assert config.dynamic_batching.max_queue_delay_microseconds == (3000 if fed else 0)
     assert config.parameters["stub_processes"].string_value == "3"
     colocated = python_model_config(spec, names.ENSEMBLE_NAME, "cpu", "x", replace(deployment, layout="colocated"))
-    assert colocated.dynamic_batching.max_queue_delay_microseconds == 500
+    assert colocated.dynamic_batching.max_queue_delay_microseconds == 0
     assert colocated.parameters["stub_processes"].string_value == "1"
     ragged = {tensor.name for tensor in config.input if tensor.allow_ragged_batch}
     assert ragged == {tensor.name for tensor in config.input if -1 in tensor.dims}

@@ -6,8 +6,8 @@ model. ``execute`` isolates errors per request: a bad request gets its own INVAL
 batch succeeds, and an unexpected failure is logged and answered with INTERNAL instead of killing the stub.
 The requests of one execute are prepared (decoded, resized, tokenized) in parallel threads, as many as this stub's
 share of the host's cores among all the layout's stub processes (Pillow releases the GIL in decode and resize;
-measured on 2 cores: with 3 ensemble stubs a pool cost CPU and frames, so they get none). Tensors between the steps cross as DLPack
-(no numpy round trip; on GPU they stay on the device).
+measured on 2 cores: with 3 ensemble stubs a pool cost CPU and frames, so they get none). Tensors between the
+steps cross as DLPack (no numpy round trip; on GPU they stay on the device).
 """
 
 from __future__ import annotations

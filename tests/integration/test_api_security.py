@@ -187,6 +187,16 @@ def test_error_bodies_name_the_problem_without_internals(api) -> None:
     assert "server" not in cases[0].headers, "uvicorn's Server header is off"
 
 
+def test_a_json_false_is_not_a_weight_and_does_not_drain_the_fleet(api) -> None:
+    """pydantic's lax mode once took ``false`` as weight 0: the fleet was drained by a malformed admin call."""
+    url = f"{api.url}/admin/backends/neuron/weight"
+    for body in ({"weight": False}, {"weight": "0"}, {"weight": 1, "extra": True}):
+        response = httpx.put(url, json=body, headers=ADMIN, timeout=5)
+        assert response.status_code == 422, (body, response.status_code, response.text)
+    backends = httpx.get(f"{api.url}/admin/backends", headers=ADMIN, timeout=5)
+    assert backends.status_code == 200 and backends.json()["neuron"]["weight"] > 0
+
+
 def is_loopback(ip: str) -> bool:
     address = ipaddress.ip_address(ip)
     mapped = getattr(address, "ipv4_mapped", None)

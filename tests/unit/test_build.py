@@ -83,3 +83,26 @@ def test_tampered_or_foreign_artifact_is_refused(tiny_build, tmp_path) -> None:
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(ArtifactError, match="sha256"):
         verify_artifact_files(manifest, "text_encoder", "cpu")
+
+
+def test_an_artifact_changed_after_its_first_mib_is_refused(tiny_build, tmp_path) -> None:
+    """Real artifacts are hundreds of MB: the whole file is hashed, not its head."""
+    import json
+
+    from blip_serving.manifest import MANIFEST, sha256_file
+
+    copy = tmp_path / "cpu"
+    shutil.copytree(tiny_build.target_dir(), copy)
+    data = json.loads((copy / MANIFEST).read_text())
+    entry = data["components"]["text_encoder"]["files"][0]
+    path = copy / entry["file"]
+    padded = path.read_bytes() + bytes(3 * 2**20)  # a 3 MiB tail, as if the artifact were large
+    path.write_bytes(padded)
+    entry["sha256"] = sha256_file(path)
+    (copy / MANIFEST).write_text(json.dumps(data))
+    verify_artifact_files(read_manifest(copy), "text_encoder", "cpu")
+    tampered = bytearray(padded)
+    tampered[2 * 2**20 + 7] ^= 0xFF  # one byte, two MiB in
+    path.write_bytes(bytes(tampered))
+    with pytest.raises(ArtifactError, match="sha256"):
+        verify_artifact_files(read_manifest(copy), "text_encoder", "cpu")

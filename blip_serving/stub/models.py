@@ -181,7 +181,7 @@ class TextEncoderModel(ComponentModel):
         mask = torch.cat([_pad_tokens(m, length) for _, m, _ in items])
         frames = torch.cat([embeds.reshape(1, *embeds.shape[-2:]) for _, _, embeds in items])
         frame_index = torch.repeat_interleave(torch.arange(len(items)), torch.tensor(counts))
-        encoded = self.artifact.encode(input_ids, mask, frames.to(self.artifact.device), frame_index)
+        encoded = self.artifact.encode(input_ids, mask, frames, frame_index)  # the runner moves them to its device
         outputs, start = [], 0
         for (ids, own_mask, _), count in zip(items, counts):
             # Each request gets its questions at its own token bucket, as if it had run alone.

@@ -22,7 +22,7 @@ export HTTP_PORT GRPC_PORT METRICS_PORT API_HOST API_PORT INSECURE_DEV
 export BENCH_SECONDS BENCH_FRAMES SLO_MS RATE PERF_INSTANCES PERF_CONCURRENCY
 
 .DEFAULT_GOAL := help
-.PHONY: help install plan capacity cost build-artifacts serve api ask demo bench bench-host perf soak gpu-check gpu-check-carry test test-unit test-integration lint format clean
+.PHONY: help install plan capacity cost build-artifacts serve api ask demo bench bench-host perf soak gpu-check gpu-check-carry test test-unit test-integration mutate lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -93,6 +93,9 @@ test-unit: install ## Unit tests only (no server)
 
 test-integration: install ## Integration tests only (real Triton server)
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+mutate: install ## Mutation testing (mutmut) of router, supervisor, cost, manifest, placement, input checks vs the unit suite; fails under 85% killed
+	$(BIN)/python tools/mutate.py
 
 lint: install ## ruff check and format check
 	$(BIN)/ruff check .

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from functools import cache
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from blip_bench.corpus import generated_images
+from blip_serving.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 # The project's own images always; the workplace's extra real images beside the clone too, where they exist.
@@ -50,15 +53,33 @@ def make_build(root: Path, model: str, **options) -> Build:
     return Build(repository=repository, artifacts=artifacts, checkpoint=Path(manifest.checkpoint_location))
 
 
+# tools/mutate.py sets this: every run of the suite (one per mutant) reuses one build instead of tracing its own.
+# Tests never change a session's build in place; they copy it first.
+SHARED_BUILDS = os.environ.get("BLIP_TEST_SHARED_BUILDS")
+
+
+def session_build(tmp_path_factory: pytest.TempPathFactory, name: str, model: str, **options) -> Build:
+    if not SHARED_BUILDS:
+        return make_build(tmp_path_factory.mktemp(name), model, **options)
+    root = Path(SHARED_BUILDS) / name
+    if not (root / "complete").is_file():
+        shutil.rmtree(root, ignore_errors=True)
+        make_build(root, model, **options)
+        (root / "complete").write_text("")
+    artifacts = root / "artifacts"
+    checkpoint = Path(read_manifest(artifacts / "cpu").checkpoint_location)
+    return Build(repository=root / "model_repository", artifacts=artifacts, checkpoint=checkpoint)
+
+
 @pytest.fixture(scope="session")
 def tiny_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
-    return make_build(tmp_path_factory.mktemp("tiny"), "random-tiny")
+    return session_build(tmp_path_factory, "tiny", "random-tiny")
 
 
 @pytest.fixture(scope="session")
 def static_build(tmp_path_factory: pytest.TempPathFactory, tiny_build: Build) -> Build:
     """The same checkpoint built as Neuron builds: one artifact per shape bucket, padded at run time."""
-    return make_build(tmp_path_factory.mktemp("static"), str(tiny_build.checkpoint), static_shapes=True)
+    return session_build(tmp_path_factory, "static", str(tiny_build.checkpoint), static_shapes=True)
 
 
 class Reference:

@@ -4,7 +4,8 @@ Every file is generated with Pillow from the committed sample photo (``client/sa
 seeded generator, so the set is small and the same on every machine. Valid ones cover what a camera or a user
 may send: EXIF-rotated, CMYK and grayscale JPEGs, a 16-bit PNG, a palette PNG with transparency, WebP, animated
 GIF and PNG, BMP and TIFF, and one photo larger than the API tests' body limit. Invalid ones are the cases the
-boundary must name: truncated JPEG, junk between JPEG segments, a decompression-bomb header, zero bytes, text.
+boundary must name: truncated JPEG, junk after the JPEG's start or between its segments (which Pillow decodes
+silently), a decompression-bomb header, zero bytes, text.
 Camera frames (``camera/``) are 16:9 JPEGs at 1920x1080, 1280x720 and 640x360, upright and EXIF-rotated.
 """
 
@@ -74,10 +75,22 @@ def valid_images(photo: Image.Image) -> dict[str, bytes]:
     }
 
 
+def _jpeg_segment_starts(jpeg: bytes) -> list[int]:
+    """Offsets of the marker segments between SOI and the scan (each ``FF xx`` plus a two-byte length)."""
+    starts, position = [], 2
+    while jpeg[position + 1] != 0xDA:
+        starts.append(position)
+        position += 2 + int.from_bytes(jpeg[position + 2 : position + 4], "big")
+    return starts
+
+
 def invalid_images(photo_jpeg: bytes) -> dict[str, bytes]:
+    third = _jpeg_segment_starts(photo_jpeg)[2]
     return {
         "truncated_jpeg.jpg": photo_jpeg[: len(photo_jpeg) // 2],
         "junk_jpeg_header.jpg": photo_jpeg[:2] + b"this is not a marker" + photo_jpeg[2:],
+        # Pillow decodes this one without a word (libjpeg skips the bytes): only the project's own walk refuses it.
+        "junk_between_jpeg_segments.jpg": photo_jpeg[:third] + b"junk!" + photo_jpeg[third:],
         "decompression_bomb.png": _bomb_png(),
         "zero_bytes.jpg": b"",
         "text.txt": b"Is the dog barking? This is text, not an image.\n",

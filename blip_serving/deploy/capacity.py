@@ -39,10 +39,8 @@ class CapacityError(ValueError):
 
 @dataclass(frozen=True)
 class Measured:
-    """One fleet's measurement at the knee: what `make perf` wrote."""
+    """One measurement at the knee: what `make perf` wrote. Which fleet it sizes is the caller's to say."""
 
-    fleet: str
-    host: str
     source: str
     fps: float
     p99_ms: float
@@ -52,7 +50,7 @@ class Measured:
     instances: int
 
 
-def read_perf(path: Path, fleet: str, host: str) -> Measured:
+def read_perf(path: Path) -> Measured:
     data = json.loads(path.read_text())
     knee = data.get("knee")
     if not knee:
@@ -60,8 +58,6 @@ def read_perf(path: Path, fleet: str, host: str) -> Measured:
             f"{path}: no point kept p99 under {data.get('slo_ms')} ms, so there is no knee to size from"
         )
     return Measured(
-        fleet=fleet,
-        host=host,
         source=f"{path.name} ({data['machine']['cpu']}, {data['machine']['cores']} cores, {data['model']})",
         fps=float(knee["throughput"]),
         p99_ms=float(knee["p99_ms"]),
@@ -178,7 +174,7 @@ def _measured_fleets(specs: list[str]) -> dict[str, Measured | None]:
         if fleet not in FLEETS:
             raise CapacityError(f"unknown fleet {fleet!r}; expected one of {', '.join(FLEETS)}")
         file = Path(path)
-        measured[fleet] = read_perf(file, fleet, FLEETS[fleet]["host"]) if file.is_file() else None
+        measured[fleet] = read_perf(file) if file.is_file() else None
     return measured
 
 
@@ -190,7 +186,7 @@ def main_capacity(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlays", type=Path, default=OVERLAYS)
     args = parser.parse_args(argv)
     try:
-        measured = read_perf(args.perf, "cpu", "local")
+        measured = read_perf(args.perf)
         target = per_pod_target(measured, args.headroom)
     except (CapacityError, OSError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)

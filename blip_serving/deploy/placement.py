@@ -94,9 +94,7 @@ class Option:
     refused: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["deployment"] = asdict(self.deployment)
-        return data
+        return asdict(self)  # the deployment too: asdict recurses
 
 
 @dataclass

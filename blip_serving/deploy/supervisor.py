@@ -27,6 +27,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from blip_client.client import BlipVqaClient
+from blip_client.errors import BlipVqaError, InvalidRequestError
+from blip_client.wire import PROBE_IMAGE, PROBE_QUESTIONS
 from blip_serving.deploy.server import ServerError, TritonServer
 
 # Triton's error for a request that reached a dead stub: "Stub process 'text_decoder_0_0' is not healthy."
@@ -46,6 +51,8 @@ class Supervisor:
     failures: int = 2
     probe_timeout_s: float = 5.0
     log: Callable[[str], None] = print
+    # url, timeout -> a client for the probe; the edge a unit test replaces with a stand-in server.
+    connect: Callable[[str, float], BlipVqaClient] = lambda url, timeout_s: BlipVqaClient(url, timeout_s=timeout_s)
     # Triton 2.51 never finishes unloading an instance whose stub died: each such reload leaves its threads behind
     # in tritonserver (measured: 35 threads and 0.8 MiB per reload, every time). After this many reloads, the next
     # recovery restarts Triton instead, which frees them.
@@ -56,8 +63,6 @@ class Supervisor:
     _stubs: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge
-
         self.registry = CollectorRegistry()
         self.recovered = Counter(
             "blip_supervisor_recoveries",
@@ -76,12 +81,8 @@ class Supervisor:
 
     def probe(self) -> str | None:
         """None when the model answered; else why not. A refusal of the probe's own request is not a failure."""
-        from blip_client.client import BlipVqaClient, InvalidRequestError
-        from blip_client.errors import BlipVqaError
-        from blip_client.wire import PROBE_IMAGE, PROBE_QUESTIONS
-
         try:
-            with BlipVqaClient(self.server.http_url, timeout_s=self.probe_timeout_s) as client:
+            with self.connect(self.server.http_url, self.probe_timeout_s) as client:
                 client.scores(PROBE_IMAGE, PROBE_QUESTIONS)
         except InvalidRequestError as error:
             self.log(f"supervisor: the probe itself was refused ({error}); not a server failure")

@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import pybreaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_none
@@ -42,8 +42,25 @@ from blip_client.wire import PROBE_IMAGE, PROBE_QUESTIONS, VqaResult
 log = logging.getLogger("blip_client.router")
 
 
+class BackendClient(Protocol):
+    """What the router needs of a fleet's client; ``AsyncBlipVqaClient`` in production, a stand-in in unit tests."""
+
+    closed: bool
+
+    async def infer(
+        self, image: bytes, questions: Sequence[str | bytes], *, timeout_s: float, scores_only: bool = False
+    ) -> VqaResult: ...
+
+    async def close(self) -> None: ...
+
+
 class RouterConfigError(ValueError):
     """The router configuration is invalid; the message names the setting."""
+
+
+def is_number(value: object) -> bool:
+    """An int or a float; not a bool, which TOML and JSON keep apart from numbers (``weight = true`` is a mistake)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -57,7 +74,7 @@ class BackendConfig:
             raise RouterConfigError(f"backend name {self.name!r} must be letters, digits, '-' or '_'")
         if not self.url or "://" in self.url:
             raise RouterConfigError(f"backend {self.name}: url must be host:port without a scheme, got {self.url!r}")
-        if not isinstance(self.weight, int | float) or self.weight < 0:
+        if not is_number(self.weight) or self.weight < 0:
             raise RouterConfigError(f"backend {self.name}: weight must be a number >= 0, got {self.weight!r}")
 
 
@@ -83,7 +100,7 @@ class RouterConfig:
             raise RouterConfigError(f"backend names must be unique: {names}")
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.name != "backends" and (not isinstance(value, int | float) or value <= 0):
+            if item.name != "backends" and (not is_number(value) or value <= 0):
                 raise RouterConfigError(f"router.{item.name} must be a positive number, got {value!r}")
 
     @classmethod
@@ -137,7 +154,7 @@ class Backend:
     """A named fleet: its client, its breaker, what the probes last saw, and its routing state."""
 
     config: BackendConfig
-    client: AsyncBlipVqaClient
+    client: BackendClient
     breaker: pybreaker.CircuitBreaker
     storage: pybreaker.CircuitMemoryStorage
     weight: float
@@ -187,8 +204,14 @@ class Router:
     Everything runs on one event loop, so choosing and reweighting need no locks.
     """
 
-    def __init__(self, config: RouterConfig, metrics: RouterMetrics | None = None) -> None:
+    def __init__(
+        self,
+        config: RouterConfig,
+        metrics: RouterMetrics | None = None,
+        connect: Callable[[str], BackendClient] = AsyncBlipVqaClient,
+    ) -> None:
         self.config = config
+        self.connect = connect  # url -> client; the edge a unit test replaces
         self.metrics = metrics or RouterMetrics()
         self.backends: dict[str, Backend] = {}
         self._started = False
@@ -201,13 +224,17 @@ class Router:
 
         Connections are made here, not in ``__init__``: aiohttp binds them to the running event loop.
         """
-        for backend_config in self.config.backends:
-            self.backends[backend_config.name] = self._new_backend(backend_config)
+        self.connect_all()
         await self.probe_all()
         self._started = True
         for backend in self.backends.values():
             self._start_probing(backend)
         return self
+
+    def connect_all(self) -> None:
+        """A client and a breaker for every configured backend, on the running event loop; no probing yet."""
+        for backend_config in self.config.backends:
+            self.backends[backend_config.name] = self._new_backend(backend_config)
 
     async def close(self) -> None:
         self._started = False
@@ -241,7 +268,7 @@ class Router:
             name=config.name,
             throw_new_error_on_trip=False,
         )
-        backend = Backend(config, AsyncBlipVqaClient(config.url), breaker, storage, float(config.weight))
+        backend = Backend(config, self.connect(config.url), breaker, storage, float(config.weight))
         backend.idle.set()
         self.metrics.add_backend(config.name, backend.weight)
         return backend
@@ -250,7 +277,7 @@ class Router:
         """Change one backend's share now; requests in flight are not touched."""
         if name not in self.backends:
             raise KeyError(f"no backend named {name!r}; known: {sorted(self.backends)}")
-        if not isinstance(weight, int | float) or weight < 0:
+        if not is_number(weight) or weight < 0:
             raise RouterConfigError(f"weight must be a number >= 0, got {weight!r}")
         self.backends[name].weight = float(weight)
         self.metrics.weight.labels(name).set(weight)
@@ -275,6 +302,7 @@ class Router:
         for name, new in wanted.items():
             if name not in self.backends:
                 self.backends[name] = self._new_backend(new)
+                self.backends[name].probe_now.set()  # probed at once, not after a first interval
                 self._start_probing(self.backends[name])
                 changes["added"].append(name)
             elif self.backends[name].weight != new.weight:

@@ -64,7 +64,7 @@ class VqaResult:
     answers: list[str] | None
 
 
-def requested_outputs(triton: ModuleType, scores_only: bool = False) -> list[Any]:
+def requested_outputs(triton: ModuleType, scores_only: bool) -> list[Any]:
     names = (SCORES,) if scores_only else (ANSWERS, SCORES)
     return [triton.InferRequestedOutput(name) for name in names]
 
@@ -73,7 +73,7 @@ def request_parameters(scores_only: bool) -> dict[str, Any] | None:
     return {SCORES_ONLY: True} if scores_only else None
 
 
-def parse_result(result: Any, count: int, scores_only: bool = False) -> VqaResult:
+def parse_result(result: Any, count: int, scores_only: bool) -> VqaResult:
     scores = result.as_numpy(SCORES)
     if scores is None or scores.size != count:
         raise ServerError(f"expected {count} scores, got {None if scores is None else scores.size}")

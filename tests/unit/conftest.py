@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pytest
 
 
 class Tensor:
@@ -102,6 +103,12 @@ for _name, _value in dict(
 ).items():
     setattr(pb_utils, _name, _value)
 sys.modules["triton_python_backend_utils"] = pb_utils
+
+
+@pytest.fixture(autouse=True)
+def _fresh_log() -> None:
+    """Each test sees only the log lines written while it ran, not an earlier test's."""
+    Logger.lines.clear()
 
 
 def load_model(repository: Path, name: str, target: str = "cpu", instance: int = 0, config: str | None = None) -> Any:

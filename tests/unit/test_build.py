@@ -48,16 +48,19 @@ def test_gpu_without_cuda_fails_with_one_line(tmp_path) -> None:
     assert result.returncode != 0 and "needs CUDA" in result.stderr and not (tmp_path / "a").exists()
 
 
-def test_second_build_skips_and_force_rebuilds(tiny_build) -> None:
+def test_second_build_skips_and_force_rebuilds(tiny_build, tmp_path) -> None:
     from blip_build import build
+
+    shutil.copytree(tiny_build.artifacts, tmp_path / "artifacts")  # the session's build stays as it is
+    shutil.copytree(tiny_build.repository, tmp_path / "model_repository")
 
     def run(force: bool) -> tuple[list[str], dict[str, int]]:
         lines: list[str] = []
         manifest = build(
             "random-tiny",
             "cpu",
-            artifacts=tiny_build.artifacts,
-            repository=tiny_build.repository,
+            artifacts=tmp_path / "artifacts",
+            repository=tmp_path / "model_repository",
             force=force,
             progress=lines.append,
         )
@@ -106,3 +109,16 @@ def test_an_artifact_changed_after_its_first_mib_is_refused(tiny_build, tmp_path
     path.write_bytes(bytes(tampered))
     with pytest.raises(ArtifactError, match="sha256"):
         verify_artifact_files(read_manifest(copy), "text_encoder", "cpu")
+
+
+def test_sha256_file_hashes_every_byte_of_a_large_file(tmp_path) -> None:
+    import hashlib
+
+    from blip_serving.manifest import sha256_file
+
+    data = bytes(range(256)) * (14 * 2**12 + 3)  # 3.5 MiB and a few bytes: several read blocks, a short last one
+    path = tmp_path / "artifact.pt"
+    path.write_bytes(data)
+    assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+    path.write_bytes(data[:-1] + b"\x00")
+    assert sha256_file(path) == hashlib.sha256(data[:-1] + b"\x00").hexdigest() != hashlib.sha256(data).hexdigest()

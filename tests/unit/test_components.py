@@ -45,7 +45,11 @@ def test_static_build_has_one_artifact_per_bucket(static_build) -> None:
     assert [sizes for sizes, _ in manifest.artifact_files(IMAGE_ENCODER)] == [{"batch": b} for b in (1, 4, 8)]
     decoder = manifest.artifact_files(TEXT_DECODER)
     assert len(decoder) == len(spec.question_buckets) * len(spec.decode_lengths) * len(spec.question_batch_buckets)
-    assert all(path.name == f"text_decoder.{path.name.split('.', 1)[1]}" and path.is_file() for _, path in decoder)
+    assert {tuple(sorted(sizes)) for sizes, _ in decoder} == {("answer_tokens", "batch", "question_tokens")}
+    assert len({tuple(sizes.values()) for sizes, _ in decoder}) == len(decoder), "one artifact per bucket"
+    for sizes, path in decoder:
+        expected = "text_decoder" + "".join(f".{axis}{size}" for axis, size in sorted(sizes.items())) + ".pt"
+        assert path.name == expected and path.is_file()
 
 
 def test_static_shapes_pad_to_buckets_without_changing_a_row(manifest, static_build) -> None:

@@ -101,8 +101,15 @@ def test_every_question_list_ends_in_tokens_or_a_named_refusal(tokenize, questio
 @settings(FUZZ, max_examples=60)
 @given(text=st.text(min_size=1, max_size=50).filter(str.strip))
 def test_any_nonblank_unicode_question_within_the_limits_is_accepted(tokenize, text: str) -> None:
+    """Accepted when its tokens fit the largest bucket; else refused naming exactly that count, and only then."""
     tokenizer, manifest = tokenize
     texts = decode_questions(np.array([text.encode()], dtype=object), max_questions=manifest.spec.max_questions)
     assert texts == [text]
-    with contextlib.suppress(InvalidInputError):  # only a token count over the largest bucket may refuse it
-        tokenizer(texts)
+    (ids,) = tokenizer.tokenizer.encode(texts)
+    limit = manifest.spec.question_buckets[-1]
+    if len(ids) > limit:
+        with pytest.raises(InvalidInputError, match=f"question 1 is {len(ids)} tokens long; the limit is {limit}"):
+            tokenizer(texts)
+        return
+    input_ids, mask = tokenizer(texts)
+    assert input_ids[0, : len(ids)].tolist() == ids and int(mask.sum()) == len(ids)

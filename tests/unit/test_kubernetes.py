@@ -123,7 +123,7 @@ def test_the_hpa_target_is_what_make_capacity_computed_from_the_perf_result(over
     assert metric["pods"]["metric"]["name"] == "blip_vqa_inference_requests_per_second"
     header = (KUBERNETES / "overlays" / overlay / "capacity.yaml").read_text().splitlines()[2]
     source = ROOT / "benchmarks" / "results" / header.split("source ")[1].split(" ")[0]
-    measured = read_perf(source, "cpu", "local")
+    measured = read_perf(source)
     assert float(metric["pods"]["target"]["averageValue"]) == per_pod_target(measured)
     assert (
         capacity_patch(measured).split("\n", 1)[1]

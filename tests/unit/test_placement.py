@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from blip_serving.deploy.placement import PlanError, balanced_instances, deployment_from_plan, load_catalog, make_plan
+from blip_serving.deploy.placement import (
+    PlanError,
+    artifacts_per_component,
+    balanced_instances,
+    deployment_from_plan,
+    describe,
+    load_catalog,
+    local_resources,
+    main,
+    make_plan,
+    read_plan,
+)
 from tests.conftest import ROOT
 
 
@@ -26,14 +40,6 @@ def test_inf2_xlarge_runs_two_colocated_instances_on_cores_0_and_1() -> None:
 def test_an_impossible_layout_is_refused_in_one_line() -> None:
     with pytest.raises(PlanError, match=r"LAYOUT=ensemble on inf2.xlarge: needs at least 3 NeuronCores"):
         make_plan("inf2.xlarge", layout="ensemble")
-    result = subprocess.run(
-        [sys.executable, "-m", "blip_serving.deploy.placement", "--host", "inf2.xlarge", "--layout", "ensemble"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     with pytest.raises(PlanError, match=r"unknown HOST='p5\.48xlarge'"):
         make_plan("p5.48xlarge")
 
@@ -58,11 +64,28 @@ def test_gpu_hosts_keep_the_ensemble_and_say_what_colocated_saves() -> None:
     assert make_plan("g5.xlarge", layout="colocated").chosen.layout == "colocated"
 
 
-def test_every_catalog_host_cites_its_source_and_plans() -> None:
+def test_every_catalog_host_cites_its_source_and_gets_a_plan_that_fits_it() -> None:
+    """The chosen option's processes, cores and memory fit the host it is for; each alternative says why not."""
     catalog = load_catalog()
     for name, host in catalog["hosts"].items():
-        assert host["source"] and host["vcpus"] >= 1 and host["memory_gib"] > 0, name
-        make_plan(name, catalog=catalog)
+        plan = make_plan(name, catalog=catalog)
+        chosen, deployment = plan.chosen, plan.chosen.deployment
+        assert host["source"] and plan.target == host["family"] and plan.host == name, name
+        assert chosen.refused is None and chosen.layout in plan.why and deployment.instances >= 1, name
+        assert {option.layout for option in [chosen, *plan.alternatives]} == {"ensemble", "colocated"}, name
+        assert all(option.refused or option.notes or option is chosen for option in plan.alternatives), name
+        if host["family"] == "cpu":
+            continue
+        assert host["vcpus"] >= 1 and chosen.host_mib <= host["memory_gib"] * 1024, name
+        if host["family"] == "neuron":
+            cores = host["neuron_cores"]
+            assert deployment.neuron_cores_needed == cores, f"{name}: every NeuronCore serves"
+            assert chosen.processes == cores and plan.visible_cores() == {"blip_vqa": [str(c) for c in range(cores)]}
+            assert chosen.accelerator_mib_per_unit <= host["accelerator_memory_gib"] * 1024 / cores, name
+            assert chosen.predicted_relative_fps == float(cores), name
+        else:
+            assert chosen.layout == "ensemble" and plan.visible_cores() is None, name
+            assert chosen.accelerator_mib_per_unit <= host["accelerator_memory_gib"] * 1024, name
 
 
 def test_make_plan_writes_what_build_and_serve_read(tmp_path) -> None:
@@ -80,3 +103,179 @@ def test_make_plan_writes_what_build_and_serve_read(tmp_path) -> None:
     assert plan["layout"] == deployment.layout == "colocated" and deployment.neuron_core_blocks() == {
         "blip_vqa": (0, 1)
     }
+
+
+INF2_24XLARGE = """\
+host inf2.24xlarge: 12 NeuronCores, 192 GiB accelerator memory, 96 vCPUs, 384 GiB memory (source: https://aws.amazon.com/ec2/instance-types/inf2/; catalog 2026-11-26)
+target neuron, layout colocated
+  blip_vqa: 12 instance(s), 8 thread(s) each
+  blip_vqa: NEURON_RT_VISIBLE_CORES per instance ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11']
+options:
+  colocated: 12 process(es), accelerator 3645 MiB per NeuronCore, host 8880 MiB (estimates); predicted 600.0 frames/s (12.00 x 50.0 frames/s of one core); 12 instance(s), one NeuronCore each, every core holding all three NEFF sets
+  ensemble: 12 process(es), accelerator 1580 MiB per NeuronCore, host 8880 MiB (estimates); predicted 522.0 frames/s (10.44 x 50.0 frames/s of one core); cores by stage {'image_encoder': 9, 'text_encoder': 2, 'text_decoder': 1} (image encoder 79% of a frame's work)
+why: a NeuronCore serves one process: on 12 cores the colocated layout is predicted at 12.00x one core's frames/s; ensemble: 10.44x
+"""
+
+G5_XLARGE_OPTIONS = [
+    "  ensemble: 3 process(es), accelerator 2880 MiB per device, host 2220 MiB (estimates); throughput not predicted "
+    "(processes share the device): measure with make bench / make perf",
+    "  colocated: 1 process(es), accelerator 1880 MiB per device, host 740 MiB (estimates); throughput not predicted "
+    "(processes share the device): measure with make bench / make perf; one process instead of three: one runtime "
+    "context (on gpu a CUDA context) and one copy of the Python and torch overhead instead of three, no competing "
+    "OpenMP teams",
+]
+
+
+def test_the_plan_report_says_what_runs_where_and_why(tmp_path, capsys) -> None:
+    """What ``make plan`` prints, in full for one Neuron host; the plan file it writes is what build and serve read."""
+    assert main(["--host", "inf2.24xlarge", "--core-fps", "50", "--artifacts", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(INF2_24XLARGE)
+    assert printed.endswith(
+        f"wrote {tmp_path / 'plan-neuron.json'}: make build-artifacts TARGET=neuron and make serve TARGET=neuron use it\n"
+    )
+    plan = make_plan("inf2.24xlarge")
+    written = read_plan(tmp_path, "neuron")
+    assert written == json.loads(json.dumps(plan.to_dict())) and read_plan(tmp_path, "gpu") is None
+    assert written["layout"] == "colocated" and written["neuron_visible_cores"] == plan.visible_cores()
+    assert [o["layout"] for o in written["options"]] == ["colocated", "ensemble"] and written["why"] == plan.why
+    assert written["host"] == "inf2.24xlarge" and written["host_spec"]["neuron_cores"] == 12
+    assert written["target"] == "neuron" and written["options"][1]["deployment"]["model_instances"] == [
+        ["image_encoder", 9],
+        ["text_encoder", 2],
+        ["text_decoder", 1],
+    ]
+    assert written["catalog_retrieved"] == "2026-11-26" and written["options"][0]["deployment"] == written["deployment"]
+    assert deployment_from_plan(written) == plan.chosen.deployment
+
+
+def test_a_gpu_plan_report_does_not_predict_what_it_cannot(capsys, tmp_path) -> None:
+    assert main(["--host", "g5.xlarge", "--artifacts", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("host g5.xlarge: 1 GPU(s), 24 GiB accelerator memory, 4 vCPUs, 16 GiB memory")
+    assert lines[2:5] == [
+        f"  {name}: 1 instance(s), 4 thread(s) each" for name in ("image_encoder", "text_encoder", "text_decoder")
+    ]
+    assert lines[5:8] == ["options:", *G5_XLARGE_OPTIONS]
+    assert read_plan(tmp_path, "gpu")["neuron_visible_cores"] is None
+    refused = describe(make_plan("inf2.xlarge").alternatives[0], {}, None)
+    assert refused.startswith("ensemble: refused: needs at least 3 NeuronCores")
+    colocated = make_plan("inf2.xlarge").chosen
+    assert "predicted 2.00 x the frames/s of one core running whole frames" in describe(
+        colocated, {"neuron_cores": 2}, None
+    )
+    assert "no accelerator" in describe(colocated, {}, None)
+
+
+def test_the_local_host_is_this_machine(capsys, tmp_path) -> None:
+    assert main(["--host", "local", "--artifacts", str(tmp_path)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    cores = len(os.sched_getaffinity(0))
+    assert first.startswith(f"host local: 0 accelerators, 0 GiB accelerator memory, {cores} vCPUs, ")
+    assert read_plan(tmp_path, "cpu")["host_spec"]["vcpus"] == cores
+
+
+def test_an_unknown_host_or_impossible_layout_is_one_line_on_stderr(capsys, tmp_path) -> None:
+    assert main(["--host", "inf2.xlarge", "--layout", "ensemble", "--artifacts", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert (
+        error.startswith("error: LAYOUT=ensemble on inf2.xlarge: needs at least 3 NeuronCores")
+        and error.count("\n") == 1
+    )
+    assert main(["--host", "p5.48xlarge", "--artifacts", str(tmp_path)]) == 2
+    assert "unknown HOST='p5.48xlarge'" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_each_option_counts_processes_and_host_memory() -> None:
+    """Per process runtime plus, where weights live on the host (cpu), each instance's weights."""
+    local = {o.layout: o for o in (lambda p: [p.chosen, *p.alternatives])(make_plan("local"))}
+    assert (local["ensemble"].processes, local["ensemble"].host_mib) == (3, 2099.5)
+    assert (local["colocated"].processes, local["colocated"].host_mib) == (1, 1619.5)
+    inf2 = make_plan("inf2.24xlarge")
+    (ensemble,) = inf2.alternatives
+    assert (ensemble.processes, ensemble.host_mib, inf2.chosen.host_mib) == (12, 8880.0, 8880.0), "weights on device"
+    assert ensemble.deployment.instances == 1 and ensemble.deployment.model_instances == (
+        ("image_encoder", 9),
+        ("text_encoder", 2),
+        ("text_decoder", 1),
+    )
+    assert inf2.chosen.deployment.instances == 12 and inf2.chosen.deployment.model_instances == ()
+
+
+def test_host_memory_is_enough_at_exactly_what_the_option_needs() -> None:
+    catalog = copy.deepcopy(load_catalog())
+    catalog["hosts"]["exact"] = dict(catalog["hosts"]["inf2.xlarge"], memory_gib=1480 / 1024)
+    catalog["hosts"]["short"] = dict(catalog["hosts"]["inf2.xlarge"], memory_gib=1479 / 1024)
+    assert make_plan("exact", catalog=catalog).chosen.host_mib == 1480.0
+    with pytest.raises(
+        PlanError, match=r"^nothing fits on short: .*colocated: needs 1480 MiB of host memory, the host has 1479$"
+    ):
+        make_plan("short", catalog=catalog)
+    catalog["hosts"]["small-chip"] = dict(catalog["hosts"]["inf2.xlarge"], accelerator_memory_gib=6)
+    with pytest.raises(
+        PlanError, match=r"colocated: needs 3645 MiB of accelerator memory per unit, the host has 3072$"
+    ):
+        make_plan("small-chip", catalog=catalog)
+
+
+def test_the_plan_counts_the_artifacts_a_static_build_makes(static_build) -> None:
+    from blip_serving.manifest import read_manifest
+
+    manifest = read_manifest(static_build.target_dir())
+    built = {name: len(manifest.artifact_files(name)) for name in manifest.data["components"]}
+    assert artifacts_per_component(static=True) == built == {"image_encoder": 3, "text_encoder": 6, "text_decoder": 6}
+    assert artifacts_per_component(static=False) == dict.fromkeys(built, 1)
+
+
+def test_the_local_host_reads_this_machines_cores_and_memory() -> None:
+    memory_kib = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal:")
+    )
+    assert local_resources() == {
+        "vcpus": len(os.sched_getaffinity(0)),
+        "memory_gib": round(memory_kib / 2**20, 1),
+        "accelerator_memory_gib": 0,
+    }
+
+
+def test_make_plan_defaults_come_from_host_type_and_layout(tmp_path, monkeypatch, capsys) -> None:
+    """``make plan`` passes HOST; the fleet images set HOST_TYPE and LAYOUT; artifacts/ is where build and serve look."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOST_TYPE", "g5.xlarge")
+    monkeypatch.setenv("LAYOUT", "colocated")
+    assert main([]) == 0
+    text = (tmp_path / "artifacts" / "plan-gpu.json").read_text()
+    assert text.startswith('{\n  "host": "g5.xlarge",\n  "host_spec": {\n') and text.endswith("}\n")
+    assert json.loads(text)["layout"] == "colocated"
+    monkeypatch.delenv("HOST_TYPE")
+    monkeypatch.delenv("LAYOUT")
+    assert main(["--artifacts", str(tmp_path / "deep" / "er")]) == 0
+    assert read_plan(tmp_path / "deep" / "er", "cpu")["host"] == "local"
+    assert "target cpu, layout ensemble" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--layout", "sideways"])
+
+
+def test_an_ensemble_plan_reports_each_components_instances_threads_and_cores(capsys) -> None:
+    lines = make_plan("inf2.24xlarge", layout="ensemble").render().splitlines()
+    assert lines[1:9] == [
+        "target neuron, layout ensemble",
+        "  image_encoder: 9 instance(s), 10 thread(s) each",
+        "  text_encoder: 2 instance(s), 48 thread(s) each",
+        "  text_decoder: 1 instance(s), 96 thread(s) each",
+        "  image_encoder: NEURON_RT_VISIBLE_CORES per instance ['0', '1', '2', '3', '4', '5', '6', '7', '8']",
+        "  text_encoder: NEURON_RT_VISIBLE_CORES per instance ['9', '10']",
+        "  text_decoder: NEURON_RT_VISIBLE_CORES per instance ['11']",
+        "options:",
+    ]
+    catalog = copy.deepcopy(load_catalog())
+    catalog["hosts"]["few-cpus"] = dict(catalog["hosts"]["inf2.xlarge"], vcpus=1)
+    assert "  blip_vqa: 2 instance(s), 1 thread(s) each" in make_plan("few-cpus", catalog=catalog).render()
+
+
+def test_without_an_affinity_call_the_local_host_counts_cpus(monkeypatch) -> None:
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    assert local_resources()["vcpus"] == 7
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert local_resources()["vcpus"] == 1

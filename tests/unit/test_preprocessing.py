@@ -63,11 +63,32 @@ def test_decompression_bomb_names_the_pixel_limit() -> None:
         decode_image(bomb.read_bytes(), **LIMITS)
 
 
-def test_own_pixel_cap_applies_below_pillows() -> None:
+def _png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", (300, 200)).save(buffer, format="PNG")
-    with pytest.raises(InvalidInputError, match="60000 pixels; the limit is 50000"):
-        decode_image(buffer.getvalue(), max_bytes=2**20, max_pixels=50_000)
+    Image.new("RGB", (width, height), (10, 200, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_the_pixel_cap_accepts_exactly_the_limit_and_refuses_one_above() -> None:
+    data = _png(300, 200)
+    assert decode_image(data, max_bytes=2**20, max_pixels=60_000).size == (300, 200)
+    with pytest.raises(InvalidInputError, match=r"300x200 = 60000 pixels; the limit is 59999 \(decompression bomb"):
+        decode_image(data, max_bytes=2**20, max_pixels=59_999)
+
+
+def test_the_byte_cap_accepts_exactly_the_limit_and_refuses_one_above() -> None:
+    data = _png(30, 20)
+    assert decode_image(data, max_bytes=len(data), max_pixels=10**6).size == (30, 20)
+    with pytest.raises(InvalidInputError, match=f"IMAGE is {len(data)} bytes; the limit is {len(data) - 1} bytes"):
+        decode_image(data, max_bytes=len(data) - 1, max_pixels=10**6)
+
+
+def test_junk_between_jpeg_segments_is_refused_though_pillow_decodes_it() -> None:
+    path = next(p for p in INVALID_IMAGES if p.name == "junk_between_jpeg_segments.jpg")
+    data = path.read_bytes()
+    Image.open(io.BytesIO(data)).load()  # libjpeg skips the junk without a word: the walk is what catches it
+    with pytest.raises(InvalidInputError, match=r"corrupt JPEG: 5 junk bytes before a marker at offset 89"):
+        decode_image(data, **LIMITS)
 
 
 @pytest.mark.parametrize(
@@ -86,12 +107,26 @@ def test_bad_bytes(data: bytes, message: str) -> None:
         ([b"ok?", b""], "question 2 is empty"),
         ([b"   "], "question 1 is empty"),
         ([b"\xff\xfe bad"], "question 1 is not valid UTF-8"),
-        ([b"q?"] * 5, "5 questions; the limit is 4"),
     ],
 )
 def test_bad_questions(raw, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         decode_questions(np.array(raw, dtype=object), max_questions=4)
+
+
+def test_the_question_count_limit_is_exact() -> None:
+    assert decode_questions(np.array([b"q?"] * 4, dtype=object), max_questions=4) == ["q?"] * 4
+    with pytest.raises(InvalidInputError, match="QUESTIONS has 5 questions; the limit is 4 per request"):
+        decode_questions(np.array([b"q?"] * 5, dtype=object), max_questions=4)
+
+
+def test_questions_as_str_or_bytes_decode_the_same(tiny_reference) -> None:
+    assert decode_questions(np.array(["Is it?", b"Is it?"], dtype=object), max_questions=4) == ["Is it?", "Is it?"]
+    with pytest.raises(InvalidInputError, match=r"^QUESTIONS is empty: send at least one question$"):
+        decode_questions(np.array([], dtype=object), max_questions=4)
+    tokenizer = CheckpointTokenizer(tiny_reference.checkpoint)
+    ids = tokenizer.encode(["Is the dog barking?"])
+    assert tokenizer.decode(ids) == tokenizer.decode(torch.tensor(ids)) == ["is the dog barking?"]
 
 
 def test_questions_decode_utf8() -> None:
@@ -111,6 +146,17 @@ def test_tokenizer_pads_a_frame_to_the_smallest_bucket_with_the_real_mask(tiny_r
     assert tokenize(["what?", long_question])[0].shape == (2, 32)
     with pytest.raises(InvalidInputError, match=r"question 2 is \d+ tokens long; the limit is 32"):
         tokenize(["short", "dog " * 40])
+
+
+def test_the_token_limit_accepts_exactly_the_largest_bucket_and_refuses_one_more(tiny_reference) -> None:
+    tokenizer = CheckpointTokenizer(tiny_reference.checkpoint)
+    tokenize = QuestionTokenizer(tokenizer, (16, 32))
+    at_limit, over = "dog " * 30, "dog " * 31  # [CLS] + 30 words + [SEP] = 32 tokens
+    assert [len(ids) for ids in tokenizer.encode([at_limit, over])] == [32, 33]
+    ids, mask = tokenize([at_limit])
+    assert ids.shape == (1, 32) and int(mask.sum()) == 32
+    with pytest.raises(InvalidInputError, match="question 1 is 33 tokens long; the limit is 32 tokens"):
+        tokenize([over])
 
 
 def test_jpeg_walk_accepts_every_valid_jpeg() -> None:
@@ -155,3 +201,75 @@ def test_fast_resize_keeps_the_shape_and_stays_close(tiny_reference) -> None:
     ours, reference = fast(image).astype(int), exact(image).astype(int)
     assert ours.shape == reference.shape == shape
     assert np.abs(ours - reference).mean() < 3, "a reduced resize, not another picture"
+
+
+SETTINGS = {"image_processor_type": "BlipImageProcessor", "size": {"height": 8, "width": 12}, "resample": 2}
+
+
+def test_image_processor_settings_are_read_and_unsupported_ones_refused() -> None:
+    ours = ImagePreprocessor(SETTINGS, (8, 12, 3))
+    assert (ours.size, ours.resample, ours.convert_rgb, ours.reducing_gap) == ((12, 8), 2, True, None)
+    assert ImagePreprocessor(SETTINGS, (8, 12, 3), fast=True).reducing_gap == 2.0
+    defaults = ImagePreprocessor({"size": {"height": 8, "width": 12}}, (8, 12, 3))
+    assert defaults.resample == Image.Resampling.BICUBIC and defaults.convert_rgb and defaults.size == (12, 8)
+    assert ImagePreprocessor({**SETTINGS, "do_resize": False}, (8, 12, 3)).size is None
+    assert not ImagePreprocessor({**SETTINGS, "do_convert_rgb": False}, (8, 12, 3)).convert_rgb
+    assert ImagePreprocessor({**SETTINGS, "image_processor_type": "BlipImageProcessorPil"}, (8, 12, 3)).size == (12, 8)
+    with pytest.raises(
+        ValueError,
+        match=r"^image processor CLIPImageProcessor is not supported; expected one of \['BlipImageProcessor', 'BlipImageProcessorPil'\]$",
+    ):
+        ImagePreprocessor({**SETTINGS, "image_processor_type": "CLIPImageProcessor"}, (8, 12, 3))
+    for setting in ("do_center_crop", "do_pad"):
+        with pytest.raises(
+            ValueError, match=r"^image processor settings ask for center crop or padding, which BLIP does not use$"
+        ):
+            ImagePreprocessor({**SETTINGS, setting: True}, (8, 12, 3))
+
+
+def test_the_preprocessor_resizes_composites_and_checks_its_output() -> None:
+    transparent = Image.new("RGBA", (30, 20), (0, 0, 0, 0))
+    pixels = ImagePreprocessor(SETTINGS, (8, 12, 3))(transparent)
+    assert pixels.shape == (8, 12, 3) and pixels.dtype == np.uint8 and (pixels == 255).all(), "onto white"
+    with pytest.raises(RuntimeError, match=r"^image processor produced \(8, 12, 4\), the artifact takes \(8, 12, 3\)$"):
+        ImagePreprocessor({**SETTINGS, "do_convert_rgb": False}, (8, 12, 3))(transparent)
+    same = ImagePreprocessor({**SETTINGS, "do_resize": False}, (20, 30, 3))(Image.new("RGB", (30, 20), (1, 2, 3)))
+    assert same.shape == (20, 30, 3) and same[0, 0].tolist() == [1, 2, 3], "no resize asked, none done"
+    picture = Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    expected = np.asarray(picture.resize((12, 8), resample=2))
+    assert np.array_equal(ImagePreprocessor(SETTINGS, (8, 12, 3))(picture), expected), "the checkpoint's filter"
+    fast = ImagePreprocessor(SETTINGS, (8, 12, 3), fast=True)(picture)
+    assert np.array_equal(fast, np.asarray(picture.resize((12, 8), resample=2, reducing_gap=2.0)))
+
+
+def test_composite_on_white_leaves_opaque_pictures_as_they_are() -> None:
+    from blip_serving.stub.images import composite_on_white
+
+    rgb = Image.new("RGB", (4, 4), (9, 8, 7))
+    assert composite_on_white(rgb) is rgb
+    gray = composite_on_white(Image.new("L", (4, 4), 100))
+    assert gray.mode == "RGB" and gray.getpixel((0, 0)) == (100, 100, 100)
+    palette = Image.new("P", (4, 4), 0)
+    palette.putpalette([10, 20, 30] * 256)
+    palette.info["transparency"] = 0
+    assert composite_on_white(palette).getpixel((0, 0)) == (255, 255, 255), "a palette's transparent entry too"
+    half = composite_on_white(Image.new("RGBA", (4, 4), (0, 0, 0, 128)))
+    assert half.mode == "RGB" and half.getpixel((0, 0)) == (127, 127, 127)
+
+
+def test_processor_settings_are_found_in_either_file(tmp_path) -> None:
+    import json
+
+    combined = tmp_path / "combined"
+    combined.mkdir()
+    (combined / "processor_config.json").write_text(json.dumps({"image_processor": SETTINGS}))
+    assert ImagePreprocessor.from_directory(combined, (8, 12, 3), fast=True).reducing_gap == 2.0
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "processor_config.json").write_text(json.dumps({"tokenizer": {}}))  # no image_processor entry
+    (alone / "preprocessor_config.json").write_text(json.dumps({**SETTINGS, "resample": 1}))
+    read = ImagePreprocessor.from_directory(alone, (8, 12, 3), fast=True)
+    assert (read.resample, read.reducing_gap, read.expected_shape) == (1, 2.0, (8, 12, 3))
+    assert ImagePreprocessor.from_directory(alone, (8, 12, 3)).reducing_gap is None
+    with pytest.raises(FileNotFoundError, match=f"^no image processor settings in {tmp_path}$"):
+        ImagePreprocessor.from_directory(tmp_path, (8, 12, 3))

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 from transformers import BlipConfig
+from tritonclient.grpc import model_config_pb2 as pb
 
 from blip_serving import spec as names
 from blip_serving.deploy.triton_config import Deployment, ensemble_config, parse, python_model_config, render
@@ -125,6 +126,24 @@ def test_pixel_normalization_reaches_the_spec_and_is_checked() -> None:
     )
 
 
+# What each step hands the next, written out by hand: a dtype the generator gets wrong fails here, not at load.
+WIRE_DTYPES = {
+    names.IMAGE_ENCODER: ({"IMAGE": "TYPE_STRING"}, {"IMAGE_EMBEDS": "TYPE_FP32"}),
+    names.TEXT_ENCODER: (
+        {"QUESTIONS": "TYPE_STRING", "IMAGE_EMBEDS": "TYPE_FP32"},
+        {"QUESTION_EMBEDS": "TYPE_FP32", "QUESTION_MASK": "TYPE_INT64"},
+    ),
+    names.TEXT_DECODER: (
+        {"QUESTION_EMBEDS": "TYPE_FP32", "QUESTION_MASK": "TYPE_INT64"},
+        {"ANSWERS": "TYPE_STRING", "SCORES": "TYPE_FP32"},
+    ),
+}
+
+
+def _dtypes(tensors) -> dict[str, str]:
+    return {t.name: pb.DataType.Name(t.data_type) for t in tensors}
+
+
 @pytest.mark.parametrize("target", ["cpu", "gpu", "neuron"])
 def test_python_model_configs_carry_the_spec_for_every_target(target: str) -> None:
     spec = base_spec()
@@ -133,6 +152,7 @@ def test_python_model_configs_carry_the_spec_for_every_target(target: str) -> No
         assert config.name == name and config.backend == "python"
         assert [(t.name, list(t.dims)) for t in config.input] == [(t.name, list(t.dims)) for t in component.inputs]
         assert [(t.name, list(t.dims)) for t in config.output] == [(t.name, list(t.dims)) for t in component.outputs]
+        assert (_dtypes(config.input), _dtypes(config.output)) == WIRE_DTYPES[name], name
         assert config.parameters["target"].string_value == target
 
 
@@ -141,6 +161,8 @@ def test_ensemble_chains_the_three_steps_by_name() -> None:
     config = ensemble_config(spec)
     assert [t.name for t in config.input] == [names.IMAGE, names.QUESTIONS]
     assert [(t.name, list(t.dims)) for t in config.output] == [(names.ANSWERS, [-1]), (names.SCORES, [-1])]
+    assert _dtypes(config.input) == {names.IMAGE: "TYPE_STRING", names.QUESTIONS: "TYPE_STRING"}
+    assert _dtypes(config.output) == {names.ANSWERS: "TYPE_STRING", names.SCORES: "TYPE_FP32"}
     produced = {names.IMAGE, names.QUESTIONS}
     for step in config.ensemble_scheduling.step:
         assert set(step.input_map.values()) <= produced, f"{step.model_name} reads a tensor nobody produced"

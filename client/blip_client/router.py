@@ -407,7 +407,8 @@ class Router:
         except (ServerError, BlipVqaError) as error:
             kind, message = "server_error", str(error)
         else:
-            self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+            if not backend.retired:  # a removed backend's series are gone; do not bring them back
+                self.metrics.latency.labels(name).observe(time.perf_counter() - started)
             return result
         finally:
             backend.in_flight -= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -122,3 +123,52 @@ def test_sha256_file_hashes_every_byte_of_a_large_file(tmp_path) -> None:
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()
     path.write_bytes(data[:-1] + b"\x00")
     assert sha256_file(path) == hashlib.sha256(data[:-1] + b"\x00").hexdigest() != hashlib.sha256(data).hexdigest()
+
+
+def test_a_manifest_without_a_component_or_with_another_digest_is_refused_by_name(tiny_build, tmp_path) -> None:
+    import json
+
+    from blip_serving.manifest import MANIFEST
+
+    copy = tmp_path / "cpu"
+    shutil.copytree(tiny_build.target_dir(), copy)
+    data = json.loads((copy / MANIFEST).read_text())
+    entry = data["components"]["text_encoder"]["files"][0]
+    real = entry["sha256"]
+    entry["sha256"] = "0123456789abcdef" + real[16:]
+    del data["components"]["text_decoder"]
+    (copy / MANIFEST).write_text(json.dumps(data))
+    manifest = read_manifest(copy)
+    path = copy / entry["file"]
+    expected = f"artifact {path} has sha256 {real[:12]}..., the manifest says 0123456789ab..."
+    with pytest.raises(ArtifactError, match=f"^{re.escape(expected)}$"):
+        verify_artifact_files(manifest, "text_encoder", "cpu")
+    with pytest.raises(ArtifactError, match=f"^manifest in {re.escape(str(copy))} has no 'text_decoder' artifact$"):
+        verify_artifact_files(manifest, "text_decoder", "cpu")
+    path.unlink()
+    with pytest.raises(ArtifactError, match=f"^artifact {re.escape(str(path))} is missing$"):
+        verify_artifact_files(manifest, "text_encoder", "cpu")
+
+
+def test_a_config_that_differs_from_the_artifacts_is_refused_naming_each_tensor(tiny_build) -> None:
+    from blip_serving.manifest import check_config_matches
+
+    manifest = read_manifest(tiny_build.target_dir())
+    inputs, outputs = manifest.spec.model_tensors("text_decoder")
+    config = {
+        kind: [{"name": t.name, "data_type": t.triton_dtype, "dims": [str(d) for d in t.dims]} for t in tensors]
+        for kind, tensors in (("input", inputs), ("output", outputs))
+    }
+    check_config_matches(manifest, "text_decoder", config)  # dims as strings, as Triton's JSON config has them
+    changed = {**config, "input": [*config["input"][1:], {"name": "EXTRA", "data_type": "TYPE_FP32", "dims": ["2"]}]}
+    first = inputs[0]
+    with pytest.raises(ArtifactError) as raised:
+        check_config_matches(manifest, "text_decoder", changed)
+    assert str(raised.value) == (
+        f"text_decoder: the config's inputs do not match the artifacts in {manifest.directory} "
+        f"(EXTRA: config ('TYPE_FP32', [2]), artifacts absent; "
+        f"{first.name}: config absent, artifacts ('{first.triton_dtype}', {list(first.dims)})): "
+        "rebuild with `make build-artifacts TARGET=cpu`"
+    )
+    with pytest.raises(ArtifactError, match=r"^text_decoder: the config's outputs do not match"):
+        check_config_matches(manifest, "text_decoder", {**config, "output": config["output"][:1]})

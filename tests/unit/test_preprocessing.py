@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -93,7 +94,11 @@ def test_junk_between_jpeg_segments_is_refused_though_pillow_decodes_it() -> Non
 
 @pytest.mark.parametrize(
     ("data", "message"),
-    [(b"", "IMAGE is empty"), (b"hello, not an image", "not an image"), (b"x" * 101, "101 bytes; the limit is 100")],
+    [
+        (b"", r"^IMAGE is empty: send the encoded image file \(JPEG, PNG, WebP, \.\.\.\)$"),
+        (b"hello, not an image", r"^IMAGE is not an image Pillow can identify"),
+        (b"x" * 101, "^IMAGE is 101 bytes; the limit is 100 bytes$"),
+    ],
 )
 def test_bad_bytes(data: bytes, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
@@ -157,6 +162,8 @@ def test_the_token_limit_accepts_exactly_the_largest_bucket_and_refuses_one_more
     assert ids.shape == (1, 32) and int(mask.sum()) == 32
     with pytest.raises(InvalidInputError, match="question 1 is 33 tokens long; the limit is 32 tokens"):
         tokenize([over])
+    three = QuestionTokenizer(tokenizer, (8, 16, 32))  # the limit is the largest bucket, however many there are
+    assert three([at_limit])[0].shape == (1, 32) and three(["dog"])[0].shape == (1, 8)
 
 
 def test_jpeg_walk_accepts_every_valid_jpeg() -> None:
@@ -273,3 +280,66 @@ def test_processor_settings_are_found_in_either_file(tmp_path) -> None:
     assert ImagePreprocessor.from_directory(alone, (8, 12, 3)).reducing_gap is None
     with pytest.raises(FileNotFoundError, match=f"^no image processor settings in {tmp_path}$"):
         ImagePreprocessor.from_directory(tmp_path, (8, 12, 3))
+
+
+SOI, SOS = b"\xff\xd8", b"\xff\xda\x00\x0c"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (SOI, "IMAGE is a truncated JPEG: it ends before the image data"),
+        (SOI + b"\xff\xff", "IMAGE is a truncated JPEG: it ends before the image data"),  # fill bytes, then nothing
+        (SOI + b"\xff\xe0\x00", "IMAGE is a truncated JPEG: it ends before the image data"),  # half a length
+        (
+            SOI + b"\xff\xe0\x00\x10",
+            "IMAGE is a truncated JPEG: it ends before the image data",
+        ),  # a segment past the end
+        (SOI + b"abc", "IMAGE is a corrupt JPEG: 3 junk bytes before a marker at offset 2"),
+        (SOI + b"ab\xff\xda\x00\x0c", "IMAGE is a corrupt JPEG: 2 junk bytes before a marker at offset 2"),
+        (SOI + b"\xff\xe0\x00\x01" + SOS, "IMAGE is a corrupt JPEG: segment 0xE0 has length 1"),
+    ],
+)
+def test_the_jpeg_walk_names_what_is_wrong(data: bytes, message: str) -> None:
+    from blip_serving.stub.images import check_jpeg_structure
+
+    with pytest.raises(InvalidInputError, match=f"^{re.escape(message)}$"):
+        check_jpeg_structure(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        SOI + SOS,  # the scan's length is the last thing: the walk stops there, Pillow decides the rest
+        SOI + b"\xff\xfe\x00\x02" + SOS,  # an empty comment segment: length 2 is the smallest valid one
+        SOI + b"\xff\xd0\xff\x01" + SOS,  # RST0 and TEM carry no length
+        SOI + b"\xff\xff\xff\xe0\x00\x04ab" + SOS,  # fill bytes before a marker
+    ],
+)
+def test_the_jpeg_walk_accepts_well_formed_segments(data: bytes) -> None:
+    from blip_serving.stub.images import check_jpeg_structure
+
+    check_jpeg_structure(data)
+
+
+def test_every_valid_image_decodes_upright_rgb_down_to_one_pixel() -> None:
+    for path in VALID_IMAGES:
+        assert decode_image(path.read_bytes(), **LIMITS).mode == "RGB", path.name
+    for size in ((1, 1), (1, 5), (5, 1)):
+        assert decode_image(_png(*size), **LIMITS).size == size
+
+
+def test_the_pad_token_comes_from_the_tokenizer_config(tiny_reference, tmp_path) -> None:
+    import json
+    import shutil
+
+    shutil.copy(tiny_reference.checkpoint / "tokenizer.json", tmp_path / "tokenizer.json")
+    expected = tiny_reference.processor.tokenizer.pad_token_id
+    for config in ({"pad_token": {"content": "[PAD]", "lstrip": False}}, {"pad_token": "[PAD]"}, {}):
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+        assert CheckpointTokenizer(tmp_path).pad_token_id == expected, config
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"pad_token": "<pad>"}))
+    with pytest.raises(
+        ValueError, match=f"^pad token '<pad>' is not in {re.escape(str(tmp_path / 'tokenizer.json'))}$"
+    ):
+        CheckpointTokenizer(tmp_path)

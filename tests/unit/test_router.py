@@ -37,11 +37,13 @@ class Fleet:
     error: BlipVqaError | None = None
     calls: list[tuple[bytes, tuple[str | bytes, ...], bool, float]] = field(default_factory=list)
     closed: bool = False
+    delay_s: float = 0.0
 
     async def infer(
         self, image: bytes, questions: Sequence[str | bytes], *, timeout_s: float, scores_only: bool = False
     ) -> VqaResult:
         self.calls.append((image, tuple(questions), scores_only, timeout_s))
+        await asyncio.sleep(self.delay_s)
         if self.error is not None:
             raise self.error
         return VqaResult([0.75] * len(questions), None if scores_only else [f"{self.url} says yes"] * len(questions))
@@ -265,7 +267,8 @@ def test_after_max_attempts_the_caller_gets_the_no_fleet_error() -> None:
             await router.ask(IMAGE, ["q?"])
         called = [name for name in router.backends if fleet(router, name).calls]
         assert len(called) == 3 and all(len(fleet(router, n).calls) == 1 for n in called), "each fleet once at most"
-        assert all(f"{name} broke" in str(raised.value) for name in called)
+        reasons = str(raised.value).partition(": ")[2]
+        assert reasons.split("; ") == [f"{n}: server_error: [500] {n} broke" for n in called], "in the order tried"
         assert sample(router, "blip_router_unanswered_total") == 1
 
     run(check, config(backends=(("a", 1), ("b", 1), ("c", 1), ("d", 1)), max_attempts=3))
@@ -321,6 +324,38 @@ def test_an_open_breaker_admits_its_trial_call_after_the_reset_time() -> None:
         assert only.breaker.current_state == pybreaker.STATE_CLOSED
 
     run(check, config(backends=(("neuron", 1),), breaker_fail_max=1, breaker_reset_s=0.2))
+
+
+def test_calls_in_flight_and_latency_are_counted_per_backend() -> None:
+    async def check(router: Router):
+        neuron = router.backends["neuron"]
+        fleet(router, "neuron").delay_s = 0.1
+        calls = [asyncio.create_task(router.ask(IMAGE, ["q?"])) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        assert neuron.in_flight == 2 and not neuron.idle.is_set()
+        assert sample(router, "blip_router_in_flight", backend="neuron") == 2
+        await asyncio.gather(*calls)
+        assert neuron.in_flight == 0 and neuron.idle.is_set()
+        assert sample(router, "blip_router_in_flight", backend="neuron") == 0
+        assert sample(router, "blip_router_request_seconds_count", backend="neuron") == 2
+        assert 0.2 <= sample(router, "blip_router_request_seconds_sum", backend="neuron") < 2
+
+    run(check, config(backends=(("neuron", 1),)))
+
+
+def test_a_backend_removed_while_its_call_is_in_flight_answers_and_leaves_no_series_behind() -> None:
+    async def check(router: Router):
+        fleet(router, "gpu").delay_s = 0.1
+        router.set_weight("neuron", 0)
+        call = asyncio.create_task(router.ask(IMAGE, ["q?"]))
+        await asyncio.sleep(0.05)
+        url = router.backends["neuron"].config.url
+        router.apply_config(RouterConfig(backends=(BackendConfig("neuron", url, 1),)))
+        assert (await call).backend == "gpu", "the request in flight still gets its answer"
+        for metric in ("blip_router_in_flight", "blip_router_requests_total", "blip_router_request_seconds_count"):
+            assert router.metrics.registry.get_sample_value(metric, {"backend": "gpu"}) is None, metric
+
+    run(check)
 
 
 def test_scores_only_reaches_the_fleet_only_when_asked() -> None:

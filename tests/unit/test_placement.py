@@ -279,3 +279,17 @@ def test_without_an_affinity_call_the_local_host_counts_cpus(monkeypatch) -> Non
     assert local_resources()["vcpus"] == 7
     monkeypatch.setattr(os, "cpu_count", lambda: None)
     assert local_resources()["vcpus"] == 1
+
+
+def test_a_gpu_whose_memory_cannot_hold_the_ensemble_gets_the_colocated_layout() -> None:
+    catalog = copy.deepcopy(load_catalog())
+    catalog["hosts"]["small-gpu"] = dict(catalog["hosts"]["g5.xlarge"], accelerator_memory_gib=2)
+    plan = make_plan("small-gpu", catalog=catalog)
+    (ensemble,) = plan.alternatives
+    assert plan.chosen.layout == "colocated" and ensemble.refused.startswith("needs 2880 MiB of accelerator memory")
+
+
+def test_a_plan_with_per_component_instances_survives_its_file() -> None:
+    plan = make_plan("inf2.24xlarge", layout="ensemble")
+    read_back = deployment_from_plan(json.loads(json.dumps(plan.to_dict())))
+    assert read_back == plan.chosen.deployment and read_back.instances_of("image_encoder") == 9

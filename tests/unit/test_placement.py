@@ -293,3 +293,6 @@ def test_a_plan_with_per_component_instances_survives_its_file() -> None:
     plan = make_plan("inf2.24xlarge", layout="ensemble")
     read_back = deployment_from_plan(json.loads(json.dumps(plan.to_dict())))
     assert read_back == plan.chosen.deployment and read_back.instances_of("image_encoder") == 9
+    older = make_plan("inf2.xlarge").to_dict()
+    del older["deployment"]["model_instances"]  # plans written before per-component counts existed
+    assert deployment_from_plan(older) == make_plan("inf2.xlarge").chosen.deployment

@@ -288,7 +288,7 @@ class Router:
         """Take a new configuration without a restart and without dropping a request.
 
         Kept backends (same name and URL) keep their connections and health and take the new weight; new ones
-        are added; removed ones (or a changed URL) stop taking traffic at once and are closed once their
+        are added and probed at once; removed ones (or a changed URL) stop taking traffic at once and are closed once their
         requests in flight have finished.
         """
         wanted = {b.name: b for b in config.backends}

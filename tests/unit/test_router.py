@@ -2,7 +2,7 @@
 
 Each fleet's client is a stand-in (``Fleet``) that answers or raises the typed error a test gives it, so the real
 ``ask``, ``_call`` and ``probe`` run with their breakers, retries and metrics. The same paths against real Triton
-servers are in tests/integration (test_router.py, test_api.py).
+servers are in tests/integration (test_fleets_failover.py, test_api.py).
 """
 
 from __future__ import annotations

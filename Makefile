@@ -1,8 +1,8 @@
 # BLIP VQA on Triton: build traced artifacts, serve them, ask questions, test.
 # Variables: TARGET=cpu|gpu|neuron  LAYOUT=ensemble|colocated  MODEL=random-tiny|random-base|<dir>|<hub id>  FORCE=1  FP16=1
 #            INSTANCES NEURON_CORES_PER_INSTANCE INTRA_OP_THREADS (build-artifacts)
-#            HOST=<host type> (plan: inf2.xlarge, g5.xlarge, local, ...; serve: the address to listen on)
-#            HTTP_PORT GRPC_PORT METRICS_PORT (serve)  API_CONFIG API_HOST API_PORT INSECURE_DEV=1 (api)
+#            HOST_TYPE=inf2.xlarge|g5.xlarge|local|... (plan)  LISTEN_ADDRESS=127.0.0.1|0.0.0.0 (serve, api)
+#            HTTP_PORT GRPC_PORT METRICS_PORT (serve)  API_CONFIG API_PORT INSECURE_DEV=1 (api)
 #            BENCH_MODEL BENCH_SECONDS BENCH_FRAMES (bench)  SLO_MS RATE PERF_INSTANCES PERF_CONCURRENCY (perf)  SOAK_SECONDS (soak)
 #            PYTEST_ARGS
 
@@ -14,12 +14,16 @@ MODEL ?= random-tiny
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
-HOST ?= 127.0.0.1
+# HOST (before HOST_TYPE and LISTEN_ADDRESS) still works where it meant one thing: plan's host type, serve's address.
+HOST_TYPE ?= $(or $(HOST),local)
+LISTEN_ADDRESS ?= $(or $(HOST),127.0.0.1)
 API_CONFIG ?= client/api.toml
-export TARGET LAYOUT MODEL FORCE FP16 INSTANCES NEURON_CORES_PER_INSTANCE INTRA_OP_THREADS
 BENCH_MODEL ?= random-base
-export HTTP_PORT GRPC_PORT METRICS_PORT API_HOST API_PORT INSECURE_DEV
-export BENCH_SECONDS BENCH_FRAMES SLO_MS RATE PERF_INSTANCES PERF_CONCURRENCY
+# The commands read their defaults from BLIP_<NAME> (blip_contract.env): each variable goes to them under that name.
+BLIP_VARIABLES := TARGET LAYOUT MODEL FORCE FP16 INSTANCES NEURON_CORES_PER_INSTANCE INTRA_OP_THREADS \
+	HTTP_PORT GRPC_PORT METRICS_PORT LISTEN_ADDRESS API_PORT INSECURE_DEV \
+	BENCH_SECONDS BENCH_FRAMES SLO_MS RATE PERF_INSTANCES PERF_CONCURRENCY
+$(foreach name,$(BLIP_VARIABLES),$(eval export BLIP_$(name) = $$($(name))))
 
 .DEFAULT_GOAL := help
 .PHONY: help install plan capacity cost build-artifacts serve api ask demo bench bench-host perf soak gpu-check gpu-check-carry test test-unit test-integration mutate lint format clean
@@ -41,16 +45,16 @@ $(TOOLS)/.installed: Makefile
 
 install: $(BIN)/.installed $(TOOLS)/.installed ## Create .venv with the pinned dependencies (torch 2.13.0 CPU, transformers, Triton), and .venv-tools
 
-plan: install ## Placement for a host type (HOST=inf2.xlarge|g5.xlarge|local|...): layout, instances, cores; writes artifacts/plan-<target>.json
-	$(BIN)/python -m blip_serving.deploy.placement --host $(if $(filter 127.0.0.1,$(HOST)),local,$(HOST))
+plan: install ## Placement for a host type (HOST_TYPE=inf2.xlarge|g5.xlarge|local|...): layout, instances, cores -> artifacts/plan-<target>.json
+	$(BIN)/python -m blip_serving.placement --host-type $(HOST_TYPE)
 
 build-artifacts: install ## Trace, verify and write artifacts/$(TARGET) + configs (every layout) for MODEL
 	$(BIN)/python -m blip_build --target $(TARGET) --model $(MODEL)
 
-serve: install ## Run Triton for TARGET and LAYOUT (default: the plan's) on HOST (HTTP_PORT, GRPC_PORT, METRICS_PORT)
-	$(BIN)/python -m blip_serving.deploy.server --target $(TARGET) --host $(HOST)
+serve: install ## Run Triton for TARGET and LAYOUT (default: the plan's) on LISTEN_ADDRESS (HTTP_PORT, GRPC_PORT, METRICS_PORT)
+	$(BIN)/python -m blip_serving.serve --target $(TARGET) --listen-address $(LISTEN_ADDRESS)
 
-api: install ## Run the API tier (router + FastAPI) on API_HOST:API_PORT for the fleets in API_CONFIG
+api: install ## Run the API tier (router + FastAPI) on LISTEN_ADDRESS:API_PORT for the fleets in API_CONFIG
 	$(BIN)/python -m blip_api --config $(API_CONFIG)
 
 ask: install ## Ask a running server: make ask IMAGE=dog.jpg Q="Is the dog barking?"
@@ -58,7 +62,7 @@ ask: install ## Ask a running server: make ask IMAGE=dog.jpg Q="Is the dog barki
 
 demo: ## Offline end to end: install, build random-tiny for cpu, serve, ask three questions, stop
 	$(MAKE) --no-print-directory build-artifacts TARGET=cpu MODEL=$(MODEL)
-	$(BIN)/python -m blip_serving.deploy.demo --target cpu
+	$(BIN)/python -m blip_serving.demo --target cpu
 
 bench: install ## Floor vs served vs naive transformers, matmul limit, memory (BENCH_MODEL, default random-base); then bench-host
 	$(BIN)/python -m blip_bench.bench --model $(BENCH_MODEL) --target $(TARGET)
@@ -80,10 +84,10 @@ soak: install ## API tier + two self-healing fleets on loopback, mixed traffic, 
 	$(BIN)/python -m blip_bench.soak --seconds $(or $(SOAK_SECONDS),600)
 
 capacity: install ## HPA per-pod target from make perf's knee x headroom -> deploy/kubernetes/overlays/*/capacity.yaml
-	$(BIN)/python -m blip_serving.deploy.capacity capacity $(if $(PERF),--perf $(PERF))
+	$(BIN)/python -m blip_serving.capacity capacity $(if $(PERF),--perf $(PERF))
 
 cost: install ## $/h, $ per million frames and questions per fleet for RATE frames/s, from perf results and deploy/prices.toml
-	$(BIN)/python -m blip_serving.deploy.capacity cost --rate $(or $(RATE),10)
+	$(BIN)/python -m blip_serving.capacity cost --rate $(or $(RATE),10)
 
 test: install ## Unit tests, then integration tests against a real Triton server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

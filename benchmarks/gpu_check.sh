@@ -15,6 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=${GPU_CHECK_CARRY:-.gpucarry}
 PY_VERSION=${GPU_CHECK_PYTHON:-3.12}  # the GPU machine's Python (3.12 on the lent H100/H200)
+# The project's typed records (deployment, plan, manifest) need pydantic, in the check's Python and the stubs'.
+PYDANTIC="pydantic==2.14.4 pydantic-core==2.50.5 typing-extensions==4.16.0 annotated-types==0.8.0 typing-inspection==0.4.5"
 
 carry() {
   local venv=${VENV:-.venv} site
@@ -23,13 +25,13 @@ carry() {
   "$venv/bin/python" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$PY_VERSION" \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$CARRY/wheels" \
-    tritonclient==2.50.0 python-rapidjson==1.20 protobuf==4.25.9
+    tritonclient==2.50.0 python-rapidjson==1.20 protobuf==4.25.9 $PYDANTIC
   # For the stubs' own Python (see run): Triton 2.51's Python backend stub (pybind11) misreads numpy 2 arrays
   # (BYTES inputs arrive as garbage lengths and the stub dies); the project pins numpy 1.26.4 for that reason.
   mkdir -p "$CARRY/wheels-python"
   "$venv/bin/python" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$PY_VERSION" \
     --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d "$CARRY/wheels-python" numpy==1.26.4
+    -d "$CARRY/wheels-python" numpy==1.26.4 $PYDANTIC
   # tritonserver, its libraries, the Python backend and this Python's stub; not the other stubs and libpython.
   (
     cd "$site"

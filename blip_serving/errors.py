@@ -14,3 +14,7 @@ class ArtifactError(RuntimeError):
 
 class TargetUnavailableError(RuntimeError):
     """The requested build or serve target cannot run on this machine (no CUDA, no Neuron SDK)."""
+
+
+class TritonProcessError(RuntimeError):
+    """The tritonserver process could not start, died, or refused a model-control call (not a request's fault)."""

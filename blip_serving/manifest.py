@@ -11,13 +11,11 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from blip_serving.errors import ArtifactError
 from blip_serving.spec import BlipSpec
-
-if TYPE_CHECKING:
-    from blip_serving.targets import Target
+from blip_serving.targets import Target, get_target
 
 MANIFEST = "manifest.json"
 PROCESSOR_DIR = "processor"
@@ -50,8 +48,6 @@ class Manifest:
     @property
     def target(self) -> Target:
         """The target the artifacts were built for, with its build settings (precision, static shapes)."""
-        from blip_serving.targets import get_target
-
         return get_target(self.target_name).from_description(self.data["target"])
 
     @property

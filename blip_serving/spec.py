@@ -18,10 +18,10 @@ from blip_contract import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_IMAGE_PIXELS,
     DEFAULT_MAX_QUESTIONS,
-    ENSEMBLE_INPUTS,
-    ENSEMBLE_NAME,
-    ENSEMBLE_OUTPUTS,
     IMAGE,
+    PUBLIC_INPUTS,
+    PUBLIC_MODEL,
+    PUBLIC_OUTPUTS,
     QUESTIONS,
     SCORES,
     SCORES_ONLY,
@@ -31,8 +31,8 @@ from blip_contract import (
 # The wire names above are re-exported: serving code reads everything from the spec, callers from blip_contract.
 __all__ = [
     "ANSWERS",
-    "ENSEMBLE_NAME",
     "IMAGE",
+    "PUBLIC_MODEL",
     "QUESTIONS",
     "SCORES",
     "SCORES_ONLY",
@@ -233,18 +233,18 @@ class BlipSpec:
 
     def model_tensors(self, name: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
         """(inputs, outputs) of a served model: a component, or ``blip_vqa`` (the wire contract)."""
-        if name == ENSEMBLE_NAME:
+        if name == PUBLIC_MODEL:
             return self.ensemble_inputs, self.ensemble_outputs
         component = self.components[name]
         return component.inputs, component.outputs
 
     @property
     def ensemble_inputs(self) -> tuple[TensorSpec, ...]:
-        return ENSEMBLE_INPUTS
+        return PUBLIC_INPUTS
 
     @property
     def ensemble_outputs(self) -> tuple[TensorSpec, ...]:
-        return ENSEMBLE_OUTPUTS
+        return PUBLIC_OUTPUTS
 
     def _build_components(self) -> dict[str, ComponentSpec]:
         image, questions = self.ensemble_inputs

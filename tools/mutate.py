@@ -25,9 +25,9 @@ STAGE = ROOT / ".mutate"
 MODULES = (
     "blip_client/router.py",
     "blip_client/wire.py",
-    "blip_serving/deploy/supervisor.py",
-    "blip_serving/deploy/capacity.py",
-    "blip_serving/deploy/placement.py",
+    "blip_serving/supervisor.py",
+    "blip_serving/capacity.py",
+    "blip_serving/placement.py",
     "blip_serving/manifest.py",
     "blip_serving/stub/images.py",
     "blip_serving/stub/questions.py",

@@ -52,22 +52,21 @@ BUGS = (
         "backend.bad_probes > self.config.unhealthy_after",
     ),
     Bug(
-        "supervisor heals on a 400",
-        "blip_serving/deploy/supervisor.py",
-        "        except InvalidRequestError as error:\n"
-        '            self.log(f"supervisor: the probe itself was refused ({error}); not a server failure")\n'
-        "            return None\n",
+        "the probe (supervisor, router, blip-client probe) fails on a 400",
+        "client/blip_client/probe.py",
+        "    if isinstance(error, InvalidRequestError):\n"
+        '        return ProbeResult(True, seconds, now, note=f"the probe itself was refused ({one_line(error)})")\n',
         "",
     ),
     Bug(
         "supervisor reloads once more than its limit",
-        "blip_serving/deploy/supervisor.py",
+        "blip_serving/supervisor.py",
         "self._reloads >= self.reloads_per_restart",
         "self._reloads > self.reloads_per_restart",
     ),
     Bug(
         "make cost drops the spare instance",
-        "blip_serving/deploy/capacity.py",
+        "blip_serving/capacity.py",
         "math.ceil(rate / found.fps) + 1",
         "math.ceil(rate / found.fps)",
     ),
@@ -79,7 +78,7 @@ BUGS = (
     ),
     Bug(
         "config generator writes INT64 as INT32",
-        "blip_serving/deploy/triton_config.py",
+        "blip_serving/model_config.py",
         "pb.DataType.Value(tensor.triton_dtype)",
         'pb.DataType.Value(tensor.triton_dtype.replace("INT64", "INT32"))',
     ),

@@ -26,12 +26,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from blip_bench.callers import frame_callers
 from blip_bench.contention import busy_core, idle_cpu_percent
+from blip_bench.frames import BEHAVIOR_QUESTIONS, RESULTS, SAMPLE
 from blip_bench.memory import tree_memory
 from blip_bench.timing import Run, concurrent, sequential
-from blip_bench.workspace import ROOT, Workspace, prepare
-from blip_serving.deploy.layouts import LAYOUT_NAMES, get_layout
-from blip_serving.deploy.triton_config import Deployment
+from blip_bench.workspace import Workspace, prepare
+from blip_build.traceable import TRACEABLE_MODULES
+from blip_contract.env import env_default, env_flag
+from blip_serving.deployment import Deployment
+from blip_serving.layouts import LAYOUT_NAMES, get_layout
+from blip_serving.resources import memory_gib, usable_cores
 from blip_serving.spec import (
     IMAGE,
     IMAGE_EMBEDS,
@@ -41,10 +46,10 @@ from blip_serving.spec import (
     TEXT_DECODER,
     TEXT_ENCODER,
 )
-
-SAMPLE = ROOT / "client" / "samples" / "chelsea.png"
-BEHAVIOR_QUESTIONS = ("Is the dog barking?", "Is the dog chewing furniture?", "Is the dog on the couch?")
-RESULTS = ROOT / "benchmarks" / "results"
+from blip_serving.stub.generation import answer_buffer, greedy_decode
+from blip_serving.stub.models import load_models
+from blip_serving.triton.environment import OPENMP_WAIT, openmp_wait
+from blip_serving.triton.process import TritonServer
 
 
 def machine() -> dict[str, Any]:
@@ -56,11 +61,10 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
     return {
         "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)),
-        "memory_gib": round(memory / 2**30, 1),
+        "cores": usable_cores(),
+        "memory_gib": memory_gib(),
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
@@ -82,9 +86,6 @@ def macs_per_frame(workspace: Workspace, questions: tuple[str, ...], scores_only
     """Multiply-adds of one frame, counted from the shapes of every op the eager components run."""
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import BlipForQuestionAnswering
-
-    from blip_build.traceable import TRACEABLE_MODULES
-    from blip_serving.stub.generation import answer_buffer
 
     manifest = workspace.manifest
     spec = manifest.spec
@@ -116,7 +117,6 @@ def macs_per_frame(workspace: Workspace, questions: tuple[str, ...], scores_only
 
 def floor_frame(workspace: Workspace, image: bytes, questions: tuple[str, ...], scores_only: bool):
     """The serving code of the three models, in this process: what Triton runs, minus Triton."""
-    from blip_serving.stub.models import load_models
 
     models = load_models(workspace.manifest)
     encoded_questions = np.array([q.encode() for q in questions], dtype=object)
@@ -134,7 +134,6 @@ def floor_frame(workspace: Workspace, image: bytes, questions: tuple[str, ...], 
 
 def decode_strategies(models: dict[str, Any], image: bytes, questions: tuple[str, ...], repeats: int) -> dict:
     """Seconds per frame of the answer loop: fixed full-length buffer vs growing (bucketed, exact) ones."""
-    from blip_serving.stub.generation import greedy_decode
 
     spec = models[TEXT_DECODER].spec
     item = models[IMAGE_ENCODER].prepare({IMAGE: np.array([image], dtype=object)}, {})
@@ -211,47 +210,35 @@ def served(
     """``blip_vqa`` through tritonclient at each concurrency; then the server tree's memory, its CPU while idle,
     and sequential frames beside a busy core. ``omp_wait_policy``: that policy alone instead of the server's
     OpenMP wait settings."""
-    from blip_client.client import BlipVqaClient
-    from blip_serving.deploy.server import OPENMP_WAIT, TritonServer, openmp_wait
-
     workspace.deploy(Deployment(layout=layout, instances=args.instances))
     runs: list[Run] = []
-    saved = {name: os.environ[name] for name in OPENMP_WAIT if name in os.environ}
+    env = {name: value for name, value in os.environ.items() if name not in OPENMP_WAIT}
     if omp_wait_policy:  # the server hands a caller's own setting, alone, to the stubs
-        for name in OPENMP_WAIT:
-            os.environ.pop(name, None)
-        os.environ["OMP_WAIT_POLICY"] = omp_wait_policy
-    settings = openmp_wait(os.environ)
+        env["OMP_WAIT_POLICY"] = omp_wait_policy
+    else:
+        env.update({name: os.environ[name] for name in OPENMP_WAIT if name in os.environ})
+    settings = openmp_wait(env)
     policy = " ".join(f"{name}={value}" for name, value in settings.items())
-    try:
-        with TritonServer(workspace.repository, workspace.target, layout=layout) as server:
+    with TritonServer(workspace.repository, workspace.target, layout=layout, env=env) as server:
+        make_caller = frame_callers(server.http_url, image, questions, scores_only=scores_only)
 
-            def make_caller():
-                client = BlipVqaClient(server.http_url, timeout_s=600)
-                return lambda: client.infer(image, questions, scores_only=scores_only)
-
-            for level in args.concurrency:
-                run = concurrent(make_caller, concurrency=level, seconds=args.seconds)
-                runs.append(run)
-                print(
-                    f"  {layout} ({policy}) c={level}: {run.fps:.3f} frames/s, p50 {run.p50_ms:.0f} ms, "
-                    f"p99 {run.p99_ms:.0f} ms",
-                    flush=True,
-                )
-            memory = tree_memory(server.process.pid)
-            idle = idle_cpu_percent(server.process.pid)
-            call = make_caller()
-            with busy_core():
-                beside = sequential(call, frames=args.neighbour_frames, warmup=0)
+        for level in args.concurrency:
+            run = concurrent(make_caller, concurrency=level, seconds=args.seconds)
+            runs.append(run)
             print(
-                f"  {layout} ({policy}): idle {idle:.0f}% of a core; c=1 beside a busy core: p50 "
-                f"{beside.p50_ms:.0f} ms",
+                f"  {layout} ({policy}) c={level}: {run.fps:.3f} frames/s, p50 {run.p50_ms:.0f} ms, "
+                f"p99 {run.p99_ms:.0f} ms",
                 flush=True,
             )
-    finally:
-        for name in OPENMP_WAIT:
-            os.environ.pop(name, None)
-        os.environ.update(saved)
+        memory = tree_memory(server.process.pid)
+        idle = idle_cpu_percent(server.process.pid)
+        call = make_caller()
+        with busy_core():
+            beside = sequential(call, frames=args.neighbour_frames, warmup=0)
+        print(
+            f"  {layout} ({policy}): idle {idle:.0f}% of a core; c=1 beside a busy core: p50 {beside.p50_ms:.0f} ms",
+            flush=True,
+        )
     return {"runs": runs, "memory": memory, "openmp_wait": settings, "idle_cpu_percent": idle, "beside": beside}
 
 
@@ -292,30 +279,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="blip-bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--model", default=os.environ.get("MODEL") or "random-base")
-    parser.add_argument("--target", default=os.environ.get("TARGET") or "cpu")
-    parser.add_argument("--frames", type=int, default=int(os.environ.get("BENCH_FRAMES") or 12), help="floor frames")
-    parser.add_argument("--naive-frames", type=int, default=int(os.environ.get("NAIVE_FRAMES") or 4))
-    parser.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS") or 20), help="per level")
+    parser.add_argument("--model", default=env_default("MODEL") or "random-base")
+    parser.add_argument("--target", default=env_default("TARGET") or "cpu")
+    parser.add_argument("--frames", type=int, default=int(env_default("BENCH_FRAMES") or 12), help="floor frames")
+    parser.add_argument("--naive-frames", type=int, default=int(env_default("NAIVE_FRAMES") or 4))
+    parser.add_argument("--seconds", type=float, default=float(env_default("BENCH_SECONDS") or 20), help="per level")
     parser.add_argument("--concurrency", type=lambda t: [int(c) for c in t.split(",")], default=[1, 2, 3, 4])
-    parser.add_argument("--instances", type=int, default=int(os.environ.get("INSTANCES") or 1))
+    parser.add_argument("--instances", type=int, default=int(env_default("INSTANCES") or 1))
     parser.add_argument("--answers", action="store_true", help="answer mode instead of scores only")
     parser.add_argument(
         "--layouts",
         type=lambda t: t.split(","),
-        default=(os.environ.get("BENCH_LAYOUTS") or ",".join(LAYOUT_NAMES)).split(","),
+        default=(env_default("BENCH_LAYOUTS") or ",".join(LAYOUT_NAMES)).split(","),
         help="layouts to serve, side by side",
     )
     parser.add_argument(
         "--omp-variants",
         type=lambda t: [v for v in t.split(",") if v],
-        default=(os.environ.get("BENCH_OMP_VARIANTS") or "ACTIVE,PASSIVE").split(","),
+        default=(env_default("BENCH_OMP_VARIANTS") or "ACTIVE,PASSIVE").split(","),
         help="OMP_WAIT_POLICY values also measured alone (no GOMP_SPINCOUNT) for the colocated layout",
     )
     parser.add_argument(
         "--neighbour-frames",
         type=int,
-        default=int(os.environ.get("NEIGHBOUR_FRAMES") or 4),
+        default=int(env_default("NEIGHBOUR_FRAMES") or 4),
         help="sequential frames beside one busy core, per served layout and variant",
     )
     parser.add_argument("--workspace", type=Path, default=None)
@@ -326,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.concurrency[0] != 1:
         args.concurrency.insert(0, 1)
     warnings.filterwarnings("ignore")
-    fp16 = os.environ.get("FP16") == "1"
+    fp16 = env_flag("FP16")
     workspace = prepare(args.model, args.target, **({"root": args.workspace} if args.workspace else {}), fp16=fp16)
     image, questions, scores_only = SAMPLE.read_bytes(), BEHAVIOR_QUESTIONS, not args.answers
     mode = "scores only (one decoder step)" if scores_only else "answers (greedy loop)"

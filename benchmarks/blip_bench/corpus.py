@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SAMPLE = Path(__file__).resolve().parents[2] / "client" / "samples" / "chelsea.png"
+from blip_bench.frames import SAMPLE
 
 
 def _save(image: Image.Image, fmt: str, **options) -> bytes:

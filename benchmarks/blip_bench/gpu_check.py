@@ -19,23 +19,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from blip_bench.callers import frame_callers
+from blip_bench.corpus import generated_images
+from blip_bench.floor import floor
+from blip_bench.frames import RESULTS, ROOT, SAMPLE
+from blip_bench.parity import PARITY_QUESTIONS, parity, served_style_answers
+from blip_bench.timing import concurrent
+from blip_bench.workspace import copy_model_sources
+from blip_build import build
+from blip_client.client import BlipVqaClient
+from blip_contract.env import env_default
+from blip_serving.deployment import Deployment
+from blip_serving.errors import TargetUnavailableError
+from blip_serving.model_config import write_repository_configs
+from blip_serving.targets import resolve_target
+from blip_serving.triton.process import TritonServer
 
-from blip_bench.timing import Run, concurrent
-from blip_contract import SCORES_ONLY
-
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "client" / "samples" / "chelsea.png"
-BEHAVIOR_QUESTIONS = ("Is the dog barking?", "Is the dog chewing furniture?", "Is the dog on the couch?")
-PARITY_QUESTIONS = ("Is the dog barking?", "what is the animal doing?", "how many pets are there?")
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "bench-gpu.json"
+DEFAULT_OUT = RESULTS / "bench-gpu.json"
 
 
 class Clock:
@@ -46,14 +52,6 @@ class Clock:
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
-
-
-def synchronize() -> None:
-    """Wait for queued device work, so a timer measures it (no-op without CUDA)."""
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def environment() -> dict[str, Any]:
@@ -75,19 +73,11 @@ def environment() -> dict[str, Any]:
 
 def test_images() -> list[Path]:
     """The project's own generated test images plus the sample photo (no files from outside the clone)."""
-    import sys
-
-    sys.path.insert(0, str(ROOT))
-    from blip_bench.corpus import generated_images
-
     return [SAMPLE, *sorted((generated_images() / "valid").iterdir())]
 
 
 def build_all(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
     """Every (model, precision) build; fp16 reuses the fp32 build's saved checkpoint."""
-    from blip_build import build
-    from blip_serving.errors import TargetUnavailableError
-    from blip_serving.targets import resolve_target
 
     builds: dict[str, dict[str, Any]] = {}
     for model in args.models:
@@ -123,191 +113,8 @@ def build_all(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str,
 
 
 def copy_repository(repository: Path) -> Path:
-    from blip_bench.workspace import copy_model_sources
 
     return copy_model_sources(repository)
-
-
-def reference_answers(checkpoint: str, images: list[Path], questions: tuple[str, ...], device: str) -> list[dict]:
-    """transformers' own ``generate()`` on the device: answer tokens, text and the first step's P(yes)."""
-    import torch
-    from PIL import Image, ImageOps
-    from transformers import BlipForQuestionAnswering, BlipProcessor
-
-    model = BlipForQuestionAnswering.from_pretrained(checkpoint).to(device).eval()
-    processor = BlipProcessor.from_pretrained(checkpoint)
-    tokenizer = processor.tokenizer
-    yes, no = tokenizer.convert_tokens_to_ids(["yes", "no"])
-    results = []
-    for path in images:
-        picture = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
-        for question in questions:
-            inputs = processor(images=picture, text=question, return_tensors="pt").to(device)
-            with torch.inference_mode():
-                output = model.generate(**inputs, output_logits=True, return_dict_in_generate=True)
-            first = output.logits[0][0, [yes, no]].float()
-            results.append(
-                {
-                    "image": path.name,
-                    "question": question,
-                    "answer": processor.decode(output.sequences[0], skip_special_tokens=True),
-                    "score": float(torch.softmax(first, dim=-1)[0]),
-                }
-            )
-    del model
-    return results
-
-
-def served_style_answers(manifest: Any, images: list[Path], questions: tuple[str, ...]) -> list[dict]:
-    """The serving code in this process (``PipelineModel``): what Triton runs, minus Triton."""
-    from blip_serving.stub.models import load_pipeline
-
-    pipeline = load_pipeline(manifest)
-    encoded = np.array([q.encode() for q in questions], dtype=object)
-    results = []
-    for path in images:
-        item = pipeline.prepare({"IMAGE": np.array([path.read_bytes()], dtype=object), "QUESTIONS": encoded}, {})
-        (output,) = pipeline.run([item])
-        scores = output["SCORES"].float().cpu().numpy() if hasattr(output["SCORES"], "cpu") else output["SCORES"]
-        # One frame a request: outputs are [1, N].
-        for question, answer, score in zip(questions, output["ANSWERS"].reshape(-1), scores.reshape(-1), strict=True):
-            results.append({"image": path.name, "question": question, "answer": answer.decode(), "score": float(score)})
-    return results
-
-
-def word_agreement(expected: list[str], actual: list[str]) -> tuple[int, int]:
-    """(matching, total) answer words, position by position; a missing or extra word counts as a mismatch.
-
-    Decoded answers are compared word by word (a word is one or more WordPiece tokens): re-tokenizing decoded text
-    would split tokens such as ``[unused15]`` into pieces that were never generated.
-    """
-    matching = total = 0
-    for want, got in zip(expected, actual, strict=True):
-        a, b = want.split(), got.split()
-        total += max(len(a), len(b), 1)
-        matching += sum(x == y for x, y in zip(a, b)) + (1 if not a and not b else 0)
-    return matching, total
-
-
-def parity(builds: dict[str, dict[str, Any]], images: list[Path], log: Callable[[str], None]) -> dict[str, Any]:
-    report: dict[str, Any] = {}
-    models = sorted({key.split("/")[0] for key, b in builds.items() if "manifest" in b})
-    for model in models:
-        fp32 = builds.get(f"{model}/fp32", {})
-        if "manifest" not in fp32:
-            continue
-        manifest = fp32["manifest"]
-        device = manifest.target.load_device(0)
-        reference = reference_answers(manifest.checkpoint_location, images, PARITY_QUESTIONS, device)
-        for precision in ("fp32", "fp16"):
-            entry = builds.get(f"{model}/{precision}", {})
-            if "manifest" not in entry:
-                continue
-            ours = served_style_answers(entry["manifest"], images, PARITY_QUESTIONS)
-            expected, actual = [r["answer"] for r in reference], [r["answer"] for r in ours]
-            matching, total = word_agreement(expected, actual)
-            deltas = [abs(r["score"] - o["score"]) for r, o in zip(reference, ours, strict=True)]
-            mismatches = [
-                {"image": r["image"], "question": r["question"], "transformers": r["answer"], "ours": o["answer"]}
-                for r, o in zip(reference, ours, strict=True)
-                if r["answer"] != o["answer"]
-            ]
-            result = {
-                "images": len(images),
-                "answers": len(reference),
-                "answers_equal": len(reference) - len(mismatches),
-                "word_agreement": round(matching / total, 5),
-                "max_abs_score_delta": float(max(deltas)),
-                "mismatches": mismatches[:5],
-            }
-            result["goal"] = (
-                "answers equal and scores equal (fp32)"
-                if precision == "fp32"
-                else ">= 99% answer words, max |delta score| <= 0.01"
-            )
-            result["met"] = (
-                not mismatches and result["max_abs_score_delta"] <= 1e-4
-                if precision == "fp32"
-                else result["word_agreement"] >= 0.99 and result["max_abs_score_delta"] <= 0.01
-            )
-            report[f"{model}/{precision}"] = result
-            entry["in_process"] = ours
-            log(
-                f"parity {model}/{precision}: {result['answers_equal']}/{result['answers']} answers equal, "
-                f"words {result['word_agreement']:.4f}, max |dscore| {result['max_abs_score_delta']:.2e} "
-                f"({'met' if result['met'] else 'NOT met'})"
-            )
-    return report
-
-
-def floor(manifest: Any, batches: list[int], seconds: float, log: Callable[[str], None]) -> dict[str, Any]:
-    """Frames/s and p50 per frame batch (scores only), the split over the components, and device memory."""
-    import torch
-
-    from blip_serving.stub.models import load_pipeline
-
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    pipeline = load_pipeline(manifest)
-    weights = torch.cuda.memory_allocated() if cuda else 0
-    image = SAMPLE.read_bytes()
-    questions = np.array([q.encode() for q in BEHAVIOR_QUESTIONS], dtype=object)
-    levels = []
-    for batch in batches:
-        stages: dict[str, list[float]] = {}
-        marks: list[float] = []
-
-        def clock(stage: str, stages=stages, marks=marks) -> None:
-            synchronize()
-            now = time.perf_counter()
-            stages.setdefault(stage, []).append(now - marks[-1])
-            marks.append(now)
-
-        def frame_batch(batch=batch, clock=clock, marks=marks) -> None:
-            synchronize()
-            marks.append(time.perf_counter())
-            items = [
-                pipeline.prepare(
-                    {"IMAGE": np.array([image], dtype=object), "QUESTIONS": questions}, {SCORES_ONLY: True}
-                )
-                for _ in range(batch)
-            ]
-            clock("decode_and_tokenize")
-            pipeline.run(items, clock)
-
-        for _ in range(2):
-            frame_batch()
-        for values in stages.values():
-            values.clear()
-        latencies, started = [], time.perf_counter()
-        while time.perf_counter() - started < seconds or len(latencies) < 3:
-            begin = time.perf_counter()
-            frame_batch()
-            latencies.append(time.perf_counter() - begin)
-        elapsed = time.perf_counter() - started
-        run = Run(tuple(latencies), elapsed)
-        # decode_and_tokenize: image decoding and question tokenization on the host; image_encoder includes the
-        # resize and normalization of the frames (host) and the artifact (device).
-        stage_ms = {name: round(float(np.median(values)) * 1000, 2) for name, values in stages.items()}
-        level = {
-            "frame_batch": batch,
-            "fps": round(batch * run.count / elapsed, 2),
-            "p50_ms_per_batch": round(run.p50_ms, 2),
-            "p50_ms_per_frame": round(run.p50_ms / batch, 3),
-            "stage_ms": stage_ms,
-            "batches": run.count,
-        }
-        levels.append(level)
-        log(f"  floor batch {batch}: {level['fps']} frames/s, p50 {level['p50_ms_per_batch']} ms, {stage_ms}")
-    memory = {}
-    if cuda:
-        memory = {
-            "weights_mib": round(weights / 2**20, 1),
-            "peak_allocated_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1),
-            "reserved_mib": round(torch.cuda.memory_reserved() / 2**20, 1),
-        }
-    return {"levels": levels, "device_memory": memory}
 
 
 def release_device_memory() -> None:
@@ -324,7 +131,6 @@ def release_device_memory() -> None:
 def served(entry: dict[str, Any], images: list[Path], args: argparse.Namespace, log) -> dict[str, Any]:
     """Real Triton over the build, tensors between the steps on the device first (the gpu default); if that
     fails, the reason (Triton's log) is kept and the same build is served with them through host memory."""
-    from blip_serving.deploy.triton_config import Deployment, write_repository_configs
 
     manifest = entry["manifest"]
     attempts: dict[str, Any] = {}
@@ -341,8 +147,6 @@ def served(entry: dict[str, Any], images: list[Path], args: argparse.Namespace, 
 
 
 def served_once(entry: dict[str, Any], images: list[Path], args: argparse.Namespace, log) -> dict[str, Any]:
-    from blip_client.client import BlipVqaClient
-    from blip_serving.deploy.server import TritonServer
 
     server = TritonServer(entry["repository"], entry["manifest"].target_name)
     result: dict[str, Any] = {"layout": "ensemble"}
@@ -367,9 +171,7 @@ def served_once(entry: dict[str, Any], images: list[Path], args: argparse.Namesp
             )
         image = SAMPLE.read_bytes()
 
-        def make_caller():
-            caller = BlipVqaClient(server.grpc_url, protocol="grpc", timeout_s=300)
-            return lambda: caller.infer(image, BEHAVIOR_QUESTIONS, scores_only=True)
+        make_caller = frame_callers(server.grpc_url, image, protocol="grpc", timeout_s=300)
 
         result["levels"] = []
         for level in args.concurrency:
@@ -388,15 +190,15 @@ def served_once(entry: dict[str, Any], images: list[Path], args: argparse.Namesp
 def table(report: dict[str, Any]) -> str:
     lines = [f"device: {report['environment']['device']} (torch {report['environment']['torch']})", ""]
     lines.append(f"{'build':<22}{'parity':<44}{'seconds':>8}")
-    for key, build in report["builds"].items():
+    for key, entry in report["builds"].items():
         check = report["parity"].get(key)
         text = (
             f"{check['answers_equal']}/{check['answers']} equal, words {check['word_agreement']:.4f}, "
             f"|ds| {check['max_abs_score_delta']:.1e}"
             if check
-            else build.get("skipped", "-")[:42]
+            else entry.get("skipped", "-")[:42]
         )
-        lines.append(f"{key:<22}{text:<44}{build.get('seconds', '-')!s:>8}")
+        lines.append(f"{key:<22}{text:<44}{entry.get('seconds', '-')!s:>8}")
     for key, result in report["floor"].items():
         lines.append("")
         lines.append(f"floor {key} (scores only, 3 questions): batch  frames/s  p50 ms/batch  split ms")
@@ -436,7 +238,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default=None, help="served concurrencies (default 1,8,32)")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per measured level (default 4)")
     parser.add_argument("--served-images", type=int, default=4, help="images whose served answers are checked")
-    parser.add_argument("--budget-s", type=float, default=float(os.environ.get("GPU_CHECK_BUDGET_S") or 480))
+    parser.add_argument("--budget-s", type=float, default=float(env_default("GPU_CHECK_BUDGET_S") or 480))
     parser.add_argument("--workspace", type=Path, default=ROOT / ".gpu-check")
     parser.add_argument("--out", type=Path, default=None, help=f"JSON report (default {DEFAULT_OUT.relative_to(ROOT)})")
     parser.add_argument("--phases", default="parity,floor,served", help="which phases run after the builds")

@@ -21,7 +21,6 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,19 @@ import numpy as np
 import psutil
 import torch
 
-from blip_bench.bench import BEHAVIOR_QUESTIONS, RESULTS, machine
-from blip_bench.corpus import CAMERA_SIZES, camera_frame
+from blip_bench.bench import machine
+from blip_bench.callers import frame_callers
+from blip_bench.corpus import CAMERA_SIZES, camera_frame, generated_images
+from blip_bench.frames import BEHAVIOR_QUESTIONS, RESULTS
 from blip_bench.timing import concurrent
 from blip_bench.workspace import Workspace, prepare
-from blip_serving.deploy.layouts import LAYOUT_NAMES
-from blip_serving.deploy.server import TritonServer, stub_instance
-from blip_serving.deploy.triton_config import Deployment
-from blip_serving.spec import ENSEMBLE_NAME
+from blip_serving.deployment import Deployment
+from blip_serving.instance_names import model_of
+from blip_serving.layouts import LAYOUT_NAMES
+from blip_serving.spec import PUBLIC_MODEL
+from blip_serving.stub.images import decode_image
+from blip_serving.stub.models import ServingOptions, load_pipeline
+from blip_serving.triton.process import TritonServer, stub_instance
 
 HOST_MODEL = "random-host"
 # Open questions besides the behaviour ones: their answers are longer, so agreement is tested beyond yes/no.
@@ -56,7 +60,7 @@ def tree_cpu_seconds(pid: int) -> dict[str, float]:
             continue
         role = TRITONSERVER
         if args and "triton_python_backend_stub" in args[0]:
-            role = TritonServer.model_of(stub_instance(args))
+            role = model_of(stub_instance(args))
         totals[role] = totals.get(role, 0.0) + times.user + times.system
     return totals
 
@@ -74,8 +78,6 @@ def served_point(server: TritonServer, image: bytes, concurrency: int, seconds: 
     """One concurrency level: frames/s, CPU-ms per frame by process, requests per execute by model."""
     import tritonclient.grpc as grpc
 
-    from blip_client.client import BlipVqaClient
-
     stats_client = grpc.InferenceServerClient(server.grpc_url)
     me = psutil.Process()
     cpu_before, counts_before, own_before = (
@@ -84,10 +86,7 @@ def served_point(server: TritonServer, image: bytes, concurrency: int, seconds: 
         me.cpu_times(),
     )
 
-    def make_caller() -> Callable[[], object]:
-        client = BlipVqaClient(server.grpc_url, protocol="grpc", timeout_s=120)
-        return lambda: client.infer(image, BEHAVIOR_QUESTIONS, scores_only=True)
-
+    make_caller = frame_callers(server.grpc_url, image, protocol="grpc", timeout_s=120)
     run = concurrent(make_caller, concurrency=concurrency, seconds=seconds)
     own_after, counts_after, cpu_after = (
         me.cpu_times(),
@@ -96,7 +95,7 @@ def served_point(server: TritonServer, image: bytes, concurrency: int, seconds: 
     )
     stats_client.close()
     # Every frame Triton served in the interval (the callers' warm-up calls too) shares the CPU measured over it.
-    frames = counts_after[ENSEMBLE_NAME][0] - counts_before[ENSEMBLE_NAME][0]
+    frames = counts_after[PUBLIC_MODEL][0] - counts_before[PUBLIC_MODEL][0]
     cpu_ms = {role: round((cpu_after[role] - cpu_before.get(role, 0.0)) * 1000 / frames, 2) for role in cpu_after}
     per_execute = {}
     for model, (inferences, executions) in counts_after.items():
@@ -115,7 +114,6 @@ def served_point(server: TritonServer, image: bytes, concurrency: int, seconds: 
 
 def in_process(workspace: Workspace, image: bytes, batch: int, frames: int) -> dict[str, float]:
     """CPU-ms per frame of the serving code in this process with one torch thread, per stage, at ``batch``."""
-    from blip_serving.stub.models import load_pipeline
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -154,7 +152,6 @@ class StageClock:
 
     def frame(self, inputs: dict[str, Any], batch: int) -> None:
         """``batch`` copies of one frame, prepared step by step as the pipeline's ``prepare`` does, then one run."""
-        from blip_serving.stub.images import decode_image
 
         pipeline, spec = self.pipeline, self.pipeline.spec
         self.mark = time.process_time()
@@ -174,8 +171,6 @@ class StageClock:
 def resize_agreement(workspace: Workspace) -> dict[str, Any]:
     """The fast path (reduced JPEG decode, reduce before bicubic) against the exact one, in process, on the test
     and camera-frame corpora: answers (answer mode) equal, and the largest |delta score|, per image."""
-    from blip_bench.corpus import generated_images
-    from blip_serving.stub.models import ServingOptions, load_pipeline
 
     exact, fast = load_pipeline(workspace.manifest), load_pipeline(workspace.manifest, options=ServingOptions(True))
     questions = np.array([[q.encode() for q in BEHAVIOR_QUESTIONS + AGREEMENT_QUESTIONS]], dtype=object)

@@ -18,33 +18,26 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from blip_bench.bench import BEHAVIOR_QUESTIONS, RESULTS, SAMPLE, machine
+from blip_bench.bench import machine
 from blip_bench.corpus import CAMERA_SIZES, camera_frame
+from blip_bench.frames import BEHAVIOR_QUESTIONS, RESULTS, SAMPLE
 from blip_bench.workspace import Workspace, prepare
-from blip_serving.deploy.layouts import LAYOUT_NAMES
-from blip_serving.deploy.triton_config import Deployment
-from blip_serving.spec import ENSEMBLE_NAME, IMAGE, QUESTIONS, SCORES_ONLY
+from blip_client.client import BlipVqaClient
+from blip_contract.env import env_default
+from blip_serving.deployment import Deployment
+from blip_serving.layouts import LAYOUT_NAMES
+from blip_serving.perf_summary import Machine, PerfPoint, PerfSummary
+from blip_serving.spec import IMAGE, PUBLIC_MODEL, QUESTIONS, SCORES_ONLY
+from blip_serving.triton.process import TritonServer
 
 # perf_analyzer 2.50 links these sonames; the nvidia-pytriton wheel carries both under hashed names.
+
 _NEEDED_LIBRARIES = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
 
 
-@dataclass(frozen=True)
-class Point:
-    instances: int
-    concurrency: int
-    throughput: float  # frames per second
-    p50_ms: float
-    p90_ms: float
-    p95_ms: float
-    p99_ms: float
-    layout: str = "ensemble"
-    # False: perf_analyzer's windows never agreed within --stability-percentage, even twice as long; the figures are
-    # from windows it was told to accept, and the knee skips the point while any stable one exists.
-    stable: bool = True
+Point = PerfPoint
 
 
 def bytes_element(data: bytes) -> bytes:
@@ -126,7 +119,7 @@ def run_point(
     command = [
         str(perf_analyzer_binary()),
         "-m",
-        ENSEMBLE_NAME,
+        PUBLIC_MODEL,
         "-u",
         url,
         # gRPC: perf_analyzer 2.50 sends --request-parameter over gRPC only.
@@ -178,8 +171,6 @@ def run_point(
 
 
 def sweep(workspace: Workspace, args: argparse.Namespace) -> list[Point]:
-    from blip_client.client import BlipVqaClient
-    from blip_serving.deploy.server import TritonServer
 
     frames = perf_frames()
     image = frames[SAMPLE.name]
@@ -199,7 +190,7 @@ def sweep(workspace: Workspace, args: argparse.Namespace) -> list[Point]:
             for concurrency in args.concurrency:
                 started = time.perf_counter()
                 figures = run_point(server.grpc_url, data_path, concurrency, args, env, work)
-                points.append(Point(instances, concurrency, **figures, layout=layout))
+                points.append(Point(instances=instances, concurrency=concurrency, **figures, layout=layout))
                 done += 1
                 print(
                     f"[{done}/{total}] {layout}, instances {instances}, concurrency {concurrency}: "
@@ -245,9 +236,9 @@ def capacity_for_rate(points: list[Point], slo_ms: float, rate: float) -> dict:
 
 def write_csv(points: list[Point], path: Path) -> None:
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(asdict(points[0])))
+        writer = csv.DictWriter(handle, fieldnames=list(PerfPoint.model_fields))
         writer.writeheader()
-        writer.writerows(asdict(p) for p in points)
+        writer.writerows(p.model_dump() for p in points)
 
 
 def chart(points: list[Point], path: Path, slo_ms: float, title: str) -> None:
@@ -289,17 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="blip-perf", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--model", default=os.environ.get("MODEL") or "random-base")
-    parser.add_argument("--target", default=os.environ.get("TARGET") or "cpu")
+    parser.add_argument("--model", default=env_default("MODEL") or "random-base")
+    parser.add_argument("--target", default=env_default("TARGET") or "cpu")
     parser.add_argument(
         "--layouts",
         type=lambda text: [part for part in text.split(",") if part],
-        default=[part for part in (os.environ.get("PERF_LAYOUTS") or ",".join(LAYOUT_NAMES)).split(",") if part],
+        default=[part for part in (env_default("PERF_LAYOUTS") or ",".join(LAYOUT_NAMES)).split(",") if part],
     )
-    parser.add_argument("--instances", type=_sizes, default=_sizes(os.environ.get("PERF_INSTANCES") or "1,2"))
-    parser.add_argument("--concurrency", type=_sizes, default=_sizes(os.environ.get("PERF_CONCURRENCY") or "1,2,4"))
-    parser.add_argument("--slo-ms", type=float, default=float(os.environ.get("SLO_MS") or 2000))
-    parser.add_argument("--rate", type=float, default=float(os.environ.get("RATE") or 2), help="frames per second")
+    parser.add_argument("--instances", type=_sizes, default=_sizes(env_default("PERF_INSTANCES") or "1,2"))
+    parser.add_argument("--concurrency", type=_sizes, default=_sizes(env_default("PERF_CONCURRENCY") or "1,2,4"))
+    parser.add_argument("--slo-ms", type=float, default=float(env_default("SLO_MS") or 2000))
+    parser.add_argument("--rate", type=float, default=float(env_default("RATE") or 2), help="frames per second")
     parser.add_argument("--answers", dest="scores_only", action="store_false", help="answer mode, not scores only")
     parser.add_argument("--requests-per-window", type=int, default=8)
     parser.add_argument("--stability", type=int, default=50, help="perf_analyzer --stability-percentage")
@@ -326,20 +317,20 @@ def main(argv: list[str] | None = None) -> int:
     chart(points, stem.with_suffix(".png"), args.slo_ms, title)
     best = knee(points, args.slo_ms)
     capacity = capacity_for_rate(points, args.slo_ms, args.rate)
-    summary = {
-        "machine": info,
-        "model": args.model,
-        "target": args.target,
-        "mode": mode,
-        "questions_per_frame": len(BEHAVIOR_QUESTIONS),
-        "frames": list(perf_frames()),
-        "slo_ms": args.slo_ms,
-        "knee": asdict(best) if best else None,
-        "capacity": capacity,
-        "points": [asdict(p) for p in points],
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    stem.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary = PerfSummary(
+        machine=Machine(**info),
+        model=args.model,
+        target=args.target,
+        mode=mode,
+        questions_per_frame=len(BEHAVIOR_QUESTIONS),
+        frames=list(perf_frames()),
+        slo_ms=args.slo_ms,
+        knee=best,
+        capacity=capacity,
+        points=points,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    summary.write(stem.with_suffix(".json"))
     if best:
         print(
             f"knee (p99 <= {args.slo_ms:g} ms): {best.throughput:.3f} frames/s, {best.layout} layout, "
@@ -353,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             f"rate {args.rate:g} frames/s: {capacity['machines']} machine(s) like this one with "
             f"{capacity['instances']} {capacity['layout']} instance(s) each"
         )
-    print(f"wrote {stem}.csv, {stem}.png, {stem}.json in {summary['seconds']:.0f} s")
+    print(f"wrote {stem}.csv, {stem}.png, {stem}.json in {summary.seconds:.0f} s")
     return 0
 
 

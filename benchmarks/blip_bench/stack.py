@@ -1,6 +1,6 @@
 """The serving stack as separate processes on loopback, started the way `make serve` and `make api` start them.
 
-``Fleet`` is one self-healing fleet (``python -m blip_serving.deploy.server``: the supervisor, its tritonserver and
+``Fleet`` is one self-healing fleet (``python -m blip_serving.serve``: the supervisor, its tritonserver and
 the Python stubs); ``ApiProcess`` is the API tier (``python -m blip_api``). The soak and the integration tests
 drive these, kill parts of them, and read their processes' memory, descriptors and threads.
 """
@@ -19,9 +19,11 @@ from pathlib import Path
 import httpx
 import psutil
 
-from blip_serving.deploy.server import free_port, stub_instance
+from blip_bench.frames import ROOT
+from blip_client.client import BlipVqaClient
+from blip_client.probe import probe_url
+from blip_serving.triton.process import free_port, stub_instance
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN, ADMIN_TOKEN = "camera-token", "admin-token"
 AUTH, ADMIN = {"Authorization": f"Bearer {TOKEN}"}, {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 STUB = "triton_python_backend_stub"
@@ -116,7 +118,7 @@ class Fleet:
         command = [
             sys.executable,
             "-m",
-            "blip_serving.deploy.server",
+            "blip_serving.triton.process",
             "--target",
             "cpu",
             "--layout",
@@ -141,15 +143,7 @@ class Fleet:
 
     def answers(self, timeout_s: float = 5.0) -> bool:
         """One real scores-only inference, as `blip-client probe` sends."""
-        from blip_client.client import BlipVqaClient
-        from blip_client.errors import BlipVqaError
-        from blip_client.wire import PROBE_IMAGE, PROBE_QUESTIONS
-
-        try:
-            with BlipVqaClient(self.http_url, timeout_s=timeout_s) as client:
-                return len(client.scores(PROBE_IMAGE, PROBE_QUESTIONS)) == 1
-        except (BlipVqaError, OSError):
-            return False
+        return probe_url(self.http_url, timeout_s, lambda url, t: BlipVqaClient(url, timeout_s=t)).ok
 
     def wait_answering(self, timeout_s: float = 180.0, step_s: float = 0.2) -> float:
         """Seconds until the fleet answered; raises with the fleet's log if it did not in time."""

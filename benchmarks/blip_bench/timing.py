@@ -5,10 +5,16 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+
+def percentile(values: Sequence[float], percent: float) -> float:
+    """The benchmarks' one percentile: linear interpolation between the closest ranks (numpy's default), so p99
+    of few samples lies between the two slowest instead of jumping to the slowest. NaN for no values."""
+    return float(np.percentile(values, percent)) if len(values) else float("nan")
 
 
 @dataclass(frozen=True)
@@ -29,11 +35,11 @@ class Run:
 
     @property
     def p50_ms(self) -> float:
-        return float(np.percentile(self.latencies, 50)) * 1000
+        return percentile(self.latencies, 50) * 1000
 
     @property
     def p99_ms(self) -> float:
-        return float(np.percentile(self.latencies, 99)) * 1000
+        return percentile(self.latencies, 99) * 1000
 
     def summary(self) -> dict[str, float]:
         return {

@@ -10,10 +10,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from blip_serving.deploy.triton_config import Deployment, write_repository_configs
+from blip_bench.frames import ROOT
+from blip_serving.deployment import Deployment
 from blip_serving.manifest import Manifest, read_manifest
+from blip_serving.model_config import write_repository_configs
 
-ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WORKSPACE = ROOT / ".bench"
 
 

@@ -21,10 +21,10 @@ from blip_serving.errors import InvalidInputError
 from blip_serving.manifest import Manifest, verify_artifact_files
 from blip_serving.spec import (
     ANSWERS,
-    ENSEMBLE_NAME,
     IMAGE,
     IMAGE_EMBEDS,
     IMAGE_ENCODER,
+    PUBLIC_MODEL,
     QUESTION_EMBEDS,
     QUESTION_MASK,
     QUESTIONS,
@@ -272,7 +272,7 @@ class PipelineModel:
     serves it as ``blip_vqa``; benchmarks and the GPU check run it in process.
     """
 
-    name = ENSEMBLE_NAME
+    name = PUBLIC_MODEL
 
     def __init__(self, manifest: Manifest, target: Target, device: str, options: ServingOptions | None = None) -> None:
         models = {name: model(manifest, target, device, options) for name, model in COMPONENT_MODELS.items()}
@@ -321,5 +321,5 @@ def load_pipeline(manifest: Manifest, device_id: int = 0, options: ServingOption
 # blip_vqa itself (colocated layout). Each is built as ``model(manifest, target, device)``.
 SERVING_MODELS: dict[str, Callable[[Manifest, Target, str, ServingOptions], Any]] = {
     **COMPONENT_MODELS,
-    ENSEMBLE_NAME: PipelineModel,
+    PUBLIC_MODEL: PipelineModel,
 }

@@ -15,7 +15,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import json
-import os
 import traceback
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +25,11 @@ import numpy as np
 import torch
 from torch.utils.dlpack import to_dlpack
 
+from blip_contract.env import env_default
 from blip_serving.errors import InvalidInputError
+from blip_serving.instance_names import instance_index
 from blip_serving.manifest import check_config_matches, read_manifest
+from blip_serving.resources import core_share, threads_per_instance
 from blip_serving.spec import (
     PARAM_ARTIFACT_DIR,
     PARAM_FAST_RESIZE,
@@ -37,27 +39,12 @@ from blip_serving.spec import (
     PARAM_TARGET,
 )
 from blip_serving.stub.models import SERVING_MODELS, ServingOptions
-from blip_serving.targets import get_target, instance_index
+from blip_serving.targets import get_target
 
 # When freed memory goes back to the system: "always" (after the artifacts load and after every execute: about
 # 120 MiB less resident for random-base colocated, no throughput change measurable on 2 cores), "load" (after the
 # artifacts load only), "0" never.
-TRIM_ENV = "BLIP_MALLOC_TRIM"
-
-
-def host_share(processes: int) -> int:
-    """This machine's cores shared evenly by ``processes``, at least one."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, processes))
-
-
-def intra_op_threads(configured: int, instances: int) -> int:
-    """Threads per instance: the configured count, else this machine's cores shared evenly by the instances.
-
-    More threads than cores per instance oversubscribes OpenMP, and every request then waits for the slowest
-    thread; fewer leaves cores idle at low load.
-    """
-    return configured if configured > 0 else host_share(instances)
+TRIM_SETTING = "MALLOC_TRIM"  # BLIP_MALLOC_TRIM
 
 
 def release_freed_memory(after_execute: bool = False) -> None:
@@ -66,7 +53,7 @@ def release_freed_memory(after_execute: bool = False) -> None:
     Loading artifacts and running a frame free large temporary buffers; glibc keeps them in its heap, where they
     count as this stub's resident memory until reused.
     """
-    mode = os.environ.get(TRIM_ENV, "always")
+    mode = env_default(TRIM_SETTING, "always")
     if mode == "0" or (after_execute and mode != "always"):
         return
     libc = _libc()
@@ -110,7 +97,7 @@ class TritonComponent:
             instance_index(args.get("model_instance_name", f"{component}_0_0")),
             int(args.get("model_instance_device_id", "0") or 0),
         )
-        threads = intra_op_threads(int(parameters.get(PARAM_INTRA_OP_THREADS, "0") or 0), instances)
+        threads = threads_per_instance(int(parameters.get(PARAM_INTRA_OP_THREADS, "0") or 0), instances)
         torch.set_num_threads(threads)
         check_config_matches(manifest, component, config)
         options = ServingOptions(fast_resize=parameters.get(PARAM_FAST_RESIZE) == "yes")
@@ -122,7 +109,7 @@ class TritonComponent:
             f"{threads} intra-op thread(s) (checkpoint {manifest.data['checkpoint']['source']})"
         )
         release_freed_memory()
-        prepare_threads = host_share(int(parameters.get(PARAM_STUB_PROCESSES, "1") or 1))
+        prepare_threads = core_share(int(parameters.get(PARAM_STUB_PROCESSES, "1") or 1))
         return cls(model, pb_utils, host_outputs=parameters.get(PARAM_HOST_OUTPUTS) == "yes", threads=prepare_threads)
 
     def _error(self, message: str, code_name: str) -> Any:

@@ -7,7 +7,7 @@ line here; builds, configs, the stub and the server then take it by name.
 from __future__ import annotations
 
 from blip_serving.errors import TargetUnavailableError
-from blip_serving.targets.base import InstanceDevice, Target, instance_index
+from blip_serving.targets.base import InstanceDevice, Target
 from blip_serving.targets.cpu import CpuTarget
 from blip_serving.targets.gpu import GpuTarget
 from blip_serving.targets.neuron import NeuronTarget
@@ -15,7 +15,7 @@ from blip_serving.targets.neuron import NeuronTarget
 TARGETS: dict[str, type[Target]] = {target.name: target for target in (CpuTarget, GpuTarget, NeuronTarget)}
 TARGET_NAMES: tuple[str, ...] = tuple(TARGETS)
 
-__all__ = ["TARGETS", "TARGET_NAMES", "InstanceDevice", "Target", "get_target", "instance_index", "resolve_target"]
+__all__ = ["TARGETS", "TARGET_NAMES", "InstanceDevice", "Target", "get_target", "resolve_target"]
 
 
 def get_target(name: str) -> type[Target]:

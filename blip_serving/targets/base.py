@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     import torch
 
-    from blip_serving.deploy.triton_config import Deployment
+    from blip_serving.deployment import Deployment
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Target(ABC):
     instance_kind: ClassVar[str]
     # The torch device the build traces and verifies on.
     build_device: ClassVar[str] = "cpu"
-    # Placement (blip_serving.deploy.placement): whether every build is one artifact per shape bucket, what the
+    # Placement (blip_serving.placement): whether every build is one artifact per shape bucket, what the
     # accelerator holds of an fp32 weight byte, and whether the weights live in host memory.
     always_static: ClassVar[bool] = False
     device_weight_scale: ClassVar[float] = 1.0
@@ -122,15 +122,11 @@ class Target(ABC):
         """Target-specific ``parameters`` of a component's config.pbtxt."""
         return {}
 
+    def visible_cores(self, deployment: Deployment) -> dict[str, list[str]] | None:
+        """Per stub model, the accelerator cores each instance may see, where processes own cores exclusively."""
+        return None
+
     def process_slots(self, host: Mapping[str, Any]) -> int | None:
         """How many processes the host's accelerators can serve at once, each owning its share exclusively;
         None where processes share the device (a GPU, the CPU)."""
         return None
-
-
-def instance_index(instance_name: str) -> int:
-    """The index of a Triton model instance, from its name ``<model>_<group>_<index>``."""
-    last = instance_name.rsplit("_", 1)[-1]
-    if not last.isdigit():
-        raise ValueError(f"model instance name {instance_name!r} does not end with _<index>")
-    return int(last)

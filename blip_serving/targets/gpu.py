@@ -16,7 +16,7 @@ from blip_serving.targets.base import Target
 if TYPE_CHECKING:
     import torch
 
-    from blip_serving.deploy.triton_config import Deployment
+    from blip_serving.deployment import Deployment
 
 
 def require_cuda() -> None:

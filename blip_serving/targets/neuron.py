@@ -18,13 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from blip_serving.deployment import Deployment
 from blip_serving.errors import TargetUnavailableError
+from blip_serving.layouts import layout_of
 from blip_serving.targets.base import InstanceDevice, Target
 
 if TYPE_CHECKING:
     import torch
-
-    from blip_serving.deploy.triton_config import Deployment
 
 DEFAULT_NEURON_COMPILER_ARGS = "--auto-cast matmult --auto-cast-type fp16"
 NEURON_VISIBLE_CORES_ENV = "NEURON_RT_VISIBLE_CORES"
@@ -64,6 +64,20 @@ def neuron_visible_cores(first: int, last: int, instances: int, index: int) -> s
     return str(start) if start == end else f"{start}-{end}"
 
 
+def neuron_core_blocks(deployment: Deployment) -> dict[str, tuple[int, int]]:
+    """First and last NeuronCore of each stub model's block; blocks are disjoint and follow each other."""
+    blocks, start = {}, 0
+    for name in layout_of(deployment).python_models:
+        size = deployment.instances_of(name) * deployment.neuron_cores_per_instance
+        blocks[name] = (start, start + size - 1)
+        start += size
+    return blocks
+
+
+def neuron_cores_needed(deployment: Deployment) -> int:
+    return sum(last - first + 1 for first, last in neuron_core_blocks(deployment).values())
+
+
 @dataclass(frozen=True)
 class NeuronTarget(Target):
     name = "neuron"
@@ -89,8 +103,8 @@ class NeuronTarget(Target):
 
     def deployment_note(self, deployment: Deployment) -> str | None:
         return (
-            f"neuron ({deployment.layout} layout): {deployment.neuron_cores_needed} NeuronCores needed "
-            f"({deployment.neuron_cores_per_instance} per instance); blocks {deployment.neuron_core_blocks()}"
+            f"neuron ({deployment.layout} layout): {neuron_cores_needed(deployment)} NeuronCores needed "
+            f"({deployment.neuron_cores_per_instance} per instance); blocks {neuron_core_blocks(deployment)}"
         )
 
     def load(self, path: str, device: str) -> Any:
@@ -117,5 +131,14 @@ class NeuronTarget(Target):
         return int(host["neuron_cores"])
 
     def config_parameters(self, deployment: Deployment, component: str) -> dict[str, str]:
-        start, end = deployment.neuron_core_blocks()[component]
+        start, end = neuron_core_blocks(deployment)[component]
         return {PARAM_NEURON_CORE_START: str(start), PARAM_NEURON_CORE_END: str(end)}
+
+    def visible_cores(self, deployment: Deployment) -> dict[str, list[str]] | None:
+        return {
+            name: [
+                neuron_visible_cores(first, last, deployment.instances_of(name), i)
+                for i in range(deployment.instances_of(name))
+            ]
+            for name, (first, last) in neuron_core_blocks(deployment).items()
+        }

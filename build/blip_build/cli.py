@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from blip_build.pipeline import build, is_random
-from blip_serving.deploy.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES
-from blip_serving.deploy.placement import deployment_from_plan, plan_path, read_plan
-from blip_serving.deploy.triton_config import Deployment
+from blip_contract.env import env_default, env_flag
+from blip_serving.deployment import Deployment
 from blip_serving.errors import ArtifactError, TargetUnavailableError
+from blip_serving.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES
+from blip_serving.placement import plan_path, read_plan
 from blip_serving.spec import (
     DEFAULT_IMAGE_BATCH_BUCKETS,
     DEFAULT_MAX_QUESTIONS,
@@ -40,23 +39,23 @@ def _sizes_option(parser: argparse.ArgumentParser, flag: str, env: str, default:
     parser.add_argument(
         flag,
         type=_sizes,
-        default=_sizes(os.environ.get(env) or ",".join(map(str, default))),
+        default=_sizes(env_default(env) or ",".join(map(str, default))),
         help=f"{what} (env {env}, default {','.join(map(str, default))})",
     )
 
 
 def _int_env(name: str) -> int | None:
     """An integer option's default from the environment; None (the plan's, else the built-in) when unset."""
-    value = os.environ.get(name)
+    value = env_default(name)
     return int(value) if value else None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="blip-build", description=__doc__)
-    parser.add_argument("--target", choices=TARGET_NAMES, default=os.environ.get("TARGET", "cpu"))
+    parser.add_argument("--target", choices=TARGET_NAMES, default=env_default("TARGET", "cpu"))
     parser.add_argument(
         "--model",
-        default=os.environ.get("MODEL", "random-tiny"),
+        default=env_default("MODEL", "random-tiny"),
         help="local checkpoint directory, hub id, random-tiny or random-base",
     )
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="root of artifacts/<target>/")
@@ -77,21 +76,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--static-shapes",
         action="store_true",
-        default=os.environ.get("STATIC_SHAPES") == "1",
+        default=env_flag("STATIC_SHAPES"),
         help="one artifact per shape bucket, as neuron always builds (cpu/gpu trace once otherwise)",
     )
     parser.add_argument("--max-questions", type=int, default=DEFAULT_MAX_QUESTIONS, help="questions per request")
-    parser.add_argument("--fp16", action="store_true", default=os.environ.get("FP16") == "1", help="gpu only")
+    parser.add_argument("--fp16", action="store_true", default=env_flag("FP16"), help="gpu only")
     parser.add_argument(
         "--compiler-args",
-        default=os.environ.get("NEURON_COMPILER_ARGS") or None,
+        default=env_default("NEURON_COMPILER_ARGS") or None,
         help="neuronx-cc arguments for TARGET=neuron (default: --auto-cast matmult --auto-cast-type fp16)",
     )
-    parser.add_argument("--force", action="store_true", default=os.environ.get("FORCE") == "1")
+    parser.add_argument("--force", action="store_true", default=env_flag("FORCE"))
     parser.add_argument(
         "--layout",
         choices=LAYOUT_NAMES,
-        default=os.environ.get("LAYOUT") or None,
+        default=env_default("LAYOUT") or None,
         help="the layout whose deployment the options below describe (configs are written for every layout); "
         f"default: the plan's, else {DEFAULT_LAYOUT}",
     )
@@ -122,7 +121,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--fast-resize",
         action="store_true",
-        default=os.environ.get("FAST_RESIZE") == "1",
+        default=env_flag("FAST_RESIZE"),
         help="JPEGs decode at a reduced scale and resize reduces first: less host CPU, pixels not the processor's",
     )
     parser.add_argument(
@@ -144,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         # `make plan` wrote the host's deployment for this target; options given here override it.
         plan = read_plan(args.artifacts, target.name)
-        deployment = deployment_from_plan(plan) if plan else Deployment()
+        deployment = plan.deployment if plan else Deployment()
         given = {
             "layout": args.layout,
             "instances": args.instances,
@@ -157,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         given = {key: value for key, value in given.items() if value is not None}
         if "layout" in given or "instances" in given:
             given.setdefault("model_instances", ())
-        deployment = replace(deployment, **given)
+        deployment = deployment.replaced(**given)
         if plan:
             print(f"using {plan_path(args.artifacts, target.name)} (HOST={plan['host']}): {plan['why']}")
     except (TargetUnavailableError, ValueError) as error:

@@ -8,14 +8,14 @@ manifest and each model's ``configs/<target>.pbtxt``.
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 from blip_build.artifacts import Progress, build_target, resolve_max_length, yes_no_token_ids
 from blip_build.checkpoints import RANDOM_MODELS, load_checkpoint, pixel_normalization
-from blip_serving.deploy.layouts import LAYOUT_NAMES
-from blip_serving.deploy.triton_config import Deployment, write_repository_configs
+from blip_serving.deployment import Deployment
+from blip_serving.layouts import LAYOUT_NAMES
 from blip_serving.manifest import Manifest
+from blip_serving.model_config import write_repository_configs
 from blip_serving.spec import (
     DEFAULT_IMAGE_BATCH_BUCKETS,
     DEFAULT_MAX_QUESTIONS,
@@ -95,7 +95,7 @@ def build(
     # Every layout's configs over the same artifacts, so `make serve LAYOUT=...` needs no rebuild; the deployment's
     # instances, threads and cores apply to each.
     for layout in LAYOUT_NAMES:
-        write_repository_configs(spec, target.name, repository, out_dir, replace(deployment, layout=layout))
+        write_repository_configs(spec, target.name, repository, out_dir, deployment.replaced(layout=layout))
     del checkpoint
     return manifest
 

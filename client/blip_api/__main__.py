@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
+
+from blip_contract.env import env_default, env_flag
+from blip_contract.logs import configure_logging
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "api.toml"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="blip-api", description=__doc__)
-    parser.add_argument("--config", type=Path, default=Path(os.environ.get("API_CONFIG") or DEFAULT_CONFIG))
-    parser.add_argument("--host", default=os.environ.get("API_HOST") or "127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("API_PORT") or 8080))
+    parser.add_argument("--config", type=Path, default=Path(env_default("API_CONFIG") or DEFAULT_CONFIG))
+    parser.add_argument(
+        "--listen-address", "--host", default=env_default("LISTEN_ADDRESS", "127.0.0.1"), help="address to listen on"
+    )
+    parser.add_argument("--port", type=int, default=int(env_default("API_PORT") or 8080))
     parser.add_argument(
         "--insecure-dev",
         action="store_true",
-        default=os.environ.get("INSECURE_DEV") == "1",
+        default=env_flag("INSECURE_DEV"),
         help="accept requests without a bearer token (development only)",
     )
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL") or "info")
+    parser.add_argument("--log-level", default=env_default("LOG_LEVEL", "info"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
 
     from blip_api.settings import ApiSettings, SettingsError
 
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     uvicorn.run(
         create_app(settings),
-        host=args.host,
+        host=args.listen_address,
         port=args.port,
         log_level=args.log_level.lower(),
         # h11: the parser whose buffer cap is set here (httptools has none). A header block up to 4x the app's

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from blip_client.router import RouterConfig, RouterConfigError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from blip_client.router_config import RouterConfig, RouterConfigError, first_error
 from blip_contract import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_QUESTIONS
 
 TOKEN_ENV = "BLIP_API_TOKEN"
@@ -30,70 +32,96 @@ class SettingsError(ValueError):
     """The API tier cannot start with these settings; the message names the setting."""
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What one request may carry; larger or more is refused before any backend is asked."""
+class _Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
-    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
-    max_questions: int = DEFAULT_MAX_QUESTIONS
-    max_question_chars: int = 200
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as error:
+            raise SettingsError(first_error(error)) from None
+
+
+class Limits(_Settings):
+    """What one request may carry (``[api]``); larger or more is refused before any backend is asked."""
+
+    max_image_bytes: int = Field(DEFAULT_MAX_IMAGE_BYTES, description="Largest encoded frame, in bytes (413 above).")
+    max_questions: int = Field(DEFAULT_MAX_QUESTIONS, description="Questions and behaviors per frame (400 above).")
+    max_question_chars: int = Field(200, description="Longest question, in characters (400 above).")
     # HTTP framing: uvicorn's h11 caps only a header block still arriving; the app caps every request's.
-    max_header_bytes: int = 16 * 1024
-    max_headers: int = 64
+    max_header_bytes: int = Field(16 * 1024, description="Request header block, in bytes (431 above).")
+    max_headers: int = Field(64, description="Request headers (431 above).")
 
-    def __post_init__(self) -> None:
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if not isinstance(value, int) or value < 1:
-                raise SettingsError(f"api.{item.name} must be a positive integer, got {value!r}")
+    @field_validator("*", mode="before")
+    @classmethod
+    def _positive(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"api.{info.field_name} must be a positive integer, got {value!r}")
+        return value
 
 
 DEFAULT_ALERT_THRESHOLD = 0.5
 
 
-@dataclass(frozen=True)
-class ApiSettings:
-    router: RouterConfig
-    limits: Limits = Limits()
-    behaviors: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_BEHAVIORS))
-    # A question alerts when P(yes) against no reaches this ([alerts] threshold).
-    alert_threshold: float = DEFAULT_ALERT_THRESHOLD
-    token: str | None = None
-    admin_token: str | None = None
-    insecure_dev: bool = False
-    config_path: Path | None = None
+class ApiSettings(_Settings):
+    """Everything the API tier runs with: the router's config, the limits, the behaviors, the tokens."""
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.alert_threshold, int | float) or not 0.0 < self.alert_threshold < 1.0:
-            raise SettingsError(f"alerts.threshold must be a probability between 0 and 1, got {self.alert_threshold!r}")
+    router: RouterConfig
+    limits: Limits = Field(default_factory=Limits)
+    behaviors: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_BEHAVIORS), description="Behavior name -> the question it asks."
+    )
+    alert_threshold: float = Field(
+        DEFAULT_ALERT_THRESHOLD, description="A question alerts when P(yes) against no reaches this ([alerts])."
+    )
+    token: str | None = Field(None, description=f"The cameras' bearer token, from {TOKEN_ENV} (never the file).")
+    admin_token: str | None = Field(None, description=f"The admin API's bearer token, from {ADMIN_TOKEN_ENV}.")
+    insecure_dev: bool = Field(False, description="Accept every request unauthenticated (development only).")
+    config_path: Path | None = Field(None, description="The file these came from; the admin API reloads it.")
+
+    @field_validator("alert_threshold", mode="before")
+    @classmethod
+    def _probability(cls, value: Any) -> Any:
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 < value < 1.0:
+            raise ValueError(f"alerts.threshold must be a probability between 0 and 1, got {value!r}")
+        return value
+
+    @field_validator("behaviors", mode="before")
+    @classmethod
+    def _behaviors(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in value.items()
+        ):
+            raise ValueError("[behaviors] maps a behavior name to its question, both strings")
+        return value
+
+    @model_validator(mode="after")
+    def _authenticated(self) -> ApiSettings:
         if not self.insecure_dev and not self.token:
-            raise SettingsError(
+            raise ValueError(
                 f"no API token: set {TOKEN_ENV} (bearer token the cameras send), or run in insecure dev mode "
-                "(--insecure-dev / INSECURE_DEV=1), which accepts every request unauthenticated"
+                "(--insecure-dev / BLIP_INSECURE_DEV=1), which accepts every request unauthenticated"
             )
+        return self
 
     @classmethod
     def from_dict(
         cls,
         data: dict[str, Any],
         *,
-        env: dict[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
         insecure_dev: bool = False,
         path: Path | None = None,
     ) -> ApiSettings:
-        env = dict(os.environ) if env is None else env
+        env = os.environ if env is None else env
         try:
             router = RouterConfig.from_dict(data)
-            limits = Limits(**data.get("api", {}))
-        except (RouterConfigError, TypeError) as error:
+        except RouterConfigError as error:
             raise SettingsError(str(error)) from error
-        behaviors = data.get("behaviors", DEFAULT_BEHAVIORS)
-        if not all(isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in behaviors.items()):
-            raise SettingsError("[behaviors] maps a behavior name to its question, both strings")
         return cls(
             router=router,
-            limits=limits,
-            behaviors=dict(behaviors),
+            limits=Limits(**data.get("api", {})),
+            behaviors=data.get("behaviors", DEFAULT_BEHAVIORS),
             alert_threshold=data.get("alerts", {}).get("threshold", DEFAULT_ALERT_THRESHOLD),
             token=env.get(TOKEN_ENV) or None,
             admin_token=env.get(ADMIN_TOKEN_ENV) or None,
@@ -102,7 +130,7 @@ class ApiSettings:
         )
 
     @classmethod
-    def load(cls, path: Path, *, env: dict[str, str] | None = None, insecure_dev: bool = False) -> ApiSettings:
+    def load(cls, path: Path, *, env: Mapping[str, str] | None = None, insecure_dev: bool = False) -> ApiSettings:
         return cls.from_dict(read_toml(path), env=env, insecure_dev=insecure_dev, path=path)
 
 

@@ -16,13 +16,13 @@ from tritonclient.utils import InferenceServerException
 
 from blip_client.errors import ServerTimeoutError, ServerUnavailableError
 from blip_client.wire import VqaResult, build_inputs, classify, parse_result, request_parameters, requested_outputs
-from blip_contract import ENSEMBLE_NAME
+from blip_contract import PUBLIC_MODEL
 
 
 class AsyncBlipVqaClient:
     """One pooled HTTP connection set to a Triton endpoint that serves ``blip_vqa``."""
 
-    def __init__(self, url: str, *, model: str = ENSEMBLE_NAME, connections: int = 64) -> None:
+    def __init__(self, url: str, *, model: str = PUBLIC_MODEL, connections: int = 64) -> None:
         self.url, self.model = url, model
         self._client: Any = triton_aio.InferenceServerClient(url, conn_limit=connections)
         self.closed = False

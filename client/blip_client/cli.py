@@ -8,13 +8,15 @@ inference fails; this does not. Exit 0 when the model answered, 1 with one line 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 from blip_client.client import BlipVqaClient, BlipVqaError
-from blip_client.wire import PROBE_IMAGE, PROBE_QUESTIONS
+from blip_client.probe import probe_url
+from blip_contract.env import env_default
+
+DEFAULT_URL = env_default("TRITON_URL") or f"127.0.0.1:{env_default('HTTP_PORT', '8000')}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,13 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     ask = commands.add_parser("ask", help="ask questions about one image")
     ask.add_argument("questions", nargs="+")
     ask.add_argument("--image", type=Path, required=True)
-    ask.add_argument("--url", default=os.environ.get("TRITON_URL", f"127.0.0.1:{os.environ.get('HTTP_PORT', '8000')}"))
+    ask.add_argument("--url", default=DEFAULT_URL)
     ask.add_argument("--protocol", choices=("http", "grpc"), default="http")
     ask.add_argument("--timeout", type=float, default=60.0)
     probe = commands.add_parser("probe", help="exit 0 if blip_vqa answers a real one-question inference")
-    probe.add_argument(
-        "--url", default=os.environ.get("TRITON_URL", f"127.0.0.1:{os.environ.get('HTTP_PORT', '8000')}")
-    )
+    probe.add_argument("--url", default=DEFAULT_URL)
     probe.add_argument("--protocol", choices=("http", "grpc"), default="http")
     probe.add_argument("--timeout", type=float, default=5.0, help="seconds before the probe fails")
     args = parser.parse_args(argv)
@@ -55,18 +55,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_probe(url: str, protocol: str, timeout_s: float) -> int:
-    started = time.perf_counter()
-    try:
-        with BlipVqaClient(url, protocol=protocol, timeout_s=timeout_s) as client:
-            (score,) = client.scores(PROBE_IMAGE, PROBE_QUESTIONS)
-    except (BlipVqaError, OSError) as error:
-        print(
-            f"probe failed: {url}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
-            file=sys.stderr,
-        )
+    result = probe_url(url, timeout_s, lambda u, t: BlipVqaClient(u, protocol=protocol, timeout_s=t))
+    if not result.ok:
+        print(f"probe failed: {url}: {result.error}", file=sys.stderr)
         return 1
-    except Exception as error:  # a probe must answer in one line, whatever broke
-        print(f"probe failed: {url}: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    print(f"ok: {url} answered in {(time.perf_counter() - started) * 1000:.0f} ms (score {score:.3f})")
+    note = f"; {result.note}" if result.note else ""
+    print(f"ok: {url} answered in {result.seconds * 1000:.0f} ms{note}")
     return 0

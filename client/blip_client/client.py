@@ -19,7 +19,7 @@ from blip_client.errors import (
     ServerUnavailableError,
 )
 from blip_client.wire import VqaResult, build_inputs, classify, parse_result, request_parameters, requested_outputs
-from blip_contract import ENSEMBLE_NAME
+from blip_contract import PUBLIC_MODEL
 
 __all__ = [
     "BlipVqaClient",
@@ -40,7 +40,7 @@ class BlipVqaClient:
         url: str = "127.0.0.1:8000",
         *,
         protocol: str = "http",
-        model: str = ENSEMBLE_NAME,
+        model: str = PUBLIC_MODEL,
         timeout_s: float = 60.0,
     ) -> None:
         if protocol not in ("http", "grpc"):

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -36,8 +36,10 @@ from blip_client.errors import (
     ServerTimeoutError,
     ServerUnavailableError,
 )
+from blip_client.probe import ProbeResult, probe_async
+from blip_client.router_config import BackendConfig, RouterConfig, RouterConfigError, is_number
 from blip_client.router_metrics import BREAKER_STATES, RouterMetrics
-from blip_client.wire import PROBE_IMAGE, PROBE_QUESTIONS, VqaResult
+from blip_client.wire import VqaResult
 
 log = logging.getLogger("blip_client.router")
 
@@ -54,71 +56,6 @@ class BackendClient(Protocol):
     async def close(self) -> None: ...
 
 
-class RouterConfigError(ValueError):
-    """The router configuration is invalid; the message names the setting."""
-
-
-def is_number(value: object) -> bool:
-    """An int or a float; not a bool, which TOML and JSON keep apart from numbers (``weight = true`` is a mistake)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class BackendConfig:
-    name: str
-    url: str
-    weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
-            raise RouterConfigError(f"backend name {self.name!r} must be letters, digits, '-' or '_'")
-        if not self.url or "://" in self.url:
-            raise RouterConfigError(f"backend {self.name}: url must be host:port without a scheme, got {self.url!r}")
-        if not is_number(self.weight) or self.weight < 0:
-            raise RouterConfigError(f"backend {self.name}: weight must be a number >= 0, got {self.weight!r}")
-
-
-@dataclass(frozen=True)
-class RouterConfig:
-    """The router's settings, from the ``[router]`` and ``[backends.<name>]`` tables of a TOML file."""
-
-    backends: tuple[BackendConfig, ...]
-    probe_interval_s: float = 1.0
-    probe_timeout_s: float = 3.0
-    request_timeout_s: float = 30.0
-    unhealthy_after: int = 1
-    healthy_after: int = 2
-    breaker_fail_max: int = 3
-    breaker_reset_s: float = 10.0
-    max_attempts: int = 3
-
-    def __post_init__(self) -> None:
-        if not self.backends:
-            raise RouterConfigError("at least one backend is needed")
-        names = [b.name for b in self.backends]
-        if len(set(names)) != len(names):
-            raise RouterConfigError(f"backend names must be unique: {names}")
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if item.name != "backends" and (not is_number(value) or value <= 0):
-                raise RouterConfigError(f"router.{item.name} must be a positive number, got {value!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RouterConfig:
-        settings = dict(data.get("router", {}))
-        known = {f.name for f in fields(cls)} - {"backends"}
-        unknown = set(settings) - known
-        if unknown:
-            raise RouterConfigError(f"unknown router settings {sorted(unknown)}; known: {sorted(known)}")
-        backends = []
-        for name, entry in dict(data.get("backends", {})).items():
-            extra = set(entry) - {"url", "weight"}
-            if extra or "url" not in entry:
-                raise RouterConfigError(f"backend {name}: needs url (and optional weight), got keys {sorted(entry)}")
-            backends.append(BackendConfig(name=name, url=entry["url"], weight=entry.get("weight", 1.0)))
-        return cls(backends=tuple(backends), **settings)
-
-
 @dataclass
 class RoutedAnswer:
     scores: list[float]
@@ -126,14 +63,6 @@ class RoutedAnswer:
     backend: str
     attempts: int
     seconds: float
-
-
-@dataclass
-class ProbeResult:
-    ok: bool
-    seconds: float
-    at: float
-    error: str = ""
 
 
 class _BackendFailed(Exception):
@@ -426,12 +355,7 @@ class Router:
 
     async def probe(self, backend: Backend) -> ProbeResult:
         """One real inference through ``blip_vqa``; it updates health, and a pass closes an open breaker."""
-        started = time.perf_counter()
-        try:
-            await backend.client.infer(PROBE_IMAGE, PROBE_QUESTIONS, timeout_s=self.config.probe_timeout_s)
-            result = ProbeResult(True, time.perf_counter() - started, time.monotonic())
-        except BlipVqaError as error:
-            result = ProbeResult(False, time.perf_counter() - started, time.monotonic(), str(error)[:300])
+        result = await probe_async(backend.client, self.config.probe_timeout_s)
         backend.last_probe = result
         if backend.retired:
             return result

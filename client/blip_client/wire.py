@@ -23,7 +23,7 @@ from blip_client.errors import (
     ServerTimeoutError,
     ServerUnavailableError,
 )
-from blip_contract import ANSWERS, ENSEMBLE_INPUTS, IMAGE, QUESTIONS, SCORES, SCORES_ONLY, request_shape
+from blip_contract import ANSWERS, IMAGE, PUBLIC_INPUTS, QUESTIONS, SCORES, SCORES_ONLY, request_shape
 
 # A 16x16 PNG: a health probe exercises the whole model (decode, resize, three components) at minimal cost.
 PROBE_IMAGE = base64.b64decode(
@@ -48,7 +48,7 @@ def build_inputs(triton: ModuleType, image: bytes, questions: Sequence[str | byt
     if not isinstance(image, bytes | bytearray):
         raise TypeError(f"image must be the encoded file's bytes, got {type(image).__name__}")
     encoded = encode_questions(questions)
-    image_shape, questions_shape = (request_shape(tensor, len(encoded)) for tensor in ENSEMBLE_INPUTS)
+    image_shape, questions_shape = (request_shape(tensor, len(encoded)) for tensor in PUBLIC_INPUTS)
     image_input = triton.InferInput(IMAGE, image_shape, "BYTES")
     image_input.set_data_from_numpy(np.array([bytes(image)], dtype=np.object_).reshape(image_shape))
     questions_input = triton.InferInput(QUESTIONS, questions_shape, "BYTES")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # The model every fleet serves, whatever its target (cpu, gpu, neuron) or layout.
-ENSEMBLE_NAME = "blip_vqa"
+PUBLIC_MODEL = "blip_vqa"
 
 # One frame a request, in a batch dimension of 1 that every tensor leads with (the server batches concurrent
 # requests itself, up to its max_batch_size of frames per execute):
@@ -51,8 +51,8 @@ class TensorSpec:
 
 
 # The dims below leave the batch dimension out, as config.pbtxt writes them.
-ENSEMBLE_INPUTS: tuple[TensorSpec, ...] = (TensorSpec(IMAGE, "BYTES", (1,)), TensorSpec(QUESTIONS, "BYTES", (-1,)))
-ENSEMBLE_OUTPUTS: tuple[TensorSpec, ...] = (TensorSpec(ANSWERS, "BYTES", (-1,)), TensorSpec(SCORES, "FP32", (-1,)))
+PUBLIC_INPUTS: tuple[TensorSpec, ...] = (TensorSpec(IMAGE, "BYTES", (1,)), TensorSpec(QUESTIONS, "BYTES", (-1,)))
+PUBLIC_OUTPUTS: tuple[TensorSpec, ...] = (TensorSpec(ANSWERS, "BYTES", (-1,)), TensorSpec(SCORES, "FP32", (-1,)))
 
 
 def request_shape(tensor: TensorSpec, count: int = 1) -> list[int]:

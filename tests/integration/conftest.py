@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from blip_client.client import BlipVqaClient
-from blip_serving.deploy.layouts import LAYOUT_NAMES
-from blip_serving.deploy.server import TritonServer
+from blip_serving.layouts import LAYOUT_NAMES
+from blip_serving.triton.process import TritonServer
 
 
 @pytest.fixture(scope="session", params=LAYOUT_NAMES)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from blip_bench.stack import AUTH
-from blip_serving.deploy.server import TritonServer
+from blip_serving.triton.process import TritonServer
 
 
 def restart(server: TritonServer) -> TritonServer:

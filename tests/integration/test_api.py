@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from blip_api.app import create_app
 from blip_api.settings import DEFAULT_BEHAVIORS, ApiSettings
-from blip_serving.deploy.server import free_port
+from blip_serving.triton.process import free_port
 from tests.conftest import INVALID_IMAGES, ROOT, VALID_IMAGES
 
 TOKEN, ADMIN_TOKEN = "camera-token", "admin-token"
@@ -160,7 +160,7 @@ def test_healthz_metrics_and_openapi_are_served(api) -> None:
 
 
 def test_the_api_refuses_to_start_without_a_token_unless_insecure_dev() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BLIP_API_")} | {"INSECURE_DEV": ""}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLIP_API_")} | {"BLIP_INSECURE_DEV": ""}
     result = subprocess.run(
         [sys.executable, "-m", "blip_api", "--config", str(ROOT / "client" / "api.toml")],
         capture_output=True,

@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from blip_bench.stack import ADMIN, AUTH, ApiProcess, write_api_config
 from blip_client.client import BlipVqaClient
-from blip_serving.deploy.server import TritonServer
+from blip_serving.triton.process import TritonServer
 from tests.conftest import INVALID_IMAGES, VALID_IMAGES
 
 # What an error body must never show: a traceback, a source file, a path inside the installation.
@@ -238,7 +238,7 @@ def test_supervised_model_control_answers_only_the_supervisors_secret(tiny_build
     import tritonclient.grpc as grpc
     from tritonclient.utils import InferenceServerException
 
-    from blip_serving.deploy.server import MODEL_CONTROL_HEADER
+    from blip_serving.triton.control import MODEL_CONTROL_HEADER
 
     with TritonServer(tiny_build.repository, "cpu", model_control=True) as server:
         index = f"http://{server.http_url}/v2/repository/index"
@@ -253,7 +253,7 @@ def test_supervised_model_control_answers_only_the_supervisors_secret(tiny_build
         assert server.model_control_secret not in server.recent_log(2000), "the secret is not logged"
         secret = {MODEL_CONTROL_HEADER: server.model_control_secret}
         assert httpx.post(index, headers=secret, timeout=5).status_code == 200
-        server.reload_model("blip_vqa")  # the supervisor's own path: unload, then load
+        server.model_control.reload("blip_vqa")  # the supervisor's own path: unload, then load
         with BlipVqaClient(server.http_url) as client:
             assert len(client.scores(VALID_IMAGES[0].read_bytes(), ["is it?"])) == 1
 

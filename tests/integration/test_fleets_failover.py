@@ -16,9 +16,10 @@ import pytest
 
 from blip_bench.stack import ADMIN, ApiProcess, write_api_config
 from blip_client.client import BlipVqaClient
-from blip_serving.deploy.server import TritonServer
-from blip_serving.deploy.triton_config import Deployment, write_repository_configs
+from blip_serving.deployment import Deployment
 from blip_serving.manifest import read_manifest
+from blip_serving.model_config import write_repository_configs
+from blip_serving.triton.process import TritonServer
 from tests.conftest import VALID_IMAGES
 from tests.integration.fleets import Load, restart, share
 

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from blip_serving.deploy.layouts import LAYOUT_NAMES
-from blip_serving.deploy.server import TritonServer, free_port
+from blip_serving.layouts import LAYOUT_NAMES
+from blip_serving.triton.process import TritonServer, free_port
 from tests.conftest import ROOT
 
 

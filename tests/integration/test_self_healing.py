@@ -1,6 +1,6 @@
 """The fleet heals itself: `make serve`'s supervisor reloads a model whose stub died and restarts Triton when it exits.
 
-The supervisor runs as `make serve` runs it (``python -m blip_serving.deploy.server``); a stub is SIGKILLed and the
+The supervisor runs as `make serve` runs it (``python -m blip_serving.serve``); a stub is SIGKILLed and the
 time from the kill to the first answered request is measured, for each layout; then tritonserver itself.
 """
 
@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from blip_bench.stack import Fleet
-from blip_serving.deploy.layouts import LAYOUT_NAMES
+from blip_serving.layouts import LAYOUT_NAMES
 
 HEAL_TARGET_S = 15.0
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from blip_client.client import BlipVqaClient
-from blip_serving.deploy.layouts import LAYOUT_NAMES
-from blip_serving.deploy.server import TritonServer
+from blip_serving.layouts import LAYOUT_NAMES
+from blip_serving.triton.process import TritonServer
 from tests.conftest import QUESTIONS, VALID_IMAGES, Reference, make_build
 
 

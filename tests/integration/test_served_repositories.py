@@ -10,12 +10,14 @@ import tritonclient.http as triton_http
 from blip_bench.bench import BEHAVIOR_QUESTIONS, SAMPLE
 from blip_bench.contention import idle_cpu_percent
 from blip_client.client import BlipVqaClient
-from blip_contract import ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS
-from blip_serving.deploy.server import ServerError, TritonServer
-from blip_serving.deploy.triton_config import Deployment, repository_configs
+from blip_contract import PUBLIC_INPUTS, PUBLIC_OUTPUTS
+from blip_serving.deployment import Deployment
+from blip_serving.errors import TritonProcessError
 from blip_serving.manifest import read_manifest
-from blip_serving.spec import ENSEMBLE_NAME
+from blip_serving.model_config import repository_configs
+from blip_serving.spec import PUBLIC_MODEL
 from blip_serving.targets import TARGET_NAMES
+from blip_serving.triton.process import TritonServer
 
 
 def _metadata(client, name: str) -> dict[str, list]:
@@ -39,9 +41,9 @@ def test_blip_vqa_metadata_is_the_wire_contract_in_every_layout(triton) -> None:
     client = triton_http.InferenceServerClient(triton.http_url)
     try:
         # Frames batch: every tensor leads with the batch dimension (-1), one frame a request.
-        assert _metadata(client, ENSEMBLE_NAME) == {
-            "inputs": [(t.name, t.dtype, [-1, *t.dims]) for t in ENSEMBLE_INPUTS],
-            "outputs": [(t.name, t.dtype, [-1, *t.dims]) for t in ENSEMBLE_OUTPUTS],
+        assert _metadata(client, PUBLIC_MODEL) == {
+            "inputs": [(t.name, t.dtype, [-1, *t.dims]) for t in PUBLIC_INPUTS],
+            "outputs": [(t.name, t.dtype, [-1, *t.dims]) for t in PUBLIC_OUTPUTS],
         }
         served = {entry["name"] for entry in client.get_model_repository_index() if entry.get("state") == "READY"}
         assert served == set(triton.layout.served_models)
@@ -82,7 +84,7 @@ def test_the_server_refuses_to_start_on_a_truncated_artifact(tiny_build, tmp_pat
     artifact = tmp_path / "artifacts" / "cpu" / f"{component}.pt"
     artifact.write_bytes(artifact.read_bytes()[:1000])
     server = TritonServer(tmp_path / "model_repository", "cpu")
-    with pytest.raises(ServerError) as failure:
+    with pytest.raises(TritonProcessError) as failure:
         server.start(timeout_s=120)
     server.stop()
     assert f"{component}.pt has sha256" in str(failure.value) and "the manifest says" in str(failure.value)

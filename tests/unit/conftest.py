@@ -117,7 +117,7 @@ def load_model(repository: Path, name: str, target: str = "cpu", instance: int =
     ``config`` is the config name Triton is started with (``--model-config-name``; default the target's)."""
     from google.protobuf import json_format
 
-    from blip_serving.deploy.triton_config import parse
+    from blip_serving.model_config import parse
 
     path = repository / name / "1" / "model.py"
     module_spec = importlib.util.spec_from_file_location(f"model_{name}_{target}_{instance}", path)

@@ -27,7 +27,15 @@ def test_bytes_inputs_carry_their_4_byte_length_prefixes() -> None:
 
 
 def _point(instances: int, concurrency: int, throughput: float, p99: float) -> Point:
-    return Point(instances, concurrency, throughput, p99 / 2, p99 * 0.8, p99 * 0.9, p99)
+    return Point(
+        instances=instances,
+        concurrency=concurrency,
+        throughput=throughput,
+        p50_ms=p99 / 2,
+        p90_ms=p99 * 0.8,
+        p95_ms=p99 * 0.9,
+        p99_ms=p99,
+    )
 
 
 POINTS = [
@@ -46,7 +54,7 @@ def test_the_knee_is_the_best_throughput_under_the_slo() -> None:
 
 
 def test_the_knee_skips_unstable_points_while_a_stable_one_exists() -> None:
-    noisy = Point(1, 2, 5.0, 500, 800, 900, 1000, stable=False)
+    noisy = _point(1, 2, 5.0, 1000).model_copy(update={"stable": False})
     assert knee([*POINTS, noisy], 2000) == POINTS[3], "an unstable point does not size a fleet"
     assert knee([noisy], 2000) == noisy, "with nothing stable, the unstable figures are all there is"
 
@@ -57,7 +65,7 @@ def test_capacity_uses_one_machine_when_it_can_else_counts_machines_at_the_knee(
     assert capacity_for_rate(POINTS, 2000, 1.0) == one | {"rate": 1.0, "instances": 2, "concurrency": 2}
     assert capacity_for_rate(POINTS, 2000, 5.0) == one | {"rate": 5.0, "instances": 2, "machines": 5, "concurrency": 2}
     assert "no point keeps p99 under 1000 ms" in capacity_for_rate(POINTS, 1000, 1.0)["answer"]
-    colocated = [*POINTS, Point(1, 2, 1.05, 900, 1000, 1100, 1200, layout="colocated")]
+    colocated = [*POINTS, _point(1, 2, 1.05, 1200).model_copy(update={"layout": "colocated"})]
     assert capacity_for_rate(colocated, 2000, 1.0) == {
         "rate": 1.0,
         "layout": "colocated",

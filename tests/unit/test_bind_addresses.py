@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from blip_serving.deploy.server import TritonServer
+from blip_serving.triton.process import TritonServer
 
 ADDRESS_FLAGS = ("--http-address=", "--grpc-address=", "--metrics-address=")
 

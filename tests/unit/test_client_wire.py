@@ -22,7 +22,7 @@ from blip_client.async_client import AsyncBlipVqaClient
 from blip_client.client import BlipVqaClient
 from blip_client.errors import InvalidRequestError, ServerError, ServerTimeoutError, ServerUnavailableError
 from blip_client.wire import VqaResult, classify, parse_result
-from blip_contract import ANSWERS, ENSEMBLE_NAME, IMAGE, QUESTIONS, SCORES, SCORES_ONLY
+from blip_contract import ANSWERS, IMAGE, PUBLIC_MODEL, QUESTIONS, SCORES, SCORES_ONLY
 
 FRAME = b"\xff\xd8 frame bytes\x00\x00"  # trailing NULs: numpy's fixed-width bytes would drop them
 
@@ -71,7 +71,7 @@ def default_answer(request: dict[str, Any]) -> dict[str, Any]:
     outputs = [{"name": SCORES, "datatype": "FP32", "shape": [1, count], "data": [0.25] * count}]
     if ANSWERS in wanted:
         outputs.append({"name": ANSWERS, "datatype": "BYTES", "shape": [1, count], "data": ["yes"] * count})
-    return {"model_name": ENSEMBLE_NAME, "outputs": outputs}
+    return {"model_name": PUBLIC_MODEL, "outputs": outputs}
 
 
 def ask_async(url: str, questions: tuple[str, ...] = ("q?",), *, timeout_s: float = 5.0, scores_only: bool = False):
@@ -104,7 +104,7 @@ def test_scores_only_is_sent_when_asked_and_only_then(endpoint: Endpoint) -> Non
         assert client.scores(FRAME, ["Is the dog barking?"]) == [0.25]
         both = client.infer(FRAME, ["a?"])
     full, scores, default = endpoint.requests
-    assert all(r["path"] == f"/v2/models/{ENSEMBLE_NAME}/infer" for r in endpoint.requests)
+    assert all(r["path"] == f"/v2/models/{PUBLIC_MODEL}/infer" for r in endpoint.requests)
     assert SCORES_ONLY not in full.get("parameters", {}) and SCORES_ONLY not in default.get("parameters", {})
     assert scores["parameters"][SCORES_ONLY] is True
     assert sorted(o["name"] for o in full["outputs"]) == [ANSWERS, SCORES]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from blip_serving.deploy.capacity import (
+from blip_serving.capacity import (
     PRICES,
     RESULTS,
     CapacityError,

@@ -51,13 +51,13 @@ def test_every_copy_source_exists_in_the_build_context(dockerfile) -> None:
 def test_a_fleet_container_runs_what_make_serve_runs(target) -> None:
     (cmd,) = [json.loads(args) for keyword, args in instructions(DOCKER / f"Dockerfile.{target}") if keyword == "CMD"]
     make = subprocess.run(
-        ["make", "-n", "serve", f"TARGET={target}", "HOST=0.0.0.0"],
+        ["make", "-n", "serve", f"TARGET={target}", "LISTEN_ADDRESS=0.0.0.0"],
         capture_output=True,
         text=True,
         cwd=ROOT,
         check=True,
     )
-    (line,) = [line for line in make.stdout.splitlines() if "blip_serving.deploy.server" in line]
+    (line,) = [line for line in make.stdout.splitlines() if "blip_serving.serve" in line]
     assert cmd[1:] == shlex.split(line)[1:], "same module and arguments; only the interpreter differs"
 
 
@@ -86,5 +86,5 @@ def test_compose_wires_both_fleets_to_the_api_tier() -> None:
     settings = ApiSettings.load(DOCKER / "api.compose.toml", env={"BLIP_API_TOKEN": "x"})
     assert {b.url for b in settings.router.backends} == {"neuron-fleet:8000", "gpu-fleet:8000"}
     assert all(services[f"{name}-fleet"]["shm_size"] for name in ("neuron", "gpu"))
-    # Each fleet takes LAYOUT from the environment (empty: the plan's layout, else the ensemble).
-    assert all("LAYOUT" in services[f"{name}-fleet"]["environment"] for name in ("neuron", "gpu"))
+    # Each fleet takes BLIP_LAYOUT from the environment (empty: the plan's layout, else the ensemble).
+    assert all("BLIP_LAYOUT" in services[f"{name}-fleet"]["environment"] for name in ("neuron", "gpu"))

@@ -15,8 +15,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from blip_serving.deploy.capacity import FLEETS, capacity_patch, per_pod_target, read_perf
-from blip_serving.deploy.placement import make_plan
+from blip_serving.capacity import FLEETS, capacity_patch, per_pod_target, read_perf
+from blip_serving.placement import make_plan
+from blip_serving.targets.neuron import neuron_cores_needed
 from tests.conftest import ROOT
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -88,7 +89,7 @@ def test_fleets_probe_with_a_real_inference_and_set_their_resources(overlay) -> 
     assert resources["requests"]["memory"] == resources["limits"]["memory"]
     accelerator = {k for k in resources["limits"] if "/" in k}
     assert accelerator == {"aws.amazon.com/neuroncore"} or accelerator == {"nvidia.com/gpu"}
-    assert main["command"][:3] == ["python3", "-m", "blip_serving.deploy.server"], "what make serve runs"
+    assert main["command"][:3] == ["python3", "-m", "blip_serving.serve"], "what make serve runs"
     ports = {p["name"] for p in objects(overlay, "Service")[0]["spec"]["ports"]}
     assert ports == {"http", "grpc", "metrics"}
     assert objects(overlay, "PodDisruptionBudget")
@@ -105,14 +106,14 @@ def test_the_neuron_fleet_takes_the_cores_and_layout_of_its_plan() -> None:
     plan = make_plan("inf2.xlarge")
     main = container("neuron-inf2-xlarge")
     cores = int(main["resources"]["limits"]["aws.amazon.com/neuroncore"])
-    assert cores == plan.chosen.deployment.neuron_cores_needed == 2
+    assert cores == neuron_cores_needed(plan.chosen.deployment) == 2
     env = {e["name"]: e.get("value") for e in main["env"]}
-    assert env["LAYOUT"] == plan.chosen.layout == "colocated"
+    assert env["BLIP_LAYOUT"] == plan.chosen.layout == "colocated"
     (deployment,) = objects("neuron-inf2-xlarge", "Deployment")
     assert deployment["spec"]["template"]["spec"]["nodeSelector"]["node.kubernetes.io/instance-type"] == "inf2.xlarge"
     assert (
         make_plan("g5.xlarge").chosen.layout
-        == {e["name"]: e["value"] for e in container("gpu-g5-xlarge")["env"]}["LAYOUT"]
+        == {e["name"]: e["value"] for e in container("gpu-g5-xlarge")["env"]}["BLIP_LAYOUT"]
     )
 
 

@@ -58,7 +58,7 @@ def test_the_registry_maps_each_name_to_its_own_module() -> None:
 def test_model_repository_readme_shows_what_the_generator_writes() -> None:
     from transformers import BlipConfig
 
-    from blip_serving.deploy.triton_config import ensemble_config, python_model_config, render
+    from blip_serving.model_config import ensemble_config, python_model_config, render
     from blip_serving.spec import BlipSpec
 
     spec = BlipSpec.from_model_config(BlipConfig(), max_length=21, yes_token_id=2748, no_token_id=2053)

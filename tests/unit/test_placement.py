@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from blip_serving.deploy.placement import (
+from blip_serving.layouts import balanced_instances
+from blip_serving.placement import (
+    Plan,
     PlanError,
     artifacts_per_component,
-    balanced_instances,
-    deployment_from_plan,
     describe,
     load_catalog,
     local_resources,
@@ -23,13 +23,14 @@ from blip_serving.deploy.placement import (
     make_plan,
     read_plan,
 )
+from blip_serving.targets.neuron import neuron_core_blocks, neuron_cores_needed
 from tests.conftest import ROOT
 
 
 def test_inf2_xlarge_runs_two_colocated_instances_on_cores_0_and_1() -> None:
     plan = make_plan("inf2.xlarge")
     assert plan.target == "neuron" and plan.chosen.layout == "colocated"
-    assert plan.chosen.deployment.instances == 2 and plan.chosen.deployment.neuron_cores_needed == 2
+    assert plan.chosen.deployment.instances == 2 and neuron_cores_needed(plan.chosen.deployment) == 2
     assert plan.visible_cores() == {"blip_vqa": ["0", "1"]}
     # Every core holds all three components' NEFFs (3 + 2 + 6 buckets), within its half of the chip's 32 GiB.
     assert 2000 < plan.chosen.accelerator_mib_per_unit < 16 * 1024
@@ -79,7 +80,7 @@ def test_every_catalog_host_cites_its_source_and_gets_a_plan_that_fits_it() -> N
         assert host["vcpus"] >= 1 and chosen.host_mib <= host["memory_gib"] * 1024, name
         if host["family"] == "neuron":
             cores = host["neuron_cores"]
-            assert deployment.neuron_cores_needed == cores, f"{name}: every NeuronCore serves"
+            assert neuron_cores_needed(deployment) == cores, f"{name}: every NeuronCore serves"
             assert chosen.processes == cores and plan.visible_cores() == {"blip_vqa": [str(c) for c in range(cores)]}
             assert chosen.accelerator_mib_per_unit <= host["accelerator_memory_gib"] * 1024 / cores, name
             assert chosen.predicted_relative_fps == float(cores), name
@@ -90,7 +91,7 @@ def test_every_catalog_host_cites_its_source_and_gets_a_plan_that_fits_it() -> N
 
 def test_make_plan_writes_what_build_and_serve_read(tmp_path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "blip_serving.deploy.placement", "--host", "inf2.xlarge", "--artifacts", str(tmp_path)],
+        [sys.executable, "-m", "blip_serving.placement", "--host-type", "inf2.xlarge", "--artifacts", str(tmp_path)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -98,11 +99,9 @@ def test_make_plan_writes_what_build_and_serve_read(tmp_path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "NEURON_RT_VISIBLE_CORES per instance ['0', '1']" in result.stdout
-    plan = json.loads((tmp_path / "plan-neuron.json").read_text())
-    deployment = deployment_from_plan(plan)
-    assert plan["layout"] == deployment.layout == "colocated" and deployment.neuron_core_blocks() == {
-        "blip_vqa": (0, 1)
-    }
+    plan = read_plan(tmp_path, "neuron")
+    deployment = plan.deployment
+    assert plan.layout == deployment.layout == "colocated" and neuron_core_blocks(deployment) == {"blip_vqa": (0, 1)}
 
 
 INF2_24XLARGE = """\
@@ -128,7 +127,7 @@ G5_XLARGE_OPTIONS = [
 
 def test_the_plan_report_says_what_runs_where_and_why(tmp_path, capsys) -> None:
     """What ``make plan`` prints, in full for one Neuron host; the plan file it writes is what build and serve read."""
-    assert main(["--host", "inf2.24xlarge", "--core-fps", "50", "--artifacts", str(tmp_path)]) == 0
+    assert main(["--host-type", "inf2.24xlarge", "--core-fps", "50", "--artifacts", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith(INF2_24XLARGE)
     assert printed.endswith(
@@ -136,28 +135,29 @@ def test_the_plan_report_says_what_runs_where_and_why(tmp_path, capsys) -> None:
     )
     plan = make_plan("inf2.24xlarge")
     written = read_plan(tmp_path, "neuron")
-    assert written == json.loads(json.dumps(plan.to_dict())) and read_plan(tmp_path, "gpu") is None
-    assert written["layout"] == "colocated" and written["neuron_visible_cores"] == plan.visible_cores()
-    assert [o["layout"] for o in written["options"]] == ["colocated", "ensemble"] and written["why"] == plan.why
-    assert written["host"] == "inf2.24xlarge" and written["host_spec"]["neuron_cores"] == 12
-    assert written["target"] == "neuron" and written["options"][1]["deployment"]["model_instances"] == [
+    assert written == plan and read_plan(tmp_path, "gpu") is None
+    raw = json.loads((tmp_path / "plan-neuron.json").read_text())
+    assert raw["layout"] == "colocated" and raw["neuron_visible_cores"] == plan.visible_cores()
+    assert [o["layout"] for o in raw["options"]] == ["colocated", "ensemble"] and raw["why"] == plan.why
+    assert raw["host"] == "inf2.24xlarge" and raw["host_spec"]["neuron_cores"] == 12
+    assert raw["target"] == "neuron" and raw["options"][1]["deployment"]["model_instances"] == [
         ["image_encoder", 9],
         ["text_encoder", 2],
         ["text_decoder", 1],
     ]
-    assert written["catalog_retrieved"] == "2026-11-26" and written["options"][0]["deployment"] == written["deployment"]
-    assert deployment_from_plan(written) == plan.chosen.deployment
+    assert raw["catalog_retrieved"] == "2026-11-26" and raw["options"][0]["deployment"] == raw["deployment"]
+    assert written.deployment == plan.chosen.deployment
 
 
 def test_a_gpu_plan_report_does_not_predict_what_it_cannot(capsys, tmp_path) -> None:
-    assert main(["--host", "g5.xlarge", "--artifacts", str(tmp_path)]) == 0
+    assert main(["--host-type", "g5.xlarge", "--artifacts", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("host g5.xlarge: 1 GPU(s), 24 GiB accelerator memory, 4 vCPUs, 16 GiB memory")
     assert lines[2:5] == [
         f"  {name}: 1 instance(s), 4 thread(s) each" for name in ("image_encoder", "text_encoder", "text_decoder")
     ]
     assert lines[5:8] == ["options:", *G5_XLARGE_OPTIONS]
-    assert read_plan(tmp_path, "gpu")["neuron_visible_cores"] is None
+    assert read_plan(tmp_path, "gpu").neuron_visible_cores is None
     refused = describe(make_plan("inf2.xlarge").alternatives[0], {}, None)
     assert refused.startswith("ensemble: refused: needs at least 3 NeuronCores")
     colocated = make_plan("inf2.xlarge").chosen
@@ -168,21 +168,21 @@ def test_a_gpu_plan_report_does_not_predict_what_it_cannot(capsys, tmp_path) -> 
 
 
 def test_the_local_host_is_this_machine(capsys, tmp_path) -> None:
-    assert main(["--host", "local", "--artifacts", str(tmp_path)]) == 0
+    assert main(["--host-type", "local", "--artifacts", str(tmp_path)]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     cores = len(os.sched_getaffinity(0))
     assert first.startswith(f"host local: 0 accelerators, 0 GiB accelerator memory, {cores} vCPUs, ")
-    assert read_plan(tmp_path, "cpu")["host_spec"]["vcpus"] == cores
+    assert read_plan(tmp_path, "cpu").host_spec["vcpus"] == cores
 
 
 def test_an_unknown_host_or_impossible_layout_is_one_line_on_stderr(capsys, tmp_path) -> None:
-    assert main(["--host", "inf2.xlarge", "--layout", "ensemble", "--artifacts", str(tmp_path)]) == 2
+    assert main(["--host-type", "inf2.xlarge", "--layout", "ensemble", "--artifacts", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert (
         error.startswith("error: LAYOUT=ensemble on inf2.xlarge: needs at least 3 NeuronCores")
         and error.count("\n") == 1
     )
-    assert main(["--host", "p5.48xlarge", "--artifacts", str(tmp_path)]) == 2
+    assert main(["--host-type", "p5.48xlarge", "--artifacts", str(tmp_path)]) == 2
     assert "unknown HOST='p5.48xlarge'" in capsys.readouterr().err and not list(tmp_path.iterdir())
 
 
@@ -239,18 +239,18 @@ def test_the_local_host_reads_this_machines_cores_and_memory() -> None:
 
 
 def test_make_plan_defaults_come_from_host_type_and_layout(tmp_path, monkeypatch, capsys) -> None:
-    """``make plan`` passes HOST; the fleet images set HOST_TYPE and LAYOUT; artifacts/ is where build and serve look."""
+    """``make plan`` passes HOST_TYPE; the fleet images set BLIP_HOST_TYPE and BLIP_LAYOUT; artifacts/ is where build and serve look."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HOST_TYPE", "g5.xlarge")
-    monkeypatch.setenv("LAYOUT", "colocated")
+    monkeypatch.setenv("BLIP_HOST_TYPE", "g5.xlarge")
+    monkeypatch.setenv("BLIP_LAYOUT", "colocated")
     assert main([]) == 0
     text = (tmp_path / "artifacts" / "plan-gpu.json").read_text()
     assert text.startswith('{\n  "host": "g5.xlarge",\n  "host_spec": {\n') and text.endswith("}\n")
     assert json.loads(text)["layout"] == "colocated"
-    monkeypatch.delenv("HOST_TYPE")
-    monkeypatch.delenv("LAYOUT")
+    monkeypatch.delenv("BLIP_HOST_TYPE")
+    monkeypatch.delenv("BLIP_LAYOUT")
     assert main(["--artifacts", str(tmp_path / "deep" / "er")]) == 0
-    assert read_plan(tmp_path / "deep" / "er", "cpu")["host"] == "local"
+    assert read_plan(tmp_path / "deep" / "er", "cpu").host == "local"
     assert "target cpu, layout ensemble" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--layout", "sideways"])
@@ -291,8 +291,8 @@ def test_a_gpu_whose_memory_cannot_hold_the_ensemble_gets_the_colocated_layout()
 
 def test_a_plan_with_per_component_instances_survives_its_file() -> None:
     plan = make_plan("inf2.24xlarge", layout="ensemble")
-    read_back = deployment_from_plan(json.loads(json.dumps(plan.to_dict())))
+    read_back = Plan.model_validate_json(plan.model_dump_json()).deployment
     assert read_back == plan.chosen.deployment and read_back.instances_of("image_encoder") == 9
-    older = make_plan("inf2.xlarge").to_dict()
+    older = make_plan("inf2.xlarge").model_dump(mode="json")
     del older["deployment"]["model_instances"]  # plans written before per-component counts existed
-    assert deployment_from_plan(older) == make_plan("inf2.xlarge").chosen.deployment
+    assert Plan.model_validate(older).deployment == make_plan("inf2.xlarge").chosen.deployment

@@ -23,7 +23,8 @@ from blip_client.errors import (
     ServerTimeoutError,
     ServerUnavailableError,
 )
-from blip_client.router import BackendConfig, Router, RouterConfig, RouterConfigError
+from blip_client.router import Router
+from blip_client.router_config import BackendConfig, RouterConfig, RouterConfigError
 from blip_client.wire import PROBE_IMAGE, PROBE_QUESTIONS, VqaResult
 
 IMAGE = b"\xff\xd8 a frame"
@@ -537,7 +538,7 @@ def test_status_reports_each_backend() -> None:
             "ok": False,
             "ms": 12.3,
             "age_s": 0,
-            "error": ("[500] " + "broke " * 100)[:300],
+            "error": ("ServerError: [500] " + "broke " * 100)[:300].rstrip(),  # one line, as every prober reports
         }
         assert gpu == {"url": "gpu.fleet:8000", "weight": 1.0, "healthy": False, "breaker": "closed", "in_flight": 0}
         probe = neuron.pop("last_probe")

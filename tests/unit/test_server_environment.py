@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from blip_serving.deploy.server import OPENMP_WAIT, TritonServer, openmp_wait
+from blip_serving.triton.environment import OPENMP_WAIT, openmp_wait
+from blip_serving.triton.process import TritonServer
 
 
 def test_stubs_get_a_short_spin_then_sleep_by_default(tmp_path, monkeypatch) -> None:

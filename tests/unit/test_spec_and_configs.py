@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import torch
 from transformers import BlipConfig
 from tritonclient.grpc import model_config_pb2 as pb
 
 from blip_serving import spec as names
-from blip_serving.deploy.triton_config import Deployment, ensemble_config, parse, python_model_config, render
+from blip_serving.deployment import Deployment
+from blip_serving.model_config import ensemble_config, parse, python_model_config, render
 from blip_serving.spec import BlipSpec
 
 # blip-vqa-base's tokenizer (bert-base-uncased): "yes" and "no".
@@ -81,7 +80,7 @@ def test_shape_buckets_name_every_static_artifact() -> None:
     assert decoder.artifact_name() == "text_decoder.pt"
 
 
-@pytest.mark.parametrize("model", [names.IMAGE_ENCODER, names.TEXT_ENCODER, names.TEXT_DECODER, names.ENSEMBLE_NAME])
+@pytest.mark.parametrize("model", [names.IMAGE_ENCODER, names.TEXT_ENCODER, names.TEXT_DECODER, names.PUBLIC_MODEL])
 def test_every_python_model_batches_frames_with_the_dynamic_batcher(model) -> None:
     """One frame a request, up to the largest frame bucket per execute; inputs whose sizes vary are ragged."""
     spec = base_spec()
@@ -93,12 +92,12 @@ def test_every_python_model_batches_frames_with_the_dynamic_batcher(model) -> No
     # Preferred sizes where artifacts have a static batch (neuron) or the batcher waits (they end the wait early);
     # a model that takes whatever is queued would only be made to cut its batch.
     assert list(config.dynamic_batching.preferred_batch_size) == ([4, 8] if fed else [])
-    served_by = "colocated" if model == names.ENSEMBLE_NAME else "ensemble"  # the layout running it as a stub
-    neuron = python_model_config(spec, model, "neuron", "x", replace(deployment, layout=served_by))
+    served_by = "colocated" if model == names.PUBLIC_MODEL else "ensemble"  # the layout running it as a stub
+    neuron = python_model_config(spec, model, "neuron", "x", deployment.replaced(layout=served_by))
     assert list(neuron.dynamic_batching.preferred_batch_size) == [4, 8]
     assert config.dynamic_batching.max_queue_delay_microseconds == (3000 if fed else 0)
     assert config.parameters["stub_processes"].string_value == "3"
-    colocated = python_model_config(spec, names.ENSEMBLE_NAME, "cpu", "x", replace(deployment, layout="colocated"))
+    colocated = python_model_config(spec, names.PUBLIC_MODEL, "cpu", "x", deployment.replaced(layout="colocated"))
     assert colocated.dynamic_batching.max_queue_delay_microseconds == 0
     assert colocated.parameters["stub_processes"].string_value == "1"
     ragged = {tensor.name for tensor in config.input if tensor.allow_ragged_batch}

@@ -22,9 +22,9 @@ from blip_client.errors import (
     ServerUnavailableError,
 )
 from blip_client.wire import PROBE_IMAGE, PROBE_QUESTIONS
-from blip_serving.deploy.server import ServerError as TritonStartError
-from blip_serving.deploy.server import TritonServer
-from blip_serving.deploy.supervisor import Supervisor
+from blip_serving.errors import TritonProcessError
+from blip_serving.instance_names import model_of
+from blip_serving.supervisor import Supervisor
 
 
 @dataclass
@@ -51,7 +51,6 @@ class StandIn:
     warmup_probes: int = 0  # probes after a reload that find the model not ready yet
     _warming: int = 0
     http_url: str = "127.0.0.1:18000"
-    model_of = staticmethod(TritonServer.model_of)
 
     def __post_init__(self) -> None:
         self.ready_stubs = set(self.stubs)
@@ -65,13 +64,18 @@ class StandIn:
     def stub_processes(self) -> dict[str, tuple[int, list[str]]]:
         return {name: (1, []) for name in self.running | self.lingering}
 
-    def reload_model(self, model: str) -> None:
+    @property
+    def model_control(self) -> StandIn:
+        """The stand-in answers for Triton's model control too (``ModelControl.reload``)."""
+        return self
+
+    def reload(self, model: str) -> None:
         self.calls.append(f"reload {model}")
         if self.reload_fails:
-            raise TritonStartError(f"load {model} failed")
+            raise TritonProcessError(f"load {model} failed")
         self._warming = self.warmup_probes
         if self.reload_heals:
-            revived = {s for s in self.stubs if self.model_of(s) == model}
+            revived = {s for s in self.stubs if model_of(s) == model}
             self.running |= revived
             self.lingering -= revived
 
@@ -254,7 +258,7 @@ def test_a_reload_that_cannot_happen_or_fails_restarts_triton(change, expected) 
 
 def test_a_reloaded_model_that_still_fails_restarts_triton(monkeypatch) -> None:
     sleeps: list[float] = []
-    monkeypatch.setattr("blip_serving.deploy.supervisor.time.sleep", sleeps.append)
+    monkeypatch.setattr("blip_serving.supervisor.time.sleep", sleeps.append)
     server = StandIn(reload_heals=False)
     watcher = supervisor(server)
     server.kill("text_decoder_0_0")
@@ -266,7 +270,7 @@ def test_a_reloaded_model_that_still_fails_restarts_triton(monkeypatch) -> None:
 
 
 def test_a_model_answering_on_the_second_probe_after_a_reload_is_healed(monkeypatch) -> None:
-    monkeypatch.setattr("blip_serving.deploy.supervisor.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("blip_serving.supervisor.time.sleep", lambda seconds: None)
     server = StandIn(warmup_probes=1)  # an ensemble turns ready a moment after its component
     watcher = supervisor(server)
     server.kill("image_encoder_0_0")
@@ -321,7 +325,7 @@ def test_run_checks_on_its_interval_until_stopped_and_survives_a_failed_restart(
     def restart(grace_s: float) -> None:
         restarts.append(grace_s)
         if len(restarts) == 1:
-            raise TritonStartError("tritonserver did not turn ready")
+            raise TritonProcessError("tritonserver did not turn ready")
         server.failure = None
         stop.set()
 

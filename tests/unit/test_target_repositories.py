@@ -21,12 +21,19 @@ import torch
 import triton_python_backend_utils as pb_utils  # the stub from tests/unit/conftest.py
 from tritonclient.grpc import model_config_pb2 as pb
 
-from blip_serving.deploy.triton_config import Deployment, repository_configs, write_repository_configs
+from blip_serving.deployment import Deployment
 from blip_serving.errors import ArtifactError
+from blip_serving.instance_names import instance_index
 from blip_serving.manifest import MANIFEST, read_manifest
-from blip_serving.spec import COMPONENT_NAMES, ENSEMBLE_NAME, BlipSpec
-from blip_serving.targets import TARGET_NAMES, instance_index
-from blip_serving.targets.neuron import NEURON_VISIBLE_CORES_ENV, neuron_visible_cores
+from blip_serving.model_config import repository_configs, write_repository_configs
+from blip_serving.spec import COMPONENT_NAMES, PUBLIC_MODEL, BlipSpec
+from blip_serving.targets import TARGET_NAMES
+from blip_serving.targets.neuron import (
+    NEURON_VISIBLE_CORES_ENV,
+    neuron_core_blocks,
+    neuron_cores_needed,
+    neuron_visible_cores,
+)
 from tests.conftest import QUESTIONS, VALID_IMAGES
 from tests.unit.conftest import load_model
 
@@ -39,7 +46,7 @@ def test_the_three_targets_expose_identical_models_inputs_and_outputs(tiny_build
     spec = read_manifest(tiny_build.target_dir()).spec
     per_target = {target: repository_configs(spec, target, f"../artifacts/{target}") for target in TARGET_NAMES}
     reference = per_target["cpu"]
-    assert set(reference) == {ENSEMBLE_NAME, *COMPONENT_NAMES}
+    assert set(reference) == {PUBLIC_MODEL, *COMPONENT_NAMES}
     for target, configs in per_target.items():
         assert configs.keys() == reference.keys(), target
         for name, config in configs.items():
@@ -50,14 +57,14 @@ def test_the_three_targets_expose_identical_models_inputs_and_outputs(tiny_build
         for t in TARGET_NAMES
     }
     assert kinds == {"cpu": {"KIND_CPU"}, "gpu": {"KIND_GPU"}, "neuron": {"KIND_MODEL"}}
-    assert per_target["neuron"][ENSEMBLE_NAME] == per_target["gpu"][ENSEMBLE_NAME] == reference[ENSEMBLE_NAME]
+    assert per_target["neuron"][PUBLIC_MODEL] == per_target["gpu"][PUBLIC_MODEL] == reference[PUBLIC_MODEL]
 
 
 def test_neuron_core_blocks_are_disjoint_and_split_evenly_per_instance() -> None:
     deployment = Deployment(instances=2, neuron_cores_per_instance=2)
-    blocks = deployment.neuron_core_blocks()
+    blocks = neuron_core_blocks(deployment)
     assert blocks == {"image_encoder": (0, 3), "text_encoder": (4, 7), "text_decoder": (8, 11)}
-    assert deployment.neuron_cores_needed == 12
+    assert neuron_cores_needed(deployment) == 12
     ranges = [neuron_visible_cores(*blocks[name], 2, i) for name in COMPONENT_NAMES for i in range(2)]
     assert ranges == ["0-1", "2-3", "4-5", "6-7", "8-9", "10-11"]
     assert neuron_visible_cores(5, 5, 1, 0) == "5"
@@ -66,14 +73,14 @@ def test_neuron_core_blocks_are_disjoint_and_split_evenly_per_instance() -> None
     with pytest.raises(ValueError, match=r"outside 0\.\.1"):
         neuron_visible_cores(0, 3, 2, 2)
     assert instance_index("text_decoder_0_3") == 3
-    with pytest.raises(ValueError, match="does not end with _<index>"):
+    with pytest.raises(ValueError, match="is not <model>_<group>_<index>"):
         instance_index("text_decoder")
 
 
 def test_neuron_config_names_each_components_core_block(tiny_build, tmp_path) -> None:
     spec = read_manifest(tiny_build.target_dir()).spec
     configs = repository_configs(spec, "neuron", "../artifacts/neuron", Deployment(instances=3))
-    for name, (start, end) in Deployment(instances=3).neuron_core_blocks().items():
+    for name, (start, end) in neuron_core_blocks(Deployment(instances=3)).items():
         config = configs[name]
         assert config.instance_group[0].count == 3
         assert (
@@ -163,7 +170,7 @@ def test_colocated_on_two_neuron_cores_each_instance_reserves_its_own_core_and_a
     artifacts = repository.parent / "artifacts" / "neuron"
     spec = read_manifest(artifacts).spec
     deployment = Deployment(layout="colocated", instances=2)
-    assert deployment.neuron_cores_needed == 2 and deployment.neuron_core_blocks() == {"blip_vqa": (0, 1)}
+    assert neuron_cores_needed(deployment) == 2 and neuron_core_blocks(deployment) == {"blip_vqa": (0, 1)}
     write_repository_configs(spec, "neuron", repository, artifacts, deployment)
     files = sum(len(read_manifest(artifacts).artifact_files(name)) for name in COMPONENT_NAMES)
     for instance in (0, 1):
@@ -233,7 +240,7 @@ def test_serving_gpu_without_a_gpu_fails_with_one_line(tmp_path) -> None:
     from tests.conftest import ROOT
 
     result = subprocess.run(
-        [sys.executable, "-m", "blip_serving.deploy.server", "--target", "gpu", "--repository", str(tmp_path)],
+        [sys.executable, "-m", "blip_serving.serve", "--target", "gpu", "--repository", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -20,10 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-OVERLAYS = ROOT / "deploy" / "kubernetes" / "overlays"
-PRICES = ROOT / "deploy" / "prices.toml"
-RESULTS = ROOT / "benchmarks" / "results"
+from pydantic import ValidationError
+
+from blip_contract.records import one_line
+from blip_serving.perf_summary import PerfSummary
+
+# Defaults relative to the checkout the Makefile runs from; every one is a flag.
+OVERLAYS = Path("deploy/kubernetes/overlays")
+PRICES = Path("deploy/prices.toml")
+RESULTS = Path("benchmarks/results")
 DEFAULT_HEADROOM = 0.7  # a pod scales out at 70% of the throughput it sustains within the SLO
 # The fleets and the host each one runs on; the overlay its HPA target goes to.
 FLEETS = {
@@ -51,20 +56,21 @@ class Measured:
 
 
 def read_perf(path: Path) -> Measured:
-    data = json.loads(path.read_text())
-    knee = data.get("knee")
-    if not knee:
-        raise CapacityError(
-            f"{path}: no point kept p99 under {data.get('slo_ms')} ms, so there is no knee to size from"
-        )
+    try:
+        data = PerfSummary.read(path)
+    except ValidationError as error:
+        raise CapacityError(one_line(error, str(path))) from None
+    knee = data.knee
+    if knee is None:
+        raise CapacityError(f"{path}: no point kept p99 under {data.slo_ms} ms, so there is no knee to size from")
     return Measured(
-        source=f"{path.name} ({data['machine']['cpu']}, {data['machine']['cores']} cores, {data['model']})",
-        fps=float(knee["throughput"]),
-        p99_ms=float(knee["p99_ms"]),
-        slo_ms=float(data["slo_ms"]),
-        questions_per_frame=int(data.get("questions_per_frame", 3)),
-        layout=knee.get("layout", "ensemble"),
-        instances=int(knee["instances"]),
+        source=f"{path.name} ({data.machine.cpu}, {data.machine.cores} cores, {data.model})",
+        fps=knee.throughput,
+        p99_ms=knee.p99_ms,
+        slo_ms=data.slo_ms,
+        questions_per_frame=data.questions_per_frame,
+        layout=knee.layout,
+        instances=knee.instances,
     )
 
 
@@ -232,6 +238,6 @@ def main_cost(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     if command not in ("capacity", "cost"):
-        print("usage: python -m blip_serving.deploy.capacity capacity|cost [options]", file=sys.stderr)
+        print("usage: python -m blip_serving.capacity capacity|cost [options]", file=sys.stderr)
         raise SystemExit(2)
     raise SystemExit((main_capacity if command == "capacity" else main_cost)(sys.argv[2:]))

@@ -7,14 +7,15 @@ but every step is the real one: Triton, the ensemble, the three traced artifacts
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 from blip_client.client import BlipVqaClient
-from blip_serving.deploy.server import ServerError, TritonServer
+from blip_contract.env import env_default
+from blip_serving.errors import TritonProcessError
 from blip_serving.manifest import read_manifest
+from blip_serving.triton.process import TritonServer
 
 SAMPLE = Path(__file__).resolve().parents[2] / "client" / "samples" / "chelsea.png"
 QUESTIONS = ("Is the cat sleeping?", "Is the cat chewing furniture?", "What is the animal doing?")
@@ -22,7 +23,7 @@ QUESTIONS = ("Is the cat sleeping?", "Is the cat chewing furniture?", "What is t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="blip-demo", description=__doc__)
-    parser.add_argument("--target", default=os.environ.get("TARGET", "cpu"))
+    parser.add_argument("--target", default=env_default("TARGET", "cpu"))
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--image", type=Path, default=SAMPLE)
     parser.add_argument("--repeats", type=int, default=5, help="timed requests after the first")
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print("starting Triton ...", flush=True)
         started = time.perf_counter()
         server.start()
-    except ServerError as error:
+    except TritonProcessError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     try:

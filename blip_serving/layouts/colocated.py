@@ -9,21 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from blip_serving.deploy.layouts.base import Layout
-from blip_serving.spec import ENSEMBLE_NAME
+from blip_serving.layouts.base import ConfigBuilder, Context, Layout, Option
+from blip_serving.spec import PUBLIC_MODEL
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2 as pb
 
-    from blip_serving.deploy.placement import Context, Option
-    from blip_serving.deploy.triton_config import Deployment
-    from blip_serving.spec import BlipSpec
-
 
 class ColocatedLayout(Layout):
     name = "colocated"
-    served_models = (ENSEMBLE_NAME,)
-    python_models = (ENSEMBLE_NAME,)
+    served_models = (PUBLIC_MODEL,)
+    python_models = (PUBLIC_MODEL,)
     summary = "blip_vqa is one Python-backend model; each instance runs image encoder, text encoder and decoder"
 
     def config_name(self, target: str) -> str:
@@ -32,19 +28,15 @@ class ColocatedLayout(Layout):
     def placement(self, context: Context) -> Option:
         need = sum(context.device_mib.values())
         if context.slots is None:
-            option = context.option(self.name, {ENSEMBLE_NAME: 1}, None, need + context.runtime_mib)
+            option = context.option(self, {PUBLIC_MODEL: 1}, None, need + context.runtime_mib)
             option.notes.append(
                 "one process instead of three: one runtime context (on gpu a CUDA context) and one copy of the Python "
                 "and torch overhead instead of three, no competing OpenMP teams"
             )
             return option
-        option = context.option(self.name, {ENSEMBLE_NAME: context.slots}, float(context.slots), need)
+        option = context.option(self, {PUBLIC_MODEL: context.slots}, float(context.slots), need)
         option.notes.append(f"{context.slots} instance(s), one NeuronCore each, every core holding all three NEFF sets")
         return option
 
-    def configs(
-        self, spec: BlipSpec, target: str, artifact_dir: str, deployment: Deployment
-    ) -> dict[str, pb.ModelConfig]:
-        from blip_serving.deploy.triton_config import python_model_config
-
-        return {ENSEMBLE_NAME: python_model_config(spec, ENSEMBLE_NAME, target, artifact_dir, deployment)}
+    def configs(self, build: ConfigBuilder) -> dict[str, pb.ModelConfig]:
+        return {PUBLIC_MODEL: build.python_model(PUBLIC_MODEL)}

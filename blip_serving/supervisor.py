@@ -21,6 +21,7 @@ metrics port.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -30,9 +31,12 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from blip_client.client import BlipVqaClient
-from blip_client.errors import BlipVqaError, InvalidRequestError
-from blip_client.wire import PROBE_IMAGE, PROBE_QUESTIONS
-from blip_serving.deploy.server import ServerError, TritonServer
+from blip_client.probe import probe_url
+from blip_serving.errors import TritonProcessError
+from blip_serving.instance_names import model_of
+from blip_serving.triton.process import TritonServer
+
+logger = logging.getLogger("blip_serving.supervisor")
 
 # Triton's error for a request that reached a dead stub: "Stub process 'text_decoder_0_0' is not healthy."
 UNHEALTHY_STUB = re.compile(r"Stub process '([^']+)' is not healthy")
@@ -50,7 +54,7 @@ class Supervisor:
     interval_s: float = 2.0
     failures: int = 2
     probe_timeout_s: float = 5.0
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] = logger.info
     # url, timeout -> a client for the probe; the edge a unit test replaces with a stand-in server.
     connect: Callable[[str, float], BlipVqaClient] = lambda url, timeout_s: BlipVqaClient(url, timeout_s=timeout_s)
     # Triton 2.51 never finishes unloading an instance whose stub died: each such reload leaves its threads behind
@@ -81,15 +85,10 @@ class Supervisor:
 
     def probe(self) -> str | None:
         """None when the model answered; else why not. A refusal of the probe's own request is not a failure."""
-        try:
-            with self.connect(self.server.http_url, self.probe_timeout_s) as client:
-                client.scores(PROBE_IMAGE, PROBE_QUESTIONS)
-        except InvalidRequestError as error:
-            self.log(f"supervisor: the probe itself was refused ({error}); not a server failure")
-            return None
-        except (BlipVqaError, OSError) as error:
-            return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        return None
+        result = probe_url(self.server.http_url, self.probe_timeout_s, self.connect)
+        if result.note:
+            self.log(f"supervisor: {result.note}; not a server failure")
+        return None if result.ok else result.error
 
     def check(self) -> Recovery | None:
         """One round: heal if tritonserver exited or the probe failed ``failures`` times in a row."""
@@ -125,12 +124,12 @@ class Supervisor:
             self.log(f"supervisor: {self._reloads} reloads since Triton started; restarting it to free what they left")
             return self.heal(reason, "stub_exited", grace_s=0.0)
         started = time.monotonic()
-        models = sorted({self.server.model_of(instance) for instance in instances})
+        models = sorted({model_of(instance) for instance in instances})
         self.log(f"supervisor: reloading {', '.join(models)}: {reason}")
         try:
             for model in models:
-                self.server.reload_model(model)
-        except ServerError as error:
+                self.server.model_control.reload(model)
+        except TritonProcessError as error:
             self.log(f"supervisor: reload failed, restarting Triton: {error}")
             return self.heal(reason, "stub_exited", grace_s=0.0)
         for _ in range(3):  # an ensemble turns ready a moment after its component
@@ -167,5 +166,5 @@ class Supervisor:
         while not stop.wait(self.interval_s):
             try:
                 self.check()
-            except ServerError as error:
+            except TritonProcessError as error:
                 self.log(f"supervisor: restart failed, trying again in {self.interval_s:g} s: {error}")

@@ -16,29 +16,29 @@ that target (explicit LAYOUT, INSTANCES, ... still win).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blip_serving.deploy.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, get_layout
-from blip_serving.deploy.triton_config import Deployment
+from pydantic import BaseModel, ConfigDict, Field
+
+from blip_contract.env import env_default
+from blip_serving.deployment import Deployment
+from blip_serving.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, Context, Option, get_layout, layout_of
+from blip_serving.resources import memory_gib, threads_per_instance, usable_cores
 from blip_serving.spec import (
     COMPONENT_NAMES,
     DEFAULT_IMAGE_BATCH_BUCKETS,
     DEFAULT_QUESTION_BATCH_BUCKETS,
     DEFAULT_QUESTION_BUCKETS,
     DEFAULT_SHORT_DECODE_LENGTHS,
-    ENSEMBLE_NAME,
     IMAGE_ENCODER,
     TEXT_DECODER,
     TEXT_ENCODER,
 )
 from blip_serving.targets import get_target
 
-CATALOG = Path(__file__).with_name("hosts.toml")
+CATALOG = Path(__file__).with_name("hosts.toml")  # package data: installed with the package
 DEFAULT_ANSWER_BUFFERS = len(DEFAULT_SHORT_DECODE_LENGTHS) + 1  # 1, 4 and the full answer length
 
 
@@ -55,16 +55,7 @@ def load_catalog(path: Path = CATALOG) -> dict[str, Any]:
 
 
 def local_resources() -> dict[str, Any]:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    memory_kib = next(
-        (
-            int(line.split()[1])
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal")
-        ),
-        0,
-    )
-    return {"vcpus": cores, "memory_gib": round(memory_kib / 2**20, 1), "accelerator_memory_gib": 0}
+    return {"vcpus": usable_cores(), "memory_gib": memory_gib(), "accelerator_memory_gib": 0}
 
 
 def artifacts_per_component(static: bool) -> dict[str, int]:
@@ -80,60 +71,34 @@ def artifacts_per_component(static: bool) -> dict[str, int]:
     }
 
 
-@dataclass
-class Option:
-    """One way to lay the model out on the host, with what it needs and what it is predicted to give."""
+class Plan(BaseModel):
+    """``artifacts/plan-<target>.json``: written by ``make plan`` (``write_plan``), read by build and serve
+    (``read_plan``). The chosen option comes first in ``options``."""
 
-    layout: str
-    deployment: Deployment
-    processes: int
-    accelerator_mib_per_unit: float  # per NeuronCore where cores are exclusive, else per device
-    host_mib: float
-    predicted_relative_fps: float | None
-    notes: list[str] = field(default_factory=list)
-    refused: str | None = None
+    model_config = ConfigDict(extra="forbid")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # the deployment too: asdict recurses
-
-
-@dataclass
-class Plan:
-    host: str
-    host_spec: dict[str, Any]
+    host: str = Field(description="The catalog's host type (HOST_TYPE), or local.")
+    host_spec: dict[str, Any] = Field(description="The catalog's entry for the host, with its source.")
     target: str
-    chosen: Option
-    alternatives: list[Option]
+    layout: str = Field(description="The chosen layout.")
+    deployment: Deployment = Field(description="The chosen deployment; build and serve take it.")
+    neuron_visible_cores: dict[str, list[str]] | None = Field(
+        description="NEURON_RT_VISIBLE_CORES of every instance of every stub model, where cores are exclusive."
+    )
     why: str
-    catalog_retrieved: str
+    options: list[Option] = Field(description="Every layout weighed, the chosen one first.")
+    catalog_retrieved: str = Field(description="When the host catalog's figures were read from their sources.")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "host_spec": self.host_spec,
-            "target": self.target,
-            "layout": self.chosen.layout,
-            "deployment": asdict(self.chosen.deployment),
-            "neuron_visible_cores": self.visible_cores(),
-            "why": self.why,
-            "options": [self.chosen.to_dict(), *(o.to_dict() for o in self.alternatives)],
-            "catalog_retrieved": self.catalog_retrieved,
-        }
+    @property
+    def chosen(self) -> Option:
+        return self.options[0]
+
+    @property
+    def alternatives(self) -> list[Option]:
+        return self.options[1:]
 
     def visible_cores(self) -> dict[str, list[str]] | None:
-        """``NEURON_RT_VISIBLE_CORES`` of every instance of every stub model, where cores are exclusive."""
-        if not self.host_spec.get("neuron_cores"):
-            return None
-        from blip_serving.targets.neuron import neuron_visible_cores
-
-        deployment = self.chosen.deployment
-        return {
-            name: [
-                neuron_visible_cores(first, last, deployment.instances_of(name), i)
-                for i in range(deployment.instances_of(name))
-            ]
-            for name, (first, last) in deployment.neuron_core_blocks().items()
-        }
+        return self.neuron_visible_cores
 
     def render(self, core_fps: float | None = None) -> str:
         spec = self.host_spec
@@ -145,9 +110,9 @@ class Plan:
             f"target {self.target}, layout {self.chosen.layout}",
         ]
         deployment = self.chosen.deployment
-        for name in deployment.python_models:
-            # intra_op_threads 0: each instance takes the host's cores over its model's instances, at load.
-            threads = max(1, spec["vcpus"] // deployment.instances_of(name))
+        for name in layout_of(deployment).python_models:
+            # The rule the stub applies at load, with this host's vCPUs.
+            threads = threads_per_instance(deployment.intra_op_threads, deployment.instances_of(name), spec["vcpus"])
             lines.append(f"  {name}: {deployment.instances_of(name)} instance(s), {threads} thread(s) each")
         cores = self.visible_cores()
         if cores:
@@ -182,61 +147,6 @@ def describe(option: Option, host: dict[str, Any], core_fps: float | None) -> st
     )
 
 
-def balanced_instances(slots: int, cost: dict[str, float]) -> dict[str, int]:
-    """Cores per component, at least one each, added one at a time to the stage that bounds throughput."""
-    counts = dict.fromkeys(cost, 1)
-    for _ in range(slots - len(cost)):
-        slowest = min(counts, key=lambda name: counts[name] / cost[name])
-        counts[slowest] += 1
-    return counts
-
-
-@dataclass(frozen=True)
-class Context:
-    """What a layout needs to place itself on a host: the host, its target, and the model's costs."""
-
-    host_name: str
-    host: dict[str, Any]
-    target: Any
-    slots: int | None  # processes the accelerators serve exclusively (NeuronCores); None: a shared device
-    device_mib: dict[str, float]  # accelerator memory each component's artifacts take
-    share: dict[str, float]  # each component's part of a frame's multiply-adds
-    weights_mib: dict[str, float]
-    per_process_mib: float
-    runtime_mib: float
-
-    @property
-    def unit_mib(self) -> float:
-        """Accelerator memory per exclusive unit (NeuronCore), else per device."""
-        total = self.host.get("accelerator_memory_gib", 0) * 1024
-        return total / (self.slots or int(self.host.get("gpus") or 1))
-
-    def option(self, layout: str, counts: dict[str, int], fps: float | None, unit_need: float) -> Option:
-        """An option running ``counts`` instances of each stub model, checked against the host's memory."""
-        processes = sum(counts.values())
-        components = {c: counts.get(c, counts.get(ENSEMBLE_NAME, 0)) for c in COMPONENT_NAMES}
-        host_need = processes * self.per_process_mib + (
-            sum(self.weights_mib[c] * n for c, n in components.items()) if self.target.weights_on_host else 0.0
-        )
-        models = get_layout(layout).python_models
-        uniform = {counts[name] for name in models}
-        deployment = Deployment(
-            layout=layout,
-            instances=max(uniform) if len(uniform) == 1 else 1,
-            model_instances=() if len(uniform) == 1 else tuple((n, counts[n]) for n in models),
-        )
-        result = Option(layout, deployment, processes, unit_need, host_need, fps)
-        if self.unit_mib and unit_need > self.unit_mib:
-            result.refused = (
-                f"needs {unit_need:.0f} MiB of accelerator memory per unit, the host has {self.unit_mib:.0f}"
-            )
-        elif host_need > self.host["memory_gib"] * 1024:
-            result.refused = (
-                f"needs {host_need:.0f} MiB of host memory, the host has {self.host['memory_gib'] * 1024:.0f}"
-            )
-        return result
-
-
 def make_plan(host_name: str, layout: str | None = None, catalog: dict[str, Any] | None = None) -> Plan:
     catalog = catalog or load_catalog()
     hosts = catalog["hosts"]
@@ -250,7 +160,7 @@ def make_plan(host_name: str, layout: str | None = None, catalog: dict[str, Any]
     context = Context(
         host_name=host_name,
         host=host,
-        target=target,
+        weights_on_host=target.weights_on_host,
         slots=target.process_slots(host),
         device_mib={n: artifacts[n] * model["weights_mib"][n] * target.device_weight_scale for n in COMPONENT_NAMES},
         share={name: value / sum(cost.values()) for name, value in cost.items()},
@@ -286,45 +196,54 @@ def make_plan(host_name: str, layout: str | None = None, catalog: dict[str, Any]
             chosen = options[DEFAULT_LAYOUT] if not options[DEFAULT_LAYOUT].refused else feasible[0]
             why = f"processes share the device and the {chosen.layout} layout fits (the design's default where it fits)"
     alternatives = [o for o in options.values() if o is not chosen]
-    return Plan(host_name, host, target.name, chosen, alternatives, why, catalog["catalog"]["retrieved"])
+    return Plan(
+        host=host_name,
+        host_spec=host,
+        target=target.name,
+        layout=chosen.layout,
+        deployment=chosen.deployment,
+        neuron_visible_cores=target.visible_cores(chosen.deployment) if context.slots else None,
+        why=why,
+        options=[chosen, *alternatives],
+        catalog_retrieved=catalog["catalog"]["retrieved"],
+    )
 
 
 def plan_path(artifacts: Path, target: str) -> Path:
     return artifacts / f"plan-{target}.json"
 
 
-def read_plan(artifacts: Path, target: str) -> dict[str, Any] | None:
+def read_plan(artifacts: Path, target: str) -> Plan | None:
     """The plan ``make plan`` wrote for ``target``, if any."""
     path = plan_path(artifacts, target)
-    return json.loads(path.read_text()) if path.is_file() else None
+    return Plan.model_validate_json(path.read_text()) if path.is_file() else None
 
 
-def deployment_from_plan(plan: dict[str, Any]) -> Deployment:
-    data = dict(plan["deployment"])
-    data["model_instances"] = tuple(tuple(pair) for pair in data.get("model_instances", ()))
-    return Deployment(**data)
+def write_plan(plan: Plan, artifacts: Path) -> Path:
+    path = plan_path(artifacts, plan.target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(plan.model_dump_json(indent=2) + "\n")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="blip-plan", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--host", default=os.environ.get("HOST_TYPE") or "local", help="a host of hosts.toml")
-    parser.add_argument("--layout", choices=LAYOUT_NAMES, default=os.environ.get("LAYOUT") or None)
+    parser.add_argument("--host-type", "--host", default=env_default("HOST_TYPE", "local"), help="a host of hosts.toml")
+    parser.add_argument("--layout", choices=LAYOUT_NAMES, default=env_default("LAYOUT"))
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument(
         "--core-fps", type=float, default=None, help="measured frames/s of one core, to scale the prediction"
     )
     args = parser.parse_args(argv)
     try:
-        plan = make_plan(args.host, args.layout)
+        plan = make_plan(args.host_type, args.layout)
     except PlanError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(plan.render(args.core_fps))
-    path = plan_path(args.artifacts, plan.target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
+    path = write_plan(plan, args.artifacts)
     print(f"wrote {path}: make build-artifacts TARGET={plan.target} and make serve TARGET={plan.target} use it")
     return 0
 

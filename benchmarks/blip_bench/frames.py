@@ -1,0 +1,16 @@
+"""What every benchmark sends and where it writes: one camera frame, the behaviour questions, the results folder.
+
+The benchmarks run from a checkout (``make bench``, ``make perf``, ``make soak``, ``make gpu-check``): paths are the
+checkout's. The serving packages never look for a checkout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+# The sample camera frame (a cat photo, 640x480 PNG) every served and in-process figure is measured on.
+SAMPLE = ROOT / "client" / "samples" / "chelsea.png"
+# The questions the API tier asks of every frame (three behaviours), scores only unless a benchmark says.
+BEHAVIOR_QUESTIONS = ("Is the dog barking?", "Is the dog chewing furniture?", "Is the dog on the couch?")

@@ -1,0 +1,107 @@
+"""Reading a frame request: the body within its limit, multipart or raw, and the questions it asks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+
+from blip_api.errors import ApiError
+from blip_api.settings import Limits
+from blip_api.state import ApiState
+
+RAW_TYPES = ("image/", "application/octet-stream")
+MAX_FIELD_BYTES_PER_CHAR = 4  # UTF-8: a question field's bytes for its characters
+
+
+async def read_capped_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes ``limit`` (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body is {int(declared)} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body passes the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _replay(request: Request, body: bytes) -> Request:
+    """A request whose body is ``body`` again, so that the form parser can read what was already read."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(request.scope, receive)
+
+
+def resolve_questions(state: ApiState, questions: list[str], behaviors: list[str]) -> list[tuple[str | None, str]]:
+    """(behavior or None, question) pairs in asking order; 400 naming what is wrong with the list."""
+    catalog, limits = state.settings.behaviors, state.limits
+    unknown = [b for b in behaviors if b not in catalog]
+    if unknown:
+        raise ApiError(400, f"unknown behavior(s) {unknown}; known: {sorted(catalog)}")
+    asked = [(b, catalog[b]) for b in behaviors] + [(None, q) for q in questions]
+    if not asked:
+        raise ApiError(400, "ask at least one question or behavior ('question' or 'behavior' fields)")
+    if len(asked) > limits.max_questions:
+        raise ApiError(400, f"{len(asked)} questions; at most {limits.max_questions} per frame")
+    for _, question in asked:
+        if not question.strip():
+            raise ApiError(400, "a question is empty")
+        if len(question) > limits.max_question_chars:
+            raise ApiError(400, f"a question has {len(question)} characters; at most {limits.max_question_chars}")
+    return asked
+
+
+async def read_frame(request: Request, limits: Limits) -> tuple[bytes, list[str], list[str]]:
+    """The image and the question and behavior lists, from a multipart or a raw body."""
+    content_type = request.headers.get("content-type", "")
+    # Room for the multipart framing and the question fields around the image.
+    body = await read_capped_body(request, limits.max_image_bytes + 64 * 1024)
+    if content_type.startswith("multipart/form-data"):
+        try:
+            form = await _replay(request, body).form(
+                max_files=1,
+                max_fields=2 * limits.max_questions + 8,
+                max_part_size=MAX_FIELD_BYTES_PER_CHAR * limits.max_question_chars + 1024,
+            )
+        except Exception as error:  # the multipart parser's own errors name the problem
+            raise ApiError(400, f"malformed multipart body: {error}") from error
+        mixed = sorted({"question", "behavior"} & set(request.query_params))
+        if mixed:
+            raise ApiError(400, f"a multipart body carries its {' and '.join(mixed)} fields in the form, not the query")
+        unknown = sorted(set(form) - {"image", "question", "behavior"})
+        if unknown:
+            raise ApiError(400, f"unknown multipart field(s) {unknown}; send 'image', 'question' and 'behavior'")
+        upload = form.get("image")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(400, "multipart body has no 'image' file field")
+        image = await upload.read()
+        questions = [str(v) for v in form.getlist("question")]
+        behaviors = [str(v) for v in form.getlist("behavior")]
+    elif content_type.startswith(RAW_TYPES):
+        unknown = sorted(set(request.query_params) - {"question", "behavior"})
+        if unknown:
+            raise ApiError(400, f"unknown query parameter(s) {unknown}; send 'question' and 'behavior'")
+        image = body
+        questions = request.query_params.getlist("question")
+        behaviors = request.query_params.getlist("behavior")
+    else:
+        raise ApiError(
+            415,
+            f"Content-Type {content_type or '(none)'} is not accepted: use multipart/form-data, image/* or application/octet-stream",
+        )
+    if not image:
+        raise ApiError(400, "the image is empty")
+    if len(image) > limits.max_image_bytes:
+        raise ApiError(413, f"image is {len(image)} bytes; the limit is {limits.max_image_bytes}")
+    return image, questions, behaviors

@@ -1,0 +1,123 @@
+"""The routes: ``POST /v1/frames``, ``/healthz``, ``/metrics`` and the admin API."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from blip_api.errors import ApiError
+from blip_api.frames import read_frame, resolve_questions
+from blip_api.schemas import BehaviorResult, FrameResult, WeightChange
+from blip_api.security import admin, caller
+from blip_api.settings import SettingsError
+from blip_api.state import State
+from blip_client.errors import InvalidRequestError, NoBackendAvailableError
+from blip_client.router_config import RouterConfigError
+
+routes = APIRouter()
+
+
+@routes.post(
+    "/v1/frames",
+    response_model=FrameResult,
+    dependencies=[Depends(caller)],
+    responses={
+        400: {"description": "bad image or questions"},
+        401: {"description": "missing or wrong bearer token"},
+        413: {"description": "body over the size limit"},
+        415: {"description": "unsupported Content-Type"},
+        431: {"description": "too many or too large request headers"},
+        503: {"description": "no backend could answer"},
+    },
+)
+async def frames(request: Request, state: State) -> FrameResult:
+    """Ask behavior questions about one camera frame."""
+    image, questions, behaviors = await read_frame(request, state.limits)
+    asked = resolve_questions(state, questions, behaviors)
+    started = time.perf_counter()
+    # Behaviors alone need probabilities, not text: one decoder step instead of a generation loop.
+    scores_only = all(behavior is not None for behavior, _ in asked)
+    try:
+        routed = await state.router.ask(image, [q for _, q in asked], scores_only=scores_only)
+    except InvalidRequestError as error:
+        raise ApiError(400, str(error)) from error
+    except NoBackendAvailableError as error:
+        raise ApiError(503, str(error), {"Retry-After": "1"}) from error
+    state.served.labels("200").inc()
+    threshold = state.settings.alert_threshold
+    return FrameResult(
+        results=[
+            BehaviorResult(behavior=b, question=q, score=round(score, 6), answer=answer, alert=score >= threshold)
+            for (b, q), score, answer in zip(asked, routed.scores, routed.answers or [None] * len(asked), strict=True)
+        ],
+        backend=routed.backend,
+        attempts=routed.attempts,
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+
+
+@routes.get("/healthz", responses={503: {"description": "no backend passes its probes"}})
+async def healthz(state: State) -> JSONResponse:
+    """200 while at least one backend passes its probes and takes traffic; 503 otherwise."""
+    router = state.router
+    serving = any(b.healthy and b.takes_traffic() for b in router.backends.values())
+    return JSONResponse(
+        {"status": "ok" if serving else "unavailable", "backends": router.status()}, 200 if serving else 503
+    )
+
+
+@routes.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    },
+)
+async def metrics(state: State) -> Response:
+    """Prometheus metrics: per-backend requests, errors, latency, in flight, breaker, weight, health."""
+    return Response(state.router.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or wrong admin bearer token"},
+    403: {"description": "the admin API is disabled: no admin token is configured"},
+}
+
+
+@routes.get("/admin/backends", dependencies=[Depends(admin)], responses=ADMIN_RESPONSES)
+async def backends(state: State) -> dict[str, Any]:
+    return state.router.status()
+
+
+@routes.put(
+    "/admin/backends/{name}/weight",
+    dependencies=[Depends(admin)],
+    responses=ADMIN_RESPONSES
+    | {400: {"description": "the body is not JSON"}, 404: {"description": "no backend of that name"}},
+)
+async def set_weight(name: str, change: WeightChange, state: State) -> dict[str, Any]:
+    """Change one fleet's routing weight now; no restart, no dropped request."""
+    try:
+        state.router.set_weight(name, change.weight)
+    except KeyError as error:
+        raise ApiError(404, str(error.args[0])) from error
+    return state.router.status()
+
+
+@routes.post(
+    "/admin/reload",
+    dependencies=[Depends(admin)],
+    responses=ADMIN_RESPONSES
+    | {400: {"description": "the config file is invalid; the running one stays"}, 409: {"description": "no file"}},
+)
+async def reload(state: State) -> dict[str, Any]:
+    """Re-read the config file (also on SIGHUP): weights, backends, limits, behaviors."""
+    try:
+        changes = state.reload_config()
+    except (SettingsError, RouterConfigError) as error:
+        raise ApiError(400, f"config not reloaded, the running one stays: {error}") from error
+    return {"changes": changes, "backends": state.router.status()}

@@ -1,0 +1,43 @@
+"""What the routes share: the settings in force, the router, the status counter; and how a route gets them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from prometheus_client import Counter
+
+from blip_api.errors import ApiError
+from blip_api.settings import ApiSettings, Limits
+from blip_client.router import Router
+
+
+@dataclass
+class ApiState:
+    """What the routes share: the settings in force (a reload swaps them), the router and the status counter."""
+
+    settings: ApiSettings
+    router: Router
+    served: Counter
+
+    @property
+    def limits(self) -> Limits:
+        return self.settings.limits
+
+    def reload_config(self) -> dict[str, list[str]]:
+        """Re-read the config file the API started with; the running settings stay if it is invalid."""
+        path = self.settings.config_path
+        if path is None:
+            raise ApiError(409, "this API tier was started without a config file; nothing to reload")
+        new = ApiSettings.load(path, insecure_dev=self.settings.insecure_dev)
+        changes = self.router.apply_config(new.router)
+        self.settings = new
+        return changes
+
+
+def api_state(request: Request) -> ApiState:
+    return request.app.state.blip
+
+
+State = Annotated[ApiState, Depends(api_state)]

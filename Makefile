@@ -62,7 +62,7 @@ ask: install ## Ask a running server: make ask IMAGE=dog.jpg Q="Is the dog barki
 
 demo: ## Offline end to end: install, build random-tiny for cpu, serve, ask three questions, stop
 	$(MAKE) --no-print-directory build-artifacts TARGET=cpu MODEL=$(MODEL)
-	$(BIN)/python -m blip_serving.demo --target cpu
+	$(BIN)/python -m blip_serving.demo --target cpu --image client/samples/chelsea.png
 
 bench: install ## Floor vs served vs naive transformers, matmul limit, memory (BENCH_MODEL, default random-base); then bench-host
 	$(BIN)/python -m blip_bench.bench --model $(BENCH_MODEL) --target $(TARGET)
@@ -101,9 +101,10 @@ test-integration: install ## Integration tests only (real Triton server)
 mutate: install ## Mutation testing (mutmut) of router, supervisor, cost, manifest, placement, input checks vs the unit suite; fails under 85% killed
 	$(BIN)/python tools/mutate.py
 
-lint: install ## ruff check and format check
+lint: install ## ruff check and format check, and the import layers (import-linter contracts in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
 
 format: install ## ruff fix and format
 	$(BIN)/ruff check --fix .

@@ -1,1 +1,4 @@
-"""Shared library for serving BLIP VQA on Triton: one spec drives tracing, configs, serving and the client."""
+"""Serving BLIP VQA on Triton: one spec drives tracing, configs and the stubs; callers use ``blip_contract``.
+
+The layers, bottom to top, are in pyproject.toml (import-linter) and docs/architecture.md.
+"""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
 from blip_contract.records import one_line
@@ -82,25 +83,33 @@ def per_pod_target(measured: Measured, headroom: float = DEFAULT_HEADROOM) -> fl
 
 
 def capacity_patch(measured: Measured, headroom: float = DEFAULT_HEADROOM) -> str:
+    """The overlay's HPA patch: where the target came from, as comments, then the patch written by pyyaml."""
     target = per_pod_target(measured, headroom)
-    return f"""# Written by `make capacity` on {time.strftime("%Y-%m-%d")}: the HPA's per-pod target.
-# Knee measured by `make perf`: {measured.fps:g} frames/s per pod, p99 {measured.p99_ms:g} ms under the {measured.slo_ms:g} ms
-# SLO ({measured.layout} layout, {measured.instances} instance(s)); source {measured.source}.
-# Headroom {headroom:g}: target = {measured.fps:g} x {headroom:g} = {target:g} requests/s per pod.
-apiVersion: autoscaling/v2
-kind: HorizontalPodAutoscaler
-metadata:
-  name: blip-fleet
-spec:
-  metrics:
-    - type: Pods
-      pods:
-        metric:
-          name: blip_vqa_inference_requests_per_second
-        target:
-          type: AverageValue
-          averageValue: "{target:g}"
-"""
+    patch = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "blip-fleet"},
+        "spec": {
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": "blip_vqa_inference_requests_per_second"},
+                        # A quantity string, as Kubernetes writes it.
+                        "target": {"type": "AverageValue", "averageValue": f"{target:g}"},
+                    },
+                }
+            ]
+        },
+    }
+    header = (
+        f"# Written by `make capacity` on {time.strftime('%Y-%m-%d')}: the HPA's per-pod target.\n"
+        f"# Knee measured by `make perf`: {measured.fps:g} frames/s per pod, p99 {measured.p99_ms:g} ms under the "
+        f"{measured.slo_ms:g} ms\n"
+        f"# SLO ({measured.layout} layout, {measured.instances} instance(s)); source {measured.source}.\n"
+        f"# Headroom {headroom:g}: target = {measured.fps:g} x {headroom:g} = {target:g} requests/s per pod.\n"
+    )
+    return header + yaml.safe_dump(patch, sort_keys=False)
 
 
 def load_prices(path: Path = PRICES) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Deployment: ``make demo`` starts the embedded Triton server, asks behavior questions about the sample photo, stops.
+"""``make demo`` starts the embedded Triton server, asks behavior questions about the sample photo, stops.
 
 Run after ``make build-artifacts``; with random weights (the default, offline) the answers are meaningless,
 but every step is the real one: Triton, the ensemble, the three traced artifacts, tritonclient.
@@ -17,7 +17,8 @@ from blip_serving.errors import TritonProcessError
 from blip_serving.manifest import read_manifest
 from blip_serving.triton.process import TritonServer
 
-SAMPLE = Path(__file__).resolve().parents[2] / "client" / "samples" / "chelsea.png"
+# The checkout's sample photo: `make demo` runs from the checkout (an installed package never looks for one).
+SAMPLE = Path("client/samples/chelsea.png")
 QUESTIONS = ("Is the cat sleeping?", "Is the cat chewing furniture?", "What is the animal doing?")
 
 
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed requests after the first")
     args = parser.parse_args(argv)
 
-    source = read_manifest(Path("artifacts", args.target)).data["checkpoint"]["source"]
+    source = read_manifest(Path("artifacts", args.target)).record.checkpoint.source
     print(f"model: {source} ({args.target}); image: {args.image}")
     if source.startswith("random-"):
         print(f"NOTE: {source} has random weights, so these answers are meaningless; the serving path is real.")

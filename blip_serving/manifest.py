@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from blip_contract.records import one_line
 from blip_serving.errors import ArtifactError
 from blip_serving.spec import BlipSpec
 from blip_serving.targets import Target, get_target
@@ -30,45 +34,105 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ArtifactFile(_Record):
+    sizes: dict[str, int] = Field(description="The axis sizes a static artifact was traced at; empty: any shape.")
+    file: str = Field(description="File name, beside the manifest.")
+    sha256: str
+    bytes: int
+
+
+class TracedTensor(_Record):
+    name: str
+    dtype: str
+    dims: list[int] = Field(description="-1 where an axis varies.")
+    axes: list[str | None] = Field(description="Which named axis (batch, frames, ...) each dimension is.")
+
+
+class ComponentArtifacts(_Record):
+    files: list[ArtifactFile]
+    fingerprint: str = Field(description="sha256 of checkpoint, spec, target, versions and the traceable code.")
+    max_relative_error: float = Field(description="Largest error of a reloaded artifact against the module.")
+    inputs: list[TracedTensor]
+    outputs: list[TracedTensor]
+
+
+class CheckpointInfo(_Record):
+    source: str = Field(description="What MODEL named: random-tiny, a directory or a hub id.")
+    path: str | None = Field(description="The directory transformers loaded it from.")
+    fingerprint: str
+
+
+class TargetInfo(_Record):
+    """``Target.describe()``: the target and the build settings the stub needs to load the artifacts."""
+
+    name: str
+    device: str
+    precision: str
+    compiler_args: list[str]
+    static_shapes: bool
+
+
+class ManifestRecord(_Record):
+    """``manifest.json``: written by ``blip_build`` after every artifact is verified, read by the stubs."""
+
+    format: int = Field(description=f"{MANIFEST_FORMAT}; another format is refused (rebuild).")
+    created: str
+    checkpoint: CheckpointInfo
+    target: TargetInfo
+    spec: dict[str, Any] = Field(description="BlipSpec.to_dict() of the spec the artifacts were traced for.")
+    components: dict[str, ComponentArtifacts]
+    versions: dict[str, str] = Field(description="python, torch, transformers (and torch_neuronx) of the build.")
+
+
 @dataclass(frozen=True)
 class Manifest:
-    """The parsed ``manifest.json`` of one target directory."""
+    """The manifest of one target directory: the record, and where its files are."""
 
     directory: Path
-    data: dict[str, Any]
+    record: ManifestRecord
 
     @property
     def spec(self) -> BlipSpec:
-        return BlipSpec.from_dict(self.data["spec"])
+        return BlipSpec.from_dict(self.record.spec)
 
     @property
     def target_name(self) -> str:
-        return self.data["target"]["name"]
+        return self.record.target.name
 
     @property
     def target(self) -> Target:
         """The target the artifacts were built for, with its build settings (precision, static shapes)."""
-        return get_target(self.target_name).from_description(self.data["target"])
+        return get_target(self.target_name).from_description(self.record.target.model_dump())
 
     @property
     def checkpoint_location(self) -> str:
         """Where transformers can load the very checkpoint that was built: its directory, else its hub id."""
-        checkpoint = self.data["checkpoint"]
-        return checkpoint.get("path") or checkpoint["source"]
+        return self.record.checkpoint.path or self.record.checkpoint.source
 
     @property
     def precision(self) -> str:
-        return self.data["target"]["precision"]
+        return self.record.target.precision
 
     def artifact_files(self, component: str) -> list[tuple[dict[str, int], Path]]:
         """(axis sizes, path) of each artifact of ``component``; sizes are empty for a shape-polymorphic one."""
-        return [
-            (entry["sizes"], self.directory / entry["file"]) for entry in self.data["components"][component]["files"]
-        ]
+        return [(entry.sizes, self.directory / entry.file) for entry in self.record.components[component].files]
 
     @property
     def processor_dir(self) -> Path:
         return self.directory / PROCESSOR_DIR
+
+
+def write_manifest(directory: Path, record: ManifestRecord) -> Manifest:
+    """Write ``manifest.json`` atomically (a reader never sees half of one)."""
+    path = directory / MANIFEST
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(record.model_dump_json(indent=2) + "\n")
+    os.replace(temporary, path)
+    return Manifest(directory=directory, record=record)
 
 
 def read_manifest(directory: Path) -> Manifest:
@@ -79,12 +143,17 @@ def read_manifest(directory: Path) -> Manifest:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ArtifactError(f"{path} is not valid JSON: {error}") from error
-    if data.get("format") != MANIFEST_FORMAT:
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else None
         raise ArtifactError(
-            f"{path} has format {data.get('format')!r}; this code reads format {MANIFEST_FORMAT}: rebuild with "
+            f"{path} has format {found!r}; this code reads format {MANIFEST_FORMAT}: rebuild with "
             "`make build-artifacts`"
         )
-    return Manifest(directory=directory, data=data)
+    try:
+        record = ManifestRecord.model_validate(data)
+    except ValidationError as error:
+        raise ArtifactError(one_line(error, str(path)) + ": rebuild with `make build-artifacts`") from None
+    return Manifest(directory=directory, record=record)
 
 
 def verify_artifact_files(manifest: Manifest, component: str, target: str) -> list[tuple[dict[str, int], Path]]:
@@ -93,18 +162,16 @@ def verify_artifact_files(manifest: Manifest, component: str, target: str) -> li
         raise ArtifactError(
             f"{manifest.directory} holds {manifest.target_name!r} artifacts; this model is configured for {target!r}"
         )
-    entry = manifest.data["components"].get(component)
-    if entry is None or not entry.get("files"):
+    entry = manifest.record.components.get(component)
+    if entry is None or not entry.files:
         raise ArtifactError(f"manifest in {manifest.directory} has no {component!r} artifact")
-    for file in entry["files"]:
-        path = manifest.directory / file["file"]
+    for file in entry.files:
+        path = manifest.directory / file.file
         if not path.is_file():
             raise ArtifactError(f"artifact {path} is missing")
         digest = sha256_file(path)
-        if digest != file["sha256"]:
-            raise ArtifactError(
-                f"artifact {path} has sha256 {digest[:12]}..., the manifest says {file['sha256'][:12]}..."
-            )
+        if digest != file.sha256:
+            raise ArtifactError(f"artifact {path} has sha256 {digest[:12]}..., the manifest says {file.sha256[:12]}...")
     return manifest.artifact_files(component)
 
 

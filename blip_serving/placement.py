@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from blip_serving.spec import (
 )
 from blip_serving.targets import get_target
 
-CATALOG = Path(__file__).with_name("hosts.toml")  # package data: installed with the package
+CATALOG = Path(str(resources.files("blip_serving") / "hosts.toml"))  # package data: installed with the package
 DEFAULT_ANSWER_BUFFERS = len(DEFAULT_SHORT_DECODE_LENGTHS) + 1  # 1, 4 and the full answer length
 
 

@@ -100,12 +100,12 @@ def build_all(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str,
                 progress=lambda line, key=key: log(f"  {key}: {line}"),
             )
             checkpoint = manifest.checkpoint_location
-            components = manifest.data["components"]
+            components = manifest.record.components
             builds[key] = {
                 "manifest": manifest,
                 "seconds": round(time.perf_counter() - started, 1),
-                "max_relative_error": {name: c["max_relative_error"] for name, c in components.items()},
-                "artifact_mib": round(sum(f["bytes"] for c in components.values() for f in c["files"]) / 2**20, 1),
+                "max_relative_error": {name: c.max_relative_error for name, c in components.items()},
+                "artifact_mib": round(sum(f.bytes for c in components.values() for f in c.files) / 2**20, 1),
                 "repository": root / "model_repository",
             }
             log(f"{key}: built and verified in {builds[key]['seconds']}s: {builds[key]['max_relative_error']}")

@@ -82,7 +82,7 @@ class ComponentModel(ABC):
     """One split component served from its artifact(s); ``name`` is the component (and Triton model) name."""
 
     name: ClassVar[str]
-    runner: ClassVar[type]
+    runner_type: ClassVar[type]
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -95,7 +95,7 @@ class ComponentModel(ABC):
         files = verify_artifact_files(manifest, self.name, target.name)
         # The manifest's own settings decide the dtype (an fp16 build runs in half), not the config's target.
         built = manifest.target
-        self.artifact = self.runner.from_artifacts(
+        self.runner = self.runner_type.from_artifacts(
             [(sizes, target.load(str(path), device)) for sizes, path in files],
             self.spec.components[self.name],
             device,
@@ -113,7 +113,7 @@ class ComponentModel(ABC):
 
 class ImageEncoderModel(ComponentModel):
     name = IMAGE_ENCODER
-    runner = ImageEncoderRunner
+    runner_type = ImageEncoderRunner
 
     def __init__(self, manifest: Manifest, target: Target, device: str, options: ServingOptions | None = None) -> None:
         super().__init__(manifest, target, device, options)
@@ -141,7 +141,7 @@ class ImageEncoderModel(ComponentModel):
 
     def run(self, items: list[Any]) -> list[Outputs]:
         # The dynamic batcher hands over several frames: one artifact call, each request gets its own row.
-        embeds = self.artifact.encode(torch.from_numpy(np.stack(items)))
+        embeds = self.runner.encode(torch.from_numpy(np.stack(items)))
         if embeds.shape[0] != len(items):
             raise RuntimeError(f"image encoder returned {embeds.shape[0]} rows for {len(items)} images")
         return [{IMAGE_EMBEDS: embeds[index : index + 1]} for index in range(len(items))]
@@ -149,7 +149,7 @@ class ImageEncoderModel(ComponentModel):
 
 class TextEncoderModel(ComponentModel):
     name = TEXT_ENCODER
-    runner = TextEncoderRunner
+    runner_type = TextEncoderRunner
 
     def __init__(self, manifest: Manifest, target: Target, device: str, options: ServingOptions | None = None) -> None:
         super().__init__(manifest, target, device, options)
@@ -181,7 +181,7 @@ class TextEncoderModel(ComponentModel):
         mask = torch.cat([_pad_tokens(m, length) for _, m, _ in items])
         frames = torch.cat([embeds.reshape(1, *embeds.shape[-2:]) for _, _, embeds in items])
         frame_index = torch.repeat_interleave(torch.arange(len(items)), torch.tensor(counts))
-        encoded = self.artifact.encode(input_ids, mask, frames, frame_index)  # the runner moves them to its device
+        encoded = self.runner.encode(input_ids, mask, frames, frame_index)  # the runner moves them to its device
         outputs, start = [], 0
         for (ids, own_mask, _), count in zip(items, counts):
             # Each request gets its questions at its own token bucket, as if it had run alone.
@@ -195,14 +195,14 @@ class TextDecoderModel(ComponentModel):
     """Scores every question from the first step; questions of answer-mode requests go on to greedy answers."""
 
     name = TEXT_DECODER
-    runner = TextDecoderRunner
+    runner_type = TextDecoderRunner
 
     def __init__(self, manifest: Manifest, target: Target, device: str, options: ServingOptions | None = None) -> None:
         super().__init__(manifest, target, device, options)
         # Measured in `make bench`: growing the buffer beats a fixed full-length one; exact lengths need a
         # shape-polymorphic build, buckets work everywhere.
-        policy = "bucketed" if self.artifact.static else "exact"
-        self.artifact.configure(self.spec.decode_lengths, policy)
+        policy = "bucketed" if self.runner.static else "exact"
+        self.runner.configure(self.spec.decode_lengths, policy)
         self.tokenizer = CheckpointTokenizer(manifest.processor_dir)
 
     def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> Any:
@@ -225,7 +225,7 @@ class TextDecoderModel(ComponentModel):
         length = max(embeds.shape[1] for embeds, _, _ in items)
         embeds = torch.cat([_pad_tokens(e, length) for e, _, _ in items])
         mask = torch.cat([_pad_tokens(m, length) for _, m, _ in items])
-        step = self.artifact.next_token_logits
+        step = self.runner.next_token_logits
         logits = first_step(step, embeds, mask, self.spec)
         scores = yes_probability(logits, self.spec)
         wants_answers = torch.tensor([not only for (_, _, only), n in zip(items, counts) for _ in range(n)])

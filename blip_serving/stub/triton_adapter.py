@@ -1,6 +1,6 @@
 """Inside the Triton stub: the glue between Triton's Python backend and a component model.
 
-``TritonComponent.from_args`` parses ``initialize``'s arguments, asks the target to place the instance (on neuron
+``ServedModel.from_args`` parses ``initialize``'s arguments, asks the target to place the instance (on neuron
 that reserves its NeuronCores before any artifact loads), checks the manifest against the config and loads the
 model. ``execute`` isolates errors per request: a bad request gets its own INVALID_ARG error while the rest of the
 batch succeeds, and an unexpected failure is logged and answered with INTERNAL instead of killing the stub.
@@ -70,8 +70,9 @@ def _libc() -> Any:
         return None
 
 
-class TritonComponent:
-    """The Triton side of a component model: parses ``initialize`` args, isolates errors per request."""
+class ServedModel:
+    """The Triton side of one served model (a component, or colocated ``blip_vqa``): parses ``initialize`` args,
+    isolates errors per request."""
 
     def __init__(self, model: Any, pb_utils: Any, host_outputs: bool = False, threads: int = 1) -> None:
         self.model = model
@@ -83,14 +84,14 @@ class TritonComponent:
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix=f"{model.name}-prepare") if threads > 1 else None
 
     @classmethod
-    def from_args(cls, component: str, args: Mapping[str, str], pb_utils: Any) -> TritonComponent:
+    def from_args(cls, component: str, args: Mapping[str, str], pb_utils: Any) -> ServedModel:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         # The model folder may be reached through the server's repository view (a symlink): resolve to the real one.
         artifact_dir = Path(args["model_repository"]).resolve().parent / parameters[PARAM_ARTIFACT_DIR]
         instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
         manifest = read_manifest(artifact_dir.resolve())
-        target = get_target(parameters[PARAM_TARGET]).from_description(manifest.data["target"])
+        target = get_target(parameters[PARAM_TARGET]).from_description(manifest.record.target.model_dump())
         placed = target.prepare_instance(
             parameters,
             instances,
@@ -106,7 +107,7 @@ class TritonComponent:
         pb_utils.Logger.log_info(
             f"{component}: loaded {len(files)} artifact(s) ({', '.join(files[:3])}...) for {target.name} on "
             f"{placed.description}, "
-            f"{threads} intra-op thread(s) (checkpoint {manifest.data['checkpoint']['source']})"
+            f"{threads} intra-op thread(s) (checkpoint {manifest.record.checkpoint.source})"
         )
         release_freed_memory()
         prepare_threads = core_share(int(parameters.get(PARAM_STUB_PROCESSES, "1") or 1))

@@ -20,7 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from blip_serving.errors import ArtifactError
-from blip_serving.manifest import MANIFEST, MANIFEST_FORMAT, PROCESSOR_DIR, Manifest, read_manifest, sha256_file
+from blip_serving.manifest import (
+    MANIFEST_FORMAT,
+    PROCESSOR_DIR,
+    ArtifactFile,
+    CheckpointInfo,
+    ComponentArtifacts,
+    Manifest,
+    ManifestRecord,
+    TargetInfo,
+    TracedTensor,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
 from blip_serving.spec import BATCH, COMPONENT_NAMES, BlipSpec
 from blip_serving.targets import Target
 
@@ -109,14 +122,8 @@ def _distinct(shapes: list[dict[str, int]]) -> list[dict[str, int]]:
     return [dict(key) for key in dict.fromkeys(tuple(sorted(shape.items())) for shape in shapes)]
 
 
-def _tensor_entry(tensor: Any) -> dict[str, Any]:
-    return {"name": tensor.name, "dtype": tensor.dtype, "dims": list(tensor.dims), "axes": list(tensor.axes)}
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+def _tensor_entry(tensor: Any) -> TracedTensor:
+    return TracedTensor(name=tensor.name, dtype=tensor.dtype, dims=list(tensor.dims), axes=list(tensor.axes))
 
 
 def build_target(
@@ -137,13 +144,13 @@ def build_target(
     versions = _versions()
     checkpoint_id = checkpoint_fingerprint(checkpoint.path, checkpoint.source)
     try:
-        previous = read_manifest(out_dir).data.get("components", {})
+        previous = dict(read_manifest(out_dir).record.components)
     except ArtifactError:
         previous = {}
 
     device = target.build_device
     checkpoint.processor.save_pretrained(out_dir / PROCESSOR_DIR)
-    components: dict[str, Any] = {}
+    components: dict[str, ComponentArtifacts] = {}
     for index, name in enumerate(COMPONENT_NAMES, start=1):
         step = f"[{index}/{len(COMPONENT_NAMES)}] {name}"
         fingerprint = hashlib.sha256(
@@ -167,9 +174,9 @@ def build_target(
         if (
             not force
             and old is not None
-            and old.get("fingerprint") == fingerprint
-            and [f["file"] for f in old.get("files", [])] == [f.name for f in files]
-            and all(f.is_file() and sha256_file(f) == e.get("sha256") for f, e in zip(files, old["files"]))
+            and old.fingerprint == fingerprint
+            and [f.file for f in old.files] == [f.name for f in files]
+            and all(f.is_file() and sha256_file(f) == e.sha256 for f, e in zip(files, old.files))
         ):
             progress(f"{step}: up to date ({len(files)} artifact(s)), skipped; FORCE=1 rebuilds")
             components[name] = old
@@ -209,35 +216,31 @@ def build_target(
             os.replace(temporary, artifact)
             worst = max(worst, error)
             entries.append(
-                {
-                    "sizes": sizes,
-                    "file": artifact.name,
-                    "sha256": sha256_file(artifact),
-                    "bytes": artifact.stat().st_size,
-                }
+                ArtifactFile(
+                    sizes=sizes, file=artifact.name, sha256=sha256_file(artifact), bytes=artifact.stat().st_size
+                )
             )
-        components[name] = {
-            "files": entries,
-            "fingerprint": fingerprint,
-            "max_relative_error": worst,
-            "inputs": [_tensor_entry(t) for t in component.traced_inputs],
-            "outputs": [_tensor_entry(t) for t in component.traced_outputs],
-        }
-        megabytes = sum(e["bytes"] for e in entries) / 2**20
+        components[name] = ComponentArtifacts(
+            files=entries,
+            fingerprint=fingerprint,
+            max_relative_error=worst,
+            inputs=[_tensor_entry(t) for t in component.traced_inputs],
+            outputs=[_tensor_entry(t) for t in component.traced_outputs],
+        )
+        megabytes = sum(e.bytes for e in entries) / 2**20
         progress(
             f"{step}: saved {len(entries)} artifact(s) ({megabytes:.1f} MiB) in "
             f"{time.perf_counter() - started:.1f}s, verified on {len(checks) * len(entries)} shape(s) "
             f"(max relative error {worst:.1e})"
         )
 
-    data = {
-        "format": MANIFEST_FORMAT,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "checkpoint": {"source": checkpoint.source, "path": checkpoint.path, "fingerprint": checkpoint_id},
-        "target": target.describe(),
-        "spec": spec.to_dict(),
-        "components": components,
-        "versions": versions,
-    }
-    _atomic_write_text(out_dir / MANIFEST, json.dumps(data, indent=2) + "\n")
-    return Manifest(directory=out_dir, data=data)
+    record = ManifestRecord(
+        format=MANIFEST_FORMAT,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        checkpoint=CheckpointInfo(source=checkpoint.source, path=checkpoint.path, fingerprint=checkpoint_id),
+        target=TargetInfo(**target.describe()),
+        spec=spec.to_dict(),
+        components=components,
+        versions=versions,
+    )
+    return write_manifest(out_dir, record)

@@ -15,7 +15,7 @@ from blip_build.pipeline import build, is_random
 from blip_contract.env import env_default, env_flag
 from blip_serving.deployment import Deployment
 from blip_serving.errors import ArtifactError, TargetUnavailableError
-from blip_serving.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES
+from blip_serving.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, LAYOUTS
 from blip_serving.placement import plan_path, read_plan
 from blip_serving.spec import (
     DEFAULT_IMAGE_BATCH_BUCKETS,
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             given.setdefault("model_instances", ())
         deployment = deployment.replaced(**given)
         if plan:
-            print(f"using {plan_path(args.artifacts, target.name)} (HOST={plan['host']}): {plan['why']}")
+            print(f"using {plan_path(args.artifacts, target.name)} (HOST_TYPE={plan.host}): {plan.why}")
     except (TargetUnavailableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -181,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ArtifactError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"wrote {manifest.directory / 'manifest.json'} and configs ({args.repository}/*/configs/{target.name}.pbtxt)")
+    names = ", ".join(f"{layout.config_name(target.name)}.pbtxt" for layout in LAYOUTS.values())
+    print(
+        f"wrote {manifest.directory / 'manifest.json'} and every layout's configs ({args.repository}/*/configs/: {names})"
+    )
     note = target.deployment_note(deployment)
     if note:
         print(note)

@@ -10,7 +10,8 @@ from pathlib import Path
 from blip_contract.env import env_default, env_flag
 from blip_contract.logs import configure_logging
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "api.toml"
+# The checkout's example config (`make api` runs from the checkout; images pass --config).
+DEFAULT_CONFIG = Path("client/api.toml")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,9 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import pybreaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_none
@@ -37,94 +35,12 @@ from blip_client.errors import (
     ServerUnavailableError,
 )
 from blip_client.probe import ProbeResult, probe_async
+from blip_client.router_backend import Backend, BackendClient, BackendFailed, BreakerMetrics, RoutedAnswer
 from blip_client.router_config import BackendConfig, RouterConfig, RouterConfigError, is_number
-from blip_client.router_metrics import BREAKER_STATES, RouterMetrics
+from blip_client.router_metrics import RouterMetrics
 from blip_client.wire import VqaResult
 
 log = logging.getLogger("blip_client.router")
-
-
-class BackendClient(Protocol):
-    """What the router needs of a fleet's client; ``AsyncBlipVqaClient`` in production, a stand-in in unit tests."""
-
-    closed: bool
-
-    async def infer(
-        self, image: bytes, questions: Sequence[str | bytes], *, timeout_s: float, scores_only: bool = False
-    ) -> VqaResult: ...
-
-    async def close(self) -> None: ...
-
-
-@dataclass
-class RoutedAnswer:
-    scores: list[float]
-    answers: list[str] | None  # None for a scores-only request
-    backend: str
-    attempts: int
-    seconds: float
-
-
-class _BackendFailed(Exception):
-    """One backend could not answer for a server-side reason: fail over."""
-
-
-class _BreakerMetrics(pybreaker.CircuitBreakerListener):
-    def __init__(self, metrics: RouterMetrics, name: str) -> None:
-        self.metrics, self.name = metrics, name
-
-    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
-        self.metrics.breaker_state.labels(self.name).set(BREAKER_STATES[new_state.name])
-        log.warning("backend %s: circuit breaker %s -> %s", self.name, getattr(old_state, "name", None), new_state.name)
-
-
-@dataclass(eq=False)
-class Backend:
-    """A named fleet: its client, its breaker, what the probes last saw, and its routing state."""
-
-    config: BackendConfig
-    client: BackendClient
-    breaker: pybreaker.CircuitBreaker
-    storage: pybreaker.CircuitMemoryStorage
-    weight: float
-    healthy: bool = True
-    good_probes: int = 0
-    bad_probes: int = 0
-    last_probe: ProbeResult | None = None
-    in_flight: int = 0
-    retired: bool = False
-    current: float = 0.0  # smooth weighted round robin
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-    probe_task: asyncio.Task[None] | None = None
-    probe_now: asyncio.Event = field(default_factory=asyncio.Event)  # a failed call asks for a probe at once
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    def breaker_admits(self) -> bool:
-        """Closed or half-open, or open long enough that the next call is the breaker's trial call."""
-        if self.breaker.current_state != pybreaker.STATE_OPEN:
-            return True
-        opened = self.storage.opened_at
-        return opened is None or datetime.now(UTC) >= opened + timedelta(seconds=self.breaker.reset_timeout)
-
-    def takes_traffic(self) -> bool:
-        return not self.retired and self.weight > 0 and self.breaker_admits()
-
-    def status(self) -> dict[str, Any]:
-        probe = self.last_probe
-        return {
-            "url": self.config.url,
-            "weight": self.weight,
-            "healthy": self.healthy,
-            "breaker": self.breaker.current_state,
-            "in_flight": self.in_flight,
-            "last_probe": None
-            if probe is None
-            else {"ok": probe.ok, "ms": round(probe.seconds * 1000, 1), "age_s": round(time.monotonic() - probe.at, 2)}
-            | ({"error": probe.error} if probe.error else {}),
-        }
 
 
 class Router:
@@ -192,7 +108,7 @@ class Router:
             fail_max=self.config.breaker_fail_max,
             reset_timeout=self.config.breaker_reset_s,
             exclude=[InvalidRequestError],
-            listeners=[_BreakerMetrics(self.metrics, config.name)],
+            listeners=[BreakerMetrics(self.metrics, config.name)],
             state_storage=storage,
             name=config.name,
             throw_new_error_on_trip=False,
@@ -286,7 +202,7 @@ class Router:
         failures: list[str] = []
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.config.max_attempts),
-            retry=retry_if_exception_type(_BackendFailed),
+            retry=retry_if_exception_type(BackendFailed),
             wait=wait_none(),
             reraise=True,
         )
@@ -299,14 +215,14 @@ class Router:
                     tried.append(backend)
                     try:
                         result = await self._call(backend, image, questions, scores_only)
-                    except _BackendFailed as error:
+                    except BackendFailed as error:
                         failures.append(str(error))
                         self.metrics.failovers.labels(backend.name).inc()
                         raise
                     return RoutedAnswer(
                         result.scores, result.answers, backend.name, len(tried), time.perf_counter() - started
                     )
-        except _BackendFailed:
+        except BackendFailed:
             pass
         self.metrics.unanswered.inc()
         reason = "; ".join(failures) if failures else "every backend is down, drained or has its breaker open"
@@ -349,7 +265,7 @@ class Router:
             self.metrics.errors.labels(name, kind).inc()
         backend.probe_now.set()
         log.warning("backend %s failed (%s): %s", name, kind, message)
-        raise _BackendFailed(f"{name}: {kind}: {message}")
+        raise BackendFailed(f"{name}: {kind}: {message}")
 
     # ---- active health probes -----------------------------------------------------------------------------------
 

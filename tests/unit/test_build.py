@@ -65,7 +65,7 @@ def test_second_build_skips_and_force_rebuilds(tiny_build, tmp_path) -> None:
             force=force,
             progress=lines.append,
         )
-        files = {name: manifest.artifact_files(name)[0][1] for name in manifest.data["components"]}
+        files = {name: manifest.artifact_files(name)[0][1] for name in manifest.record.components}
         return lines, {name: path.stat().st_mtime_ns for name, path in files.items()}
 
     lines, before = run(force=False)
@@ -172,3 +172,24 @@ def test_a_config_that_differs_from_the_artifacts_is_refused_naming_each_tensor(
     )
     with pytest.raises(ArtifactError, match=r"^text_decoder: the config's outputs do not match"):
         check_config_matches(manifest, "text_decoder", {**config, "output": config["output"][:1]})
+
+
+def test_the_build_takes_the_plan_for_its_target_and_says_so(tiny_build, tmp_path, capsys) -> None:
+    """``make plan`` then ``make build-artifacts``: the plan's deployment is built, explicit flags still win."""
+    from blip_build.cli import main
+    from blip_serving.model_config import parse
+    from blip_serving.placement import make_plan, write_plan
+
+    shutil.copytree(tiny_build.artifacts, tmp_path / "artifacts")
+    shutil.copytree(tiny_build.repository, tmp_path / "model_repository")
+    plan = make_plan("local", layout="colocated").model_copy(
+        update={"deployment": make_plan("local", layout="colocated").deployment.replaced(intra_op_threads=3)}
+    )
+    write_plan(plan, tmp_path / "artifacts")
+    where = ["--artifacts", str(tmp_path / "artifacts"), "--repository", str(tmp_path / "model_repository")]
+    assert main(["--target", "cpu", "--model", "random-tiny", *where]) == 0
+    printed = capsys.readouterr().out
+    assert f"(HOST_TYPE=local): {plan.why}" in printed
+    assert "every layout's configs" in printed and "cpu.pbtxt, colocated-cpu.pbtxt" in printed
+    config = parse((tmp_path / "model_repository" / "blip_vqa" / "configs" / "colocated-cpu.pbtxt").read_text())
+    assert config.parameters["intra_op_threads"].string_value == "3", "the plan's deployment was built"

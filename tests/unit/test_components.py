@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-from blip_serving.manifest import read_manifest
+from blip_serving.errors import ArtifactError
+from blip_serving.manifest import MANIFEST, read_manifest
 from blip_serving.spec import IMAGE_ENCODER, TEXT_DECODER, TEXT_ENCODER
 from blip_serving.stub.generation import first_step, greedy_decode, yes_probability
 from blip_serving.stub.questions import CheckpointTokenizer, QuestionTokenizer
@@ -30,13 +33,13 @@ def _decoder(manifest, policy: str) -> TextDecoderRunner:
 
 
 def test_manifest_describes_the_build(manifest, tiny_build) -> None:
-    data = manifest.data
-    assert data["target"]["name"] == "cpu" and manifest.checkpoint_location == str(tiny_build.checkpoint.resolve())
-    assert set(data["components"]) == {"image_encoder", "text_encoder", "text_decoder"}
-    for entry in data["components"].values():
-        ((file,),) = [entry["files"]]
-        assert file["sizes"] == {} and len(file["sha256"]) == 64 and entry["max_relative_error"] <= 1e-4
-    assert {"torch", "transformers"} <= set(data["versions"])
+    record = manifest.record
+    assert record.target.name == "cpu" and manifest.checkpoint_location == str(tiny_build.checkpoint.resolve())
+    assert set(record.components) == {"image_encoder", "text_encoder", "text_decoder"}
+    for entry in record.components.values():
+        ((file,),) = [entry.files]
+        assert file.sizes == {} and len(file.sha256) == 64 and entry.max_relative_error <= 1e-4
+    assert {"torch", "transformers"} <= set(record.versions)
 
 
 def test_static_build_has_one_artifact_per_bucket(static_build) -> None:
@@ -122,3 +125,14 @@ def test_decode_length_policies(manifest, static_build) -> None:
     static = read_manifest(static_build.target_dir())
     with pytest.raises(ValueError, match="needs shape-polymorphic artifacts"):
         _decoder(static, "exact")
+
+
+def test_a_manifest_with_a_field_it_does_not_know_is_refused_naming_it(manifest, tmp_path) -> None:
+    """The manifest is a typed record: a field written by another version is named, not silently ignored."""
+    data = json.loads((manifest.directory / MANIFEST).read_text())
+    data["components"]["text_encoder"]["files"][0]["shard"] = 3
+    (tmp_path / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(
+        ArtifactError, match=r"components\.text_encoder\.files\.0\.shard: Extra inputs are not permitted"
+    ):
+        read_manifest(tmp_path)

@@ -74,7 +74,7 @@ def test_wrong_shapes_between_steps_are_invalid_not_crashes(models) -> None:
 
 
 def test_an_internal_failure_is_answered_and_logged(models, monkeypatch) -> None:
-    component = models["text_decoder"].component
+    component = models["text_decoder"].served
     monkeypatch.setattr(component.model, "run", lambda items: (_ for _ in ()).throw(RuntimeError("boom")))
     spec = component.model.spec
     good = request(
@@ -122,7 +122,7 @@ def test_scores_only_and_answer_requests_share_one_decoder_batch(models, tiny_re
 
 
 def test_question_tokens_off_the_buckets_are_refused(models) -> None:
-    spec = models["text_decoder"].component.model.spec
+    spec = models["text_decoder"].served.model.spec
     bad = request(
         QUESTION_EMBEDS=np.zeros((1, 1, 20, spec.text_hidden_size), dtype=np.float32),
         QUESTION_MASK=np.ones((1, 1, 20), dtype=np.int64),

@@ -222,7 +222,7 @@ def test_the_plan_counts_the_artifacts_a_static_build_makes(static_build) -> Non
     from blip_serving.manifest import read_manifest
 
     manifest = read_manifest(static_build.target_dir())
-    built = {name: len(manifest.artifact_files(name)) for name in manifest.data["components"]}
+    built = {name: len(manifest.artifact_files(name)) for name in manifest.record.components}
     assert artifacts_per_component(static=True) == built == {"image_encoder": 3, "text_encoder": 6, "text_decoder": 6}
     assert artifacts_per_component(static=False) == dict.fromkeys(built, 1)
 

@@ -403,6 +403,22 @@ def test_health_changes_after_exactly_the_configured_probe_counts() -> None:
     run(check, config(unhealthy_after=3, healthy_after=2, probe_timeout_s=0.5))
 
 
+def test_a_probe_is_one_scores_only_question_and_a_refusal_of_it_keeps_the_fleet_healthy() -> None:
+    """The one probe rule (blip_client.probe), as the supervisor and blip-client probe apply it: a 400 to the
+    known-good probe means the fleet answered (stricter limits, say); it never takes the fleet out of rotation."""
+
+    async def check(router: Router):
+        backend, client = router.backends["gpu"], fleet(router, "gpu")
+        client.error = InvalidRequestError("[400] the image is larger than this fleet accepts")
+        for _ in range(3):
+            result = await router.probe(backend)
+        assert backend.healthy and result.ok and result.note.startswith("the probe itself was refused")
+        assert client.calls[-1][2] is True, "scores only: one decoder step"
+        assert sample(router, "blip_router_probes_total", backend="gpu", result="ok") == 3
+
+    run(check, config(unhealthy_after=1))
+
+
 def test_a_passed_probe_clears_the_failed_count() -> None:
     async def check(router: Router):
         backend, client = router.backends["gpu"], fleet(router, "gpu")

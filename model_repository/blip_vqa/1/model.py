@@ -5,12 +5,12 @@ In the ensemble layout this folder's config is Triton's ensemble and this file i
 
 import triton_python_backend_utils as pb_utils
 
-from blip_serving.stub.triton_adapter import TritonComponent
+from blip_serving.stub.triton_adapter import ServedModel
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        self.component = TritonComponent.from_args("blip_vqa", args, pb_utils)
+        self.served = ServedModel.from_args("blip_vqa", args, pb_utils)
 
     def execute(self, requests: list) -> list:
-        return self.component.execute(requests)
+        return self.served.execute(requests)

@@ -2,12 +2,12 @@
 
 import triton_python_backend_utils as pb_utils
 
-from blip_serving.stub.triton_adapter import TritonComponent
+from blip_serving.stub.triton_adapter import ServedModel
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        self.component = TritonComponent.from_args("text_encoder", args, pb_utils)
+        self.served = ServedModel.from_args("text_encoder", args, pb_utils)
 
     def execute(self, requests: list) -> list:
-        return self.component.execute(requests)
+        return self.served.execute(requests)

@@ -24,10 +24,15 @@ STAGE = ROOT / ".mutate"
 # The operational logic: routing, self-healing, sizing and cost, artifact integrity, placement, input validation.
 MODULES = (
     "blip_client/router.py",
+    "blip_client/router_backend.py",
+    "blip_client/router_config.py",
+    "blip_client/probe.py",
     "blip_client/wire.py",
     "blip_serving/supervisor.py",
     "blip_serving/capacity.py",
     "blip_serving/placement.py",
+    "blip_serving/layouts/base.py",
+    "blip_serving/layouts/ensemble.py",
     "blip_serving/manifest.py",
     "blip_serving/stub/images.py",
     "blip_serving/stub/questions.py",

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from blip_api.settings import DEFAULT_BEHAVIORS
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 # The sample camera frame (a cat photo, 640x480 PNG) every served and in-process figure is measured on.
 SAMPLE = ROOT / "client" / "samples" / "chelsea.png"
-# The questions the API tier asks of every frame (three behaviours), scores only unless a benchmark says.
-BEHAVIOR_QUESTIONS = ("Is the dog barking?", "Is the dog chewing furniture?", "Is the dog on the couch?")
+# The questions the API tier asks of a frame by default: its first three behaviours, scores only unless a
+# benchmark says otherwise.
+BEHAVIOR_QUESTIONS: tuple[str, ...] = tuple(DEFAULT_BEHAVIORS.values())[:3]

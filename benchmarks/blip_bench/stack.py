@@ -118,7 +118,7 @@ class Fleet:
         command = [
             sys.executable,
             "-m",
-            "blip_serving.triton.process",
+            "blip_serving.serve",
             "--target",
             "cpu",
             "--layout",

@@ -6,13 +6,13 @@ It parses arguments and prints; ``blip_build.build`` does the work.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from pathlib import Path
 
 from blip_build.pipeline import build, is_random
 from blip_contract.env import env_default, env_flag
+from blip_contract.logs import configure_logging
 from blip_serving.deployment import Deployment
 from blip_serving.errors import ArtifactError, TargetUnavailableError
 from blip_serving.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, LAYOUTS
@@ -135,7 +135,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging()
     try:
         # Resolve the target first: a missing SDK or GPU stops the build before anything is loaded or written.
         target = resolve_target(

@@ -7,7 +7,7 @@ is validated by Triton (one decoder for every client) and its 400 passes through
 means no backend could answer. ``GET /healthz`` and ``GET /metrics`` are open; everything else needs the
 bearer token, and ``/admin/*`` the admin token.
 
-Hardening (the README's security section lists what the tests check): header blocks over ``max_header_bytes`` or
+Hardening (docs/security.md lists what the tests check): header blocks over ``max_header_bytes`` or
 ``max_headers`` get 431, a multipart body may carry one file and a bounded number of small fields, no CORS headers
 are sent (browsers cannot call the API cross-origin), no interactive docs are served, and an unexpected failure
 answers a bare 500 while the traceback goes to the log only.

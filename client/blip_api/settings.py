@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from blip_client.router_config import RouterConfig, RouterConfigError, first_error
+from blip_client.router_config import RouterConfig, RouterConfigError
 from blip_contract import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_QUESTIONS
+from blip_contract.records import Record
 
 TOKEN_ENV = "BLIP_API_TOKEN"
 ADMIN_TOKEN_ENV = "BLIP_API_ADMIN_TOKEN"
@@ -32,14 +33,9 @@ class SettingsError(ValueError):
     """The API tier cannot start with these settings; the message names the setting."""
 
 
-class _Settings(BaseModel):
+class _Settings(Record):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as error:
-            raise SettingsError(first_error(error)) from None
+    error_type = SettingsError
 
 
 class Limits(_Settings):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from blip_contract.records import Record
 
 
 class RouterConfigError(ValueError):
@@ -20,27 +22,12 @@ def is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def first_error(error: ValidationError) -> str:
-    """The message a validator raised (pydantic wraps it), else pydantic's own, naming the field."""
-    item = error.errors(include_url=False)[0]
-    raised = item.get("ctx", {}).get("error")
-    if raised is not None:
-        return str(raised)
-    return f"{'.'.join(map(str, item['loc']))}: {item['msg']}"
-
-
-class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as error:
-            raise RouterConfigError(first_error(error)) from None
+class _Record(Record):
+    error_type = RouterConfigError
 
 
 class BackendConfig(_Record):
-    """One fleet behind the router (the README's "fleet"; the router calls it a backend)."""
+    """One fleet behind the router: the docs' "fleet", which the router and its config call a backend."""
 
     name: str = Field(description="Letters, digits, '-' or '_': the name in metrics, status and the admin API.")
     url: str = Field(description="host:port of the fleet's Triton HTTP endpoint, without a scheme.")

@@ -259,7 +259,7 @@ def test_supervised_model_control_answers_only_the_supervisors_secret(tiny_build
 
 
 def test_what_schemathesis_found_stays_fixed(api) -> None:
-    """Regression cases from the schemathesis runs (see the README)."""
+    """Regression cases from the schemathesis runs (see docs/security.md)."""
     # Questions in the query string of a multipart request were silently dropped: now a 400 naming it.
     mixed = post_multipart(api, {"behavior": "barking"}, params={"question": "Is it?"})
     assert mixed.status_code == 400 and "not the query" in mixed.json()["error"]

@@ -1,7 +1,7 @@
 """`make bench` and `make perf` end to end on random-tiny (bench: from a local checkpoint directory): the real server, tritonclient and perf_analyzer.
 
 Figures are not asserted (they belong to the benchmark run); what is asserted is that every figure is
-produced, from real measurements, in the files the README points to.
+produced, from real measurements, in the files docs/performance.md points to.
 """
 
 from __future__ import annotations

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import platform
 import statistics
 from dataclasses import asdict
 from typing import Any
 
-import psutil
-
+from blip_bench.machine import machine
 from blip_bench.soak.config import (
     FLEETS,
     HEAL_TARGET_S,
@@ -108,7 +106,7 @@ def verdict(
         "passed": all(checks.values()),
         "checks": checks,
         "config": asdict(config) | {"warmup_s": config.warmup_s},
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": psutil.cpu_count()},
+        "machine": machine(),
         "requests": len(outcomes),
         "valid_requests": len(valid),
         "valid_failed": sum(not o.ok for o in valid),

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from blip_api.settings import DEFAULT_BEHAVIORS
 from blip_bench.corpus import generated_images
 from blip_bench.soak.config import EXTRA_IMAGES, MAX_IMAGE_BYTES
 from blip_bench.stack import AUTH
@@ -39,7 +40,7 @@ class Traffic:
         "auth": 9,
     }
     QUESTIONS = ("what is the animal doing?", "Is the dog barking?", "what color is the cat?", "Is it dark?")
-    BEHAVIORS = ("barking", "chewing_furniture", "on_the_couch", "eating", "sleeping")
+    BEHAVIORS = tuple(DEFAULT_BEHAVIORS)  # the names the API tier knows by default
 
     def __init__(self) -> None:
         corpus = generated_images()

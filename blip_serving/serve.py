@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
         log_verbose=args.log_verbose,
-        host=args.listen_address,
+        listen_address=args.listen_address,
         layout=args.layout,
         model_control=args.heal_interval_s > 0,  # the supervisor reloads a model whose stub died
     )

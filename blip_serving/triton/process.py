@@ -50,7 +50,7 @@ def free_port() -> int:
 
 
 class TritonServer:
-    """A tritonserver process serving one repository for one target (on 127.0.0.1 unless ``host`` says)."""
+    """A tritonserver process serving one repository for one target (on 127.0.0.1 unless ``listen_address`` says)."""
 
     echo_log = False  # `make serve` prints Triton's log; tests keep only a tail for error messages
 
@@ -64,23 +64,23 @@ class TritonServer:
         metrics_port: int | None = None,
         log_verbose: int = 0,
         backend_root: Path | None = None,
-        host: str = "127.0.0.1",
+        listen_address: str = "127.0.0.1",
         layout: str = DEFAULT_LAYOUT,
         model_control: bool = False,
         env: Mapping[str, str] | None = None,
     ) -> None:
         """``env``: the environment tritonserver starts from (default: this process's); the OpenMP policy and the
         library paths are added to it."""
-        self.target_type = get_target(target)  # an unknown name fails here, in one line
+        self.target_type = get_target(target)  # the class; an unknown name fails here, in one line
         self.layout = get_layout(layout)
         # Explicit model control, restricted to the holder of this secret (kept in this process's memory; the
         # tritonserver command line carries it, readable only by whoever may already signal the server).
         self.model_control_secret = secrets.token_urlsafe(24) if model_control else None
         self.repository = repository.resolve()
-        self.target = target
+        self.target_name = target
         self.view: Path | None = None
         self.stub_python_checked = False
-        self.host = host
+        self.listen_address = listen_address
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
         self.metrics_port = metrics_port or free_port()
@@ -95,7 +95,7 @@ class TritonServer:
     @property
     def local_address(self) -> str:
         """Where this host reaches the server: loopback when it listens on every address, else its one address."""
-        return "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return "127.0.0.1" if self.listen_address in ("0.0.0.0", "", "::") else self.listen_address
 
     @property
     def http_url(self) -> str:
@@ -112,7 +112,7 @@ class TritonServer:
     def check_repository(self) -> None:
         """Fail before starting if the target cannot run here or ``make build-artifacts`` has not run for it."""
         self.target_type().check_serving()
-        config = self.layout.config_name(self.target)
+        config = self.layout.config_name(self.target_name)
         missing = [
             name
             for name in self.layout.served_models
@@ -121,7 +121,7 @@ class TritonServer:
         if missing:
             raise TritonProcessError(
                 f"no {config} configs for {', '.join(missing)} in {self.repository}: "
-                f"run `make build-artifacts TARGET={self.target} LAYOUT={self.layout.name}` first"
+                f"run `make build-artifacts TARGET={self.target_name} LAYOUT={self.layout.name}` first"
             )
 
     def repository_view(self) -> Path:
@@ -143,12 +143,12 @@ class TritonServer:
             str(binary),
             f"--model-repository={self.repository_view()}",
             f"--backend-directory={backends or prepare_backend_directory(self.backend_root)}",
-            f"--model-config-name={self.layout.config_name(self.target)}",
-            f"--http-address={self.host}",
+            f"--model-config-name={self.layout.config_name(self.target_name)}",
+            f"--http-address={self.listen_address}",
             f"--http-port={self.http_port}",
-            f"--grpc-address={self.host}",
+            f"--grpc-address={self.listen_address}",
             f"--grpc-port={self.grpc_port}",
-            f"--metrics-address={self.host}",
+            f"--metrics-address={self.listen_address}",
             f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",

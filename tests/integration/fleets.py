@@ -21,7 +21,7 @@ def restart(server: TritonServer) -> TritonServer:
     """A new server process on the same ports and repository: the fleet coming back."""
     return TritonServer(
         server.repository,
-        server.target,
+        server.target_name,
         layout=server.layout.name,
         http_port=server.http_port,
         grpc_port=server.grpc_port,

@@ -22,7 +22,9 @@ def addresses(server: TritonServer) -> set[str]:
     ],
 )
 def test_triton_listens_where_host_says_and_is_reached_there(tmp_path, host, listens, reached_at) -> None:
-    server = TritonServer(tmp_path, "cpu", **({"host": host} if host else {}), http_port=8000, metrics_port=8002)
+    server = TritonServer(
+        tmp_path, "cpu", **({"listen_address": host} if host else {}), http_port=8000, metrics_port=8002
+    )
     try:
         assert addresses(server) == {listens}
         assert server.http_url == f"{reached_at}:8000"

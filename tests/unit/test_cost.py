@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from blip_serving.capacity import (
     PRICES,
@@ -166,7 +167,9 @@ def test_the_hpa_target_is_the_knee_times_the_headroom(tmp_path, capsys) -> None
     code = main_capacity(["--perf", str(tmp_path / "n.json"), "--headroom", "0.5", "--overlays", str(overlays)])
     assert code == 0 and "x headroom 0.5 = 10 requests/s per pod" in capsys.readouterr().out
     for name in ("neuron-inf2-xlarge", "gpu-g5-xlarge"):
-        assert 'averageValue: "10"' in (overlays / name / "capacity.yaml").read_text()
+        patch = yaml.safe_load((overlays / name / "capacity.yaml").read_text())
+        (metric,) = patch["spec"]["metrics"]
+        assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "10"}, "a quantity string"
 
 
 def test_read_perf_takes_the_knee_and_its_source(tmp_path) -> None:

@@ -31,7 +31,7 @@ BLIP_VARIABLES := TARGET LAYOUT MODEL FORCE FP16 STATIC_SHAPES FAST_RESIZE NEURO
 $(foreach name,$(BLIP_VARIABLES),$(eval export BLIP_$(name) = $$($(name))))
 
 .DEFAULT_GOAL := help
-.PHONY: help install plan capacity cost build-artifacts serve api ask demo bench bench-host perf soak gpu-check gpu-check-carry test test-unit test-integration mutate lint format clean
+.PHONY: help install plan capacity cost build-artifacts serve api ask demo bench bench-host perf soak gpu-check gpu-check-carry test test-unit test-integration compat-check mutate lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -102,6 +102,9 @@ test-unit: install ## Unit tests only (no server)
 
 test-integration: install ## Integration tests only (real Triton server)
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+compat-check: ## The stub and build on the Neuron release's torch and Python (throwaway .venv-compat, ~4 GB; not in make test)
+	tools/compat_check.sh all
 
 mutate: install ## Mutation testing (mutmut) of router, supervisor, cost, manifest, placement, input checks vs the unit suite; fails under 85% killed
 	$(BIN)/python tools/mutate.py

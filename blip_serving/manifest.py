@@ -43,6 +43,11 @@ class ArtifactFile(_Record):
     file: str = Field(description="File name, beside the manifest.")
     sha256: str
     bytes: int
+    verified: bool = Field(
+        True,
+        description="False: compiled on a host that could not run it (a NEFF without an Inferentia device); the "
+        "first load on the device checks it against the reference outputs stored beside it.",
+    )
 
 
 class TracedTensor(_Record):
@@ -55,7 +60,9 @@ class TracedTensor(_Record):
 class ComponentArtifacts(_Record):
     files: list[ArtifactFile]
     fingerprint: str = Field(description="sha256 of checkpoint, spec, target, versions and the traceable code.")
-    max_relative_error: float = Field(description="Largest error of a reloaded artifact against the module.")
+    max_relative_error: float | None = Field(
+        description="Largest error of a reloaded artifact against the module; None where the build could not run it."
+    )
     inputs: list[TracedTensor]
     outputs: list[TracedTensor]
 
@@ -120,6 +127,10 @@ class Manifest:
     def artifact_files(self, component: str) -> list[tuple[dict[str, int], Path]]:
         """(axis sizes, path) of each artifact of ``component``; sizes are empty for a shape-polymorphic one."""
         return [(entry.sizes, self.directory / entry.file) for entry in self.record.components[component].files]
+
+    def unverified_files(self, component: str) -> set[Path]:
+        """The artifacts of ``component`` the build could not run, which the first load must verify."""
+        return {self.directory / entry.file for entry in self.record.components[component].files if not entry.verified}
 
     @property
     def processor_dir(self) -> Path:

@@ -15,8 +15,15 @@ import numpy as np
 PARITY_QUESTIONS = ("Is the dog barking?", "what is the animal doing?", "how many pets are there?")
 
 
-def reference_answers(checkpoint: str, images: list[Path], questions: tuple[str, ...], device: str) -> list[dict]:
-    """transformers' own ``generate()`` on the device: answer tokens, text and the first step's P(yes)."""
+def reference_answers(
+    checkpoint: str, images: list[Path], questions: tuple[str, ...], device: str, autocast: Any = None
+) -> list[dict]:
+    """transformers' own ``generate()`` on the device: answer tokens, text and the first step's P(yes).
+
+    ``autocast``: a dtype for ``torch.autocast`` (matrix multiplications in it, as neuronx-cc's ``--auto-cast``
+    does), else fp32 throughout."""
+    import contextlib
+
     import torch
     from PIL import Image, ImageOps
     from transformers import BlipForQuestionAnswering, BlipProcessor
@@ -30,7 +37,12 @@ def reference_answers(checkpoint: str, images: list[Path], questions: tuple[str,
         picture = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
         for question in questions:
             inputs = processor(images=picture, text=question, return_tensors="pt").to(device)
-            with torch.inference_mode():
+            cast = (
+                torch.autocast(device.split(":")[0], dtype=autocast)
+                if autocast is not None
+                else contextlib.nullcontext()
+            )
+            with torch.inference_mode(), cast:
                 output = model.generate(**inputs, output_logits=True, return_dict_in_generate=True)
             first = output.logits[0][0, [yes, no]].float()
             results.append(

@@ -37,6 +37,7 @@ from blip_serving.spec import (
 from blip_serving.stub.generation import first_step, greedy_decode, yes_probability
 from blip_serving.stub.images import ImagePreprocessor, decode_image
 from blip_serving.stub.questions import CheckpointTokenizer, QuestionTokenizer, decode_questions
+from blip_serving.stub.references import check_reference
 from blip_serving.stub.runners import ImageEncoderRunner, TextDecoderRunner, TextEncoderRunner
 from blip_serving.targets import Target
 
@@ -95,8 +96,13 @@ class ComponentModel(ABC):
         files = verify_artifact_files(manifest, self.name, target.name)
         # The manifest's own settings decide the dtype (an fp16 build runs in half), not the config's target.
         built = manifest.target
+        unverified = manifest.unverified_files(self.name)
+        loaded = [(sizes, path, target.load(str(path), device)) for sizes, path in files]
+        for _, path, module in loaded:
+            if path in unverified:  # compiled where it could not run: checked here, on the device, before serving
+                check_reference(module, path, built.tolerance, device)
         self.runner = self.runner_type.from_artifacts(
-            [(sizes, target.load(str(path), device)) for sizes, path in files],
+            [(sizes, module) for sizes, _, module in loaded],
             self.spec.components[self.name],
             device,
             built.float_dtype,

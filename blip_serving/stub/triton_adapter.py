@@ -98,6 +98,7 @@ class ServedModel:
             instance_index(args.get("model_instance_name", f"{component}_0_0")),
             int(args.get("model_instance_device_id", "0") or 0),
         )
+        target.check_build(manifest.record.versions)  # after placement: a check may import the target's SDK
         threads = threads_per_instance(int(parameters.get(PARAM_INTRA_OP_THREADS, "0") or 0), instances)
         torch.set_num_threads(threads)
         check_config_matches(manifest, component, config)

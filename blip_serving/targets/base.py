@@ -71,6 +71,12 @@ class Target(ABC):
         with torch.no_grad():
             return torch.jit.trace(module, example_inputs, check_trace=False)
 
+    @property
+    def runs_here(self) -> bool:
+        """Whether this machine can run what it builds (a NEFF needs an Inferentia device; cpu and gpu always can,
+        since ``resolve`` refused a gpu build without CUDA)."""
+        return True
+
     def describe(self) -> dict[str, Any]:
         """What the manifest records of this target; ``from_description`` reads it back in the stub."""
         return {
@@ -94,7 +100,15 @@ class Target(ABC):
         """A line the build prints about what this deployment needs of the host, if anything."""
         return None
 
+    def sdk_versions(self) -> dict[str, str]:
+        """Versions of the target's own SDK that the manifest records beside python, torch and transformers."""
+        return {}
+
     # -- serving ----------------------------------------------------------------------------------------------
+    def check_build(self, versions: Mapping[str, str]) -> None:
+        """Refuse, in one line, artifacts whose recorded SDK versions this process cannot run; most targets can."""
+        return None
+
     def check_serving(self) -> None:
         """Fail with one line before Triton starts if this machine cannot serve the target; most always can."""
         return None

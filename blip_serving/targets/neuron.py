@@ -12,14 +12,17 @@ its own process: each component gets a block of cores, split evenly among its in
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blip_serving.deployment import Deployment
-from blip_serving.errors import TargetUnavailableError
+from blip_serving.errors import ArtifactError, TargetUnavailableError
 from blip_serving.layouts import layout_of
 from blip_serving.targets.base import InstanceDevice, Target
 
@@ -43,6 +46,92 @@ def require_neuron_sdk() -> Any:
             "Inferentia2/Trainium host from https://pip.repos.neuron.amazonaws.com "
             f"({error.__class__.__name__}: {error})"
         ) from error
+
+
+def neuron_release() -> dict[str, Any]:
+    """The one Neuron release the fleet runs (``neuron_release.toml``, package data): its exact pins and sources."""
+    import tomllib  # Python 3.11+: the Neuron image's 3.12 and the build host have it; no other path reads the file
+
+    return tomllib.loads((resources.files("blip_serving.targets") / "neuron_release.toml").read_text())
+
+
+def _version(module: str, distribution: str) -> str:
+    """A package's version: its module's ``__version__``, else its installed distribution's, else "not installed"."""
+    try:
+        version = getattr(importlib.import_module(module), "__version__", None)
+    except ImportError:
+        version = None
+    if version:
+        return str(version)
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def installed_sdk() -> dict[str, str]:
+    """The torch-neuronx and neuronx-cc this process would trace or load with."""
+    require_neuron_sdk()
+    return {
+        "torch_neuronx": _version("torch_neuronx", "torch-neuronx"),
+        "neuronx_cc": _version("neuronxcc", "neuronx-cc"),
+    }
+
+
+def _described(versions: Mapping[str, str]) -> str:
+    return (
+        f"torch-neuronx {versions.get('torch_neuronx', 'unknown')}, neuronx-cc {versions.get('neuronx_cc', 'unknown')}"
+    )
+
+
+def check_release(installed: Mapping[str, str]) -> None:
+    """Refuse to build with an SDK outside the matrix's release, in one line naming both."""
+    release = neuron_release()
+    wanted = {"torch_neuronx": release["pip"]["torch-neuronx"], "neuronx_cc": release["pip"]["neuronx-cc"]}
+    if any(installed.get(name) != version for name, version in wanted.items()):
+        raise TargetUnavailableError(
+            f"TARGET=neuron builds with Neuron {release['release']['neuron']} ({_described(wanted)}); this machine "
+            f"has {_described(installed)}: install those (docker/Dockerfile.neuron does) or move the release in "
+            "blip_serving/targets/neuron_release.toml"
+        )
+
+
+# The allocation this process started with, kept apart from the value an instance sets for itself (a process that
+# places a second instance, as the tests do, must not read the first one's cores as an allocation).
+ALLOCATION_ENV = "BLIP_NEURON_ALLOCATION"
+
+
+def allocation() -> str | None:
+    """The cores a Neuron device plugin allocated to this container, if any (``NEURON_RT_VISIBLE_CORES`` as the
+    process found it before any instance set its own)."""
+    if ALLOCATION_ENV not in os.environ:
+        os.environ[ALLOCATION_ENV] = os.environ.get(NEURON_VISIBLE_CORES_ENV, "")
+    return os.environ[ALLOCATION_ENV] or None
+
+
+def parse_core_list(text: str) -> list[int]:
+    """``NEURON_RT_VISIBLE_CORES`` as the runtime reads it: ``3``, ``2-3``, ``0,2,4`` or ``0-1,4-5``."""
+    cores: list[int] = []
+    for part in filter(None, (piece.strip() for piece in text.split(","))):
+        first, _, last = part.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise ValueError(f"{NEURON_VISIBLE_CORES_ENV}={text!r} is not a list of cores or ranges")
+        cores.extend(range(int(first), int(last or first) + 1))
+    return cores
+
+
+def within_allocation(planned: str, allocated: str) -> str:
+    """The plan's cores (numbered from 0 on the host) mapped into the cores a device plugin allocated to this
+    container; a plan that needs more cores than were allocated fails in one line naming both."""
+    pool = parse_core_list(allocated)
+    indices = parse_core_list(planned)
+    if not pool or max(indices) >= len(pool):
+        raise TargetUnavailableError(
+            f"the plan places this instance on NeuronCores {planned} (of a block numbered from 0), but the container "
+            f"was allocated {len(pool)} core(s), {NEURON_VISIBLE_CORES_ENV}={allocated}: request as many "
+            "aws.amazon.com/neuroncore as the plan needs, or make the plan for this allocation"
+        )
+    return ",".join(str(pool[i]) for i in indices)
 
 
 def neuron_visible_cores(first: int, last: int, instances: int, index: int) -> str:
@@ -89,7 +178,7 @@ class NeuronTarget(Target):
 
     @classmethod
     def resolve(cls, *, fp16: bool = False, compiler_args: str | None = None, static_shapes: bool = False) -> Target:
-        require_neuron_sdk()
+        check_release(installed_sdk())
         args = shlex.split(compiler_args if compiler_args is not None else DEFAULT_NEURON_COMPILER_ARGS)
         # neuronx-cc casts inside the compiler; the module itself is traced in fp32.
         return cls(precision="fp16" if "fp16" in args else "fp32", compiler_args=tuple(args), static_shapes=True)
@@ -98,8 +187,19 @@ class NeuronTarget(Target):
     def tolerance(self) -> float:
         return 5e-2
 
+    @property
+    def runs_here(self) -> bool:
+        # The Neuron driver's device nodes: without one, NEFFs are compiled (cpu_backend) but cannot be run.
+        return any(Path("/dev").glob("neuron[0-9]*"))
+
     def trace(self, module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Any:
-        return require_neuron_sdk().trace(module, example_inputs, compiler_args=list(self.compiler_args))
+        args = list(self.compiler_args)
+        if not self.runs_here:
+            # A build host without Inferentia (the SDK's CPU compilation): trace on the CPU, compile for inf2.
+            if "--target" not in args:
+                args += ["--target", "inf2"]
+            return require_neuron_sdk().trace(module, example_inputs, compiler_args=args, cpu_backend=True)
+        return require_neuron_sdk().trace(module, example_inputs, compiler_args=args)
 
     def deployment_note(self, deployment: Deployment) -> str | None:
         return (
@@ -122,9 +222,27 @@ class NeuronTarget(Target):
         cores = neuron_visible_cores(
             int(parameters[PARAM_NEURON_CORE_START]), int(parameters[PARAM_NEURON_CORE_END]), instances, index
         )
+        # A Neuron device plugin exports the cores it allocated to the container: the plan's cores are positions in
+        # that list. Only where nothing was allocated (one pod per host, or docker run) are they the host's own.
+        allocated = allocation()
+        if allocated:
+            cores = within_allocation(cores, allocated)
         os.environ[NEURON_VISIBLE_CORES_ENV] = cores
         # Inputs stay on the host; the Neuron runtime moves them to the cores.
         return InstanceDevice(load_device="cpu", description=f"neuron cores {cores}")
+
+    def sdk_versions(self) -> dict[str, str]:
+        return installed_sdk()
+
+    def check_build(self, versions: Mapping[str, str]) -> None:
+        # NEFFs on a volume can outlive an image upgrade: the runtime must be the release that compiled them.
+        installed = installed_sdk()
+        built = {name: versions.get(name, "unknown") for name in installed}
+        if built != installed:
+            raise ArtifactError(
+                f"these NEFFs were compiled by {_described(built)}; this image has {_described(installed)}: rebuild "
+                "them with `make build-artifacts TARGET=neuron` on this release"
+            )
 
     def process_slots(self, host: Mapping[str, Any]) -> int | None:
         # A NeuronCore reserved by one process cannot be used by another: one process per core at most.

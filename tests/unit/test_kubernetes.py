@@ -35,6 +35,8 @@ CHECKOV_SKIPS = {
     "CKV_K8S_11": "no CPU limit on purpose: CPU limits throttle OpenMP inference threads; requests are set",
     "CKV_K8S_35": "tokens reach the API as environment variables from a Secret, as its settings read them",
     "CKV_K8S_40": "uid 1000 is the NGC Triton image's own non-root user (triton-server); the API runs as 10001",
+    "CKV_K8S_25": "the Neuron fleet adds IPC_LOCK alone (the Neuron runtime locks host memory it shares with the "
+    "device, as the Neuron container docs run it); every other capability stays dropped",
     "CKV2_K8S_6": "the API tier's own NetworkPolicy belongs to the ingress in front of it, which is site-specific",
 }
 
@@ -209,3 +211,10 @@ def test_checkov_kubernetes_checks_pass_with_every_skip_justified(tmp_path) -> N
     passed = sum(entry["summary"]["passed"] for entry in reports)
     assert not failed and sum(entry["summary"]["failed"] for entry in reports) == 0, "\n".join(failed)
     assert passed > 100, f"only {passed} checks passed"
+
+
+def test_the_neuron_fleet_may_lock_memory_and_nothing_else() -> None:
+    """IPC_LOCK for the Neuron runtime, as the Neuron container docs run it; every other capability dropped."""
+    capabilities = container("neuron-inf2-xlarge")["securityContext"]["capabilities"]
+    assert capabilities == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
+    assert "add" not in container("gpu-g5-xlarge")["securityContext"]["capabilities"]

@@ -32,6 +32,7 @@ from blip_serving.targets.neuron import (
     NEURON_VISIBLE_CORES_ENV,
     neuron_core_blocks,
     neuron_cores_needed,
+    neuron_release,
     neuron_visible_cores,
 )
 from tests.conftest import QUESTIONS, VALID_IMAGES
@@ -90,20 +91,30 @@ def test_neuron_config_names_each_components_core_block(tiny_build, tmp_path) ->
     assert "neuron_core_start_index" not in repository_configs(spec, "gpu", "x")["text_encoder"].parameters
 
 
+# The SDK the stand-in claims to be: the matrix's release, which the stub holds the manifest's versions to.
+SDK_VERSIONS = {
+    "torch_neuronx": neuron_release()["pip"]["torch-neuronx"],
+    "neuronxcc": neuron_release()["pip"]["neuronx-cc"],
+}
+
+
 class _RecordingNeuronSdk(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Stands in for ``torch_neuronx`` and records what the process looked like when it was imported."""
+    """Stands in for ``torch_neuronx`` (and ``neuronxcc``, for its version) and records what the process looked
+    like when ``torch_neuronx`` was imported."""
 
     def __init__(self, events: list[tuple[str, str | None]]) -> None:
         self.events = events
 
     def find_spec(self, name, path, target=None):
-        return importlib.machinery.ModuleSpec(name, self) if name == "torch_neuronx" else None
+        return importlib.machinery.ModuleSpec(name, self) if name in SDK_VERSIONS else None
 
     def create_module(self, spec):
         return types.ModuleType(spec.name)
 
     def exec_module(self, module) -> None:
-        self.events.append(("import torch_neuronx", os.environ.get(NEURON_VISIBLE_CORES_ENV)))
+        module.__version__ = SDK_VERSIONS[module.__name__]
+        if module.__name__ == "torch_neuronx":
+            self.events.append(("import torch_neuronx", os.environ.get(NEURON_VISIBLE_CORES_ENV)))
 
 
 @pytest.fixture
@@ -114,6 +125,8 @@ def neuron_repository(static_build, tmp_path, monkeypatch):
     manifest = json.loads((artifacts / MANIFEST).read_text())
     assert manifest["target"]["static_shapes"], "one artifact per bucket, as torch_neuronx.trace builds"
     manifest["target"]["name"] = "neuron"
+    # What a build with the matrix's SDK records (the stub refuses NEFFs from another release).
+    manifest["versions"] |= {"torch_neuronx": SDK_VERSIONS["torch_neuronx"], "neuronx_cc": SDK_VERSIONS["neuronxcc"]}
     (artifacts / MANIFEST).write_text(json.dumps(manifest))
     repository = tmp_path / "model_repository"
     shutil.copytree(static_build.repository, repository, ignore=shutil.ignore_patterns("configs"))
@@ -122,7 +135,9 @@ def neuron_repository(static_build, tmp_path, monkeypatch):
 
     events: list[tuple[str, str | None]] = []
     monkeypatch.delenv(NEURON_VISIBLE_CORES_ENV, raising=False)
+    monkeypatch.delenv("BLIP_NEURON_ALLOCATION", raising=False)  # as a fresh stub process: nothing allocated
     monkeypatch.delitem(sys.modules, "torch_neuronx", raising=False)
+    monkeypatch.delitem(sys.modules, "neuronxcc", raising=False)
     monkeypatch.setattr(sys, "meta_path", [_RecordingNeuronSdk(events), *sys.meta_path])
     real_load = torch.jit.load
 

@@ -123,6 +123,9 @@ class Plan(BaseModel):
         for option in (self.chosen, *self.alternatives):
             lines.append("  " + describe(option, spec, core_fps))
         lines.append(f"why: {self.why}")
+        note = get_target(self.target).device_memory_note
+        if note:
+            lines.append(f"accelerator memory: {note}")
         return "\n".join(lines)
 
 

@@ -38,6 +38,9 @@ class Target(ABC):
     # Placement (blip_serving.placement): whether every build is one artifact per shape bucket, what the
     # accelerator holds of an fp32 weight byte, and whether the weights live in host memory.
     always_static: ClassVar[bool] = False
+    # What the plan's accelerator-memory estimate leaves out on this target, printed with the plan; None: nothing
+    # worth saying (the cpu has no accelerator; a gpu plan states its own CUDA-context assumption in hosts.toml).
+    device_memory_note: ClassVar[str | None] = None
     device_weight_scale: ClassVar[float] = 1.0
     weights_on_host: ClassVar[bool] = False
 

@@ -73,3 +73,26 @@ def test_capacity_uses_one_machine_when_it_can_else_counts_machines_at_the_knee(
         "machines": 1,
         "concurrency": 2,
     }
+
+
+def test_the_precision_comparison_counts_answers_words_scores_and_flipped_alerts() -> None:
+    from blip_bench.precision import compare
+
+    reference = [
+        {"answer": "yes", "score": 0.70},
+        {"answer": "a dog on a couch", "score": 0.40},
+        {"answer": "no", "score": 0.49},
+    ]
+    cast = [
+        {"answer": "yes", "score": 0.69},
+        {"answer": "a cat on a couch", "score": 0.41},
+        {"answer": "no", "score": 0.51},
+    ]
+    assert compare(reference, cast) == {
+        "answers": 3,
+        "answers_equal": 2,
+        "word_agreement": round(6 / 7, 5),
+        "max_abs_score_delta": 0.02,
+        "mean_abs_score_delta": round((0.01 + 0.01 + 0.02) / 3, 6),
+        "alerts_flipped": 1,
+    }

@@ -130,6 +130,8 @@ def test_the_plan_report_says_what_runs_where_and_why(tmp_path, capsys) -> None:
     assert main(["--host-type", "inf2.24xlarge", "--core-fps", "50", "--artifacts", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith(INF2_24XLARGE)
+    assert "accelerator memory: the estimate counts each NEFF's weights, assumed stored at fp16" in printed
+    assert "not counted: unknown until measured with neuron-top" in printed
     assert printed.endswith(
         f"wrote {tmp_path / 'plan-neuron.json'}: make build-artifacts TARGET=neuron and make serve TARGET=neuron use it\n"
     )
@@ -157,6 +159,7 @@ def test_a_gpu_plan_report_does_not_predict_what_it_cannot(capsys, tmp_path) -> 
         f"  {name}: 1 instance(s), 4 thread(s) each" for name in ("image_encoder", "text_encoder", "text_decoder")
     ]
     assert lines[5:8] == ["options:", *G5_XLARGE_OPTIONS]
+    assert not any(line.startswith("accelerator memory:") for line in lines), "only Neuron's estimate leaves things out"
     assert read_plan(tmp_path, "gpu").neuron_visible_cores is None
     refused = describe(make_plan("inf2.xlarge").alternatives[0], {}, None)
     assert refused.startswith("ensemble: refused: needs at least 3 NeuronCores")

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from blip_contract.env import env_name
 from blip_serving.deployment import Deployment
 from blip_serving.errors import ArtifactError, TargetUnavailableError
 from blip_serving.layouts import layout_of
@@ -98,7 +99,7 @@ def check_release(installed: Mapping[str, str]) -> None:
 
 # The allocation this process started with, kept apart from the value an instance sets for itself (a process that
 # places a second instance, as the tests do, must not read the first one's cores as an allocation).
-ALLOCATION_ENV = "BLIP_NEURON_ALLOCATION"
+ALLOCATION_ENV = env_name("NEURON_ALLOCATION")  # BLIP_NEURON_ALLOCATION
 
 
 def allocation() -> str | None:

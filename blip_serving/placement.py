@@ -27,20 +27,10 @@ from blip_contract.env import env_default
 from blip_serving.deployment import Deployment
 from blip_serving.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, Context, Option, get_layout, layout_of
 from blip_serving.resources import memory_gib, threads_per_instance, usable_cores
-from blip_serving.spec import (
-    COMPONENT_NAMES,
-    DEFAULT_IMAGE_BATCH_BUCKETS,
-    DEFAULT_QUESTION_BATCH_BUCKETS,
-    DEFAULT_QUESTION_BUCKETS,
-    DEFAULT_SHORT_DECODE_LENGTHS,
-    IMAGE_ENCODER,
-    TEXT_DECODER,
-    TEXT_ENCODER,
-)
-from blip_serving.targets import get_target
+from blip_serving.spec import COMPONENT_NAMES, BlipSpec
+from blip_serving.targets import Target, get_target
 
 CATALOG = Path(str(resources.files("blip_serving") / "hosts.toml"))  # package data: installed with the package
-DEFAULT_ANSWER_BUFFERS = len(DEFAULT_SHORT_DECODE_LENGTHS) + 1  # 1, 4 and the full answer length
 
 
 class PlanError(ValueError):
@@ -59,17 +49,27 @@ def local_resources() -> dict[str, Any]:
     return {"vcpus": usable_cores(), "memory_gib": memory_gib(), "accelerator_memory_gib": 0}
 
 
-def artifacts_per_component(static: bool) -> dict[str, int]:
-    """Artifacts (NEFFs) each component has: one per shape bucket where every build is static, else one."""
-    if not static:
-        return dict.fromkeys(COMPONENT_NAMES, 1)
-    questions = len(DEFAULT_QUESTION_BATCH_BUCKETS) * len(DEFAULT_QUESTION_BUCKETS)
-    return {
-        IMAGE_ENCODER: len(DEFAULT_IMAGE_BATCH_BUCKETS),
-        # The text encoder takes every frame of an execute at once: one artifact per frame bucket too.
-        TEXT_ENCODER: questions * len(DEFAULT_IMAGE_BATCH_BUCKETS),
-        TEXT_DECODER: questions * DEFAULT_ANSWER_BUFFERS,
-    }
+def model_spec(model: dict[str, Any]) -> BlipSpec:
+    """The catalog model's shapes at the build's default buckets: what a default build traces."""
+    return BlipSpec.for_sizing(**model["shapes"])
+
+
+def artifact_sizes(spec: BlipSpec, static: bool) -> dict[str, list[dict[str, int]]]:
+    """The axis sizes of each component's artifacts (NEFFs): one per shape bucket where every build is static,
+    else one of any shape (empty sizes)."""
+    return {name: list(spec.components[name].shape_buckets) if static else [{}] for name in COMPONENT_NAMES}
+
+
+def device_mib(spec: BlipSpec, target: Target, weights_mib: dict[str, float]) -> dict[str, float]:
+    """Accelerator memory of each component's artifacts: the weights of every artifact (each NEFF holds its own)
+    at the target's storage scale, plus, where shapes are static, every artifact's input and output tensors at its
+    bucket. What this cannot count is the target's ``device_memory_note``."""
+    mib = {}
+    for name, variants in artifact_sizes(spec, target.always_static).items():
+        component = spec.components[name]
+        io = sum(component.io_bytes(spec.full_sizes(sizes)) for sizes in variants if sizes)
+        mib[name] = len(variants) * weights_mib[name] * target.device_weight_scale + io / 2**20
+    return mib
 
 
 class Plan(BaseModel):
@@ -159,14 +159,13 @@ def make_plan(host_name: str, layout: str | None = None, catalog: dict[str, Any]
     host = hosts[host_name]
     target = get_target(host["family"])()
     model = catalog["model"]
-    artifacts = artifacts_per_component(target.always_static)
     cost = {name: model["gmacs_per_frame"][name] for name in COMPONENT_NAMES}
     context = Context(
         host_name=host_name,
         host=host,
         weights_on_host=target.weights_on_host,
         slots=target.process_slots(host),
-        device_mib={n: artifacts[n] * model["weights_mib"][n] * target.device_weight_scale for n in COMPONENT_NAMES},
+        device_mib=device_mib(model_spec(model), target, model["weights_mib"]),
         share={name: value / sum(cost.values()) for name, value in cost.items()},
         weights_mib=model["weights_mib"],
         per_process_mib=model["stub_overhead_mib"] + model["runtime_overhead_mib"][target.name],

@@ -13,6 +13,7 @@ build, the configs and the stubs; split, a change to one tensor would again touc
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -69,9 +70,12 @@ PARAM_HOST_OUTPUTS = "host_outputs"
 # shape-polymorphic one (cpu, gpu by default) runs exact sizes and only questions are padded to their bucket.
 DEFAULT_QUESTION_BUCKETS = (16, 32)
 DEFAULT_IMAGE_BATCH_BUCKETS = (1, 4, 8)
-DEFAULT_QUESTION_BATCH_BUCKETS = (4,)
+DEFAULT_QUESTION_BATCH_BUCKETS = (4, 16)  # benchmarks/results/buckets-cpu.json: fits 3-question frames, 16 at once
 # The decoder's answer buffer grows through these lengths (plus the full answer length).
 DEFAULT_SHORT_DECODE_LENGTHS = (1, 4)
+
+# Bytes per element of the traced tensors' dtypes.
+DTYPE_BYTES = {"FP32": 4, "FP16": 2, "INT64": 8, "INT32": 4, "UINT8": 1}
 
 # Names of the axes that vary: a static build has one artifact per combination of their bucket sizes.
 BATCH = "batch"
@@ -96,6 +100,12 @@ class ComponentSpec:
     def shape_buckets_of(self, axis: str) -> tuple[int, ...]:
         """The distinct bucket sizes of one axis, ascending."""
         return tuple(sorted({sizes[axis] for sizes in self.shape_buckets if axis in sizes}))
+
+    def io_bytes(self, sizes: dict[str, int]) -> int:
+        """Bytes of the traced inputs and outputs of one artifact at ``sizes`` (every axis named): what a static
+        artifact's I/O buffers hold on its device."""
+        tensors = (*self.traced_inputs, *self.traced_outputs)
+        return sum(math.prod(t.shape(sizes)) * DTYPE_BYTES[t.dtype] for t in tensors)
 
     def artifact_name(self, sizes: dict[str, int] | None = None) -> str:
         """``<component>.pt`` for a shape-polymorphic artifact, ``<component>.batch4.question_tokens16.pt`` else."""
@@ -200,6 +210,14 @@ class BlipSpec:
                 if pixel_normalization
                 else {}
             ),
+        )
+
+    @classmethod
+    def for_sizing(cls, **shapes: Any) -> BlipSpec:
+        """A spec that only sizes tensors (the plan's memory estimate, before any checkpoint is loaded): token ids
+        change no shape, so placeholders stand in for them."""
+        return cls(
+            **{"bos_token_id": 0, "sep_token_id": 0, "pad_token_id": 0, "yes_token_id": 1, "no_token_id": 2} | shapes
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -360,6 +378,17 @@ def smallest_bucket(buckets: tuple[int, ...], size: int, what: str) -> int:
         if size <= bucket:
             return bucket
     raise ValueError(f"{size} {what} exceed the largest bucket {buckets[-1]}")
+
+
+def batch_chunks(buckets: tuple[int, ...], rows: int) -> list[tuple[int, int]]:
+    """How a static build runs ``rows``: (real rows, bucket) per call. Chunks of the largest bucket, the rest
+    padded up to the smallest bucket that holds it; each call runs ``bucket`` rows and keeps ``real`` of them."""
+    chunks, start = [], 0
+    while start < rows:
+        real = min(buckets[-1], rows - start)
+        chunks.append((real, smallest_bucket(buckets, real, "rows")))
+        start += real
+    return chunks
 
 
 def _pair(value: int | list[int] | tuple[int, int]) -> tuple[int, int]:

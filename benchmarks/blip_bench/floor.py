@@ -22,8 +22,15 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
-def floor(manifest: Any, batches: list[int], seconds: float, log: Callable[[str], None]) -> dict[str, Any]:
-    """Frames/s and p50 per frame batch (scores only), the split over the components, and device memory."""
+def floor(
+    manifest: Any,
+    batches: list[int],
+    seconds: float,
+    log: Callable[[str], None],
+    questions: tuple[str, ...] = BEHAVIOR_QUESTIONS,
+) -> dict[str, Any]:
+    """Frames/s and p50 per frame batch (scores only, ``questions`` on every frame), the split over the components,
+    and device memory."""
     import torch
 
     from blip_serving.stub.models import load_pipeline
@@ -34,7 +41,7 @@ def floor(manifest: Any, batches: list[int], seconds: float, log: Callable[[str]
     pipeline = load_pipeline(manifest)
     weights = torch.cuda.memory_allocated() if cuda else 0
     image = SAMPLE.read_bytes()
-    questions = np.array([q.encode() for q in BEHAVIOR_QUESTIONS], dtype=object)
+    asked = np.array([q.encode() for q in questions], dtype=object)
     levels = []
     for batch in batches:
         stages: dict[str, list[float]] = {}
@@ -50,9 +57,7 @@ def floor(manifest: Any, batches: list[int], seconds: float, log: Callable[[str]
             synchronize()
             marks.append(time.perf_counter())
             items = [
-                pipeline.prepare(
-                    {"IMAGE": np.array([image], dtype=object), "QUESTIONS": questions}, {SCORES_ONLY: True}
-                )
+                pipeline.prepare({"IMAGE": np.array([image], dtype=object), "QUESTIONS": asked}, {SCORES_ONLY: True})
                 for _ in range(batch)
             ]
             clock("decode_and_tokenize")

@@ -10,7 +10,15 @@ from typing import Any
 
 import torch
 
-from blip_serving.spec import ANSWER_TOKENS, BATCH, FRAMES, QUESTION_TOKENS, ComponentSpec, smallest_bucket
+from blip_serving.spec import (
+    ANSWER_TOKENS,
+    BATCH,
+    FRAMES,
+    QUESTION_TOKENS,
+    ComponentSpec,
+    batch_chunks,
+    smallest_bucket,
+)
 
 Sizes = dict[str, int]
 
@@ -76,9 +84,7 @@ class ArtifactRunner:
                 raise RuntimeError(f"no artifact was built for sizes {dict(rest)}")
             rows = next(t.shape[0] for t, batched in zip(tensors, self.batched) if batched)
             outputs, start = [], 0
-            while start < rows:
-                real = min(buckets[-1], rows - start)
-                size = smallest_bucket(buckets, real, "rows")
+            for real, size in batch_chunks(buckets, rows):
                 chunk = [t[start : start + real] if b else t for t, b in zip(tensors, self.batched)]
                 if real < size:
                     chunk = [pad_rows(t, size) if b else t for t, b in zip(chunk, self.batched)]

@@ -177,9 +177,10 @@ class NeuronTarget(Target):
     # The default compiler arguments cast matrix multiplications to fp16: about half an fp32 weight byte each.
     device_weight_scale = 0.5
     device_memory_note = (
-        "the estimate counts each NEFF's weights, assumed stored at fp16 (no Neuron document states it); I/O "
-        "tensors, the compiler's scratchpad and the runtime's host memory for loaded NEFFs are not counted: "
-        "unknown until measured with neuron-top on an inf2 host"
+        "the estimate counts each NEFF's weights, assumed stored at fp16 (no Neuron document states it), and each "
+        "NEFF's input and output tensors at its bucket shape; the compiler's scratchpad (intermediate activations) "
+        "and the runtime's host memory for loaded NEFFs are not counted: unknown until measured with neuron-top on "
+        "an inf2 host"
     )
 
     @classmethod

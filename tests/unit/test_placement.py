@@ -15,14 +15,17 @@ from blip_serving.layouts import balanced_instances
 from blip_serving.placement import (
     Plan,
     PlanError,
-    artifacts_per_component,
+    artifact_sizes,
     describe,
+    device_mib,
     load_catalog,
     local_resources,
     main,
     make_plan,
+    model_spec,
     read_plan,
 )
+from blip_serving.targets import get_target
 from blip_serving.targets.neuron import neuron_core_blocks, neuron_cores_needed
 from tests.conftest import ROOT
 
@@ -32,7 +35,7 @@ def test_inf2_xlarge_runs_two_colocated_instances_on_cores_0_and_1() -> None:
     assert plan.target == "neuron" and plan.chosen.layout == "colocated"
     assert plan.chosen.deployment.instances == 2 and neuron_cores_needed(plan.chosen.deployment) == 2
     assert plan.visible_cores() == {"blip_vqa": ["0", "1"]}
-    # Every core holds all three components' NEFFs (3 + 2 + 6 buckets), within its half of the chip's 32 GiB.
+    # Every core holds all three components' NEFFs (3 + 12 + 12 buckets), within its half of the chip's 32 GiB.
     assert 2000 < plan.chosen.accelerator_mib_per_unit < 16 * 1024
     (ensemble,) = plan.alternatives
     assert "needs at least 3 NeuronCores" in ensemble.refused and "inf2.xlarge has 2" in ensemble.refused
@@ -110,8 +113,8 @@ target neuron, layout colocated
   blip_vqa: 12 instance(s), 8 thread(s) each
   blip_vqa: NEURON_RT_VISIBLE_CORES per instance ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11']
 options:
-  colocated: 12 process(es), accelerator 3645 MiB per NeuronCore, host 8880 MiB (estimates); predicted 600.0 frames/s (12.00 x 50.0 frames/s of one core); 12 instance(s), one NeuronCore each, every core holding all three NEFF sets
-  ensemble: 12 process(es), accelerator 1580 MiB per NeuronCore, host 8880 MiB (estimates); predicted 522.0 frames/s (10.44 x 50.0 frames/s of one core); cores by stage {'image_encoder': 9, 'text_encoder': 2, 'text_decoder': 1} (image encoder 79% of a frame's work)
+  colocated: 12 process(es), accelerator 6944 MiB per NeuronCore, host 8880 MiB (estimates); predicted 600.0 frames/s (12.00 x 50.0 frames/s of one core); 12 instance(s), one NeuronCore each, every core holding all three NEFF sets
+  ensemble: 12 process(es), accelerator 3242 MiB per NeuronCore, host 8880 MiB (estimates); predicted 522.0 frames/s (10.44 x 50.0 frames/s of one core); cores by stage {'image_encoder': 9, 'text_encoder': 2, 'text_decoder': 1} (image encoder 79% of a frame's work)
 why: a NeuronCore serves one process: on 12 cores the colocated layout is predicted at 12.00x one core's frames/s; ensemble: 10.44x
 """
 
@@ -214,9 +217,9 @@ def test_host_memory_is_enough_at_exactly_what_the_option_needs() -> None:
         PlanError, match=r"^nothing fits on short: .*colocated: needs 1480 MiB of host memory, the host has 1479$"
     ):
         make_plan("short", catalog=catalog)
-    catalog["hosts"]["small-chip"] = dict(catalog["hosts"]["inf2.xlarge"], accelerator_memory_gib=6)
+    catalog["hosts"]["small-chip"] = dict(catalog["hosts"]["inf2.xlarge"], accelerator_memory_gib=12)
     with pytest.raises(
-        PlanError, match=r"colocated: needs 3645 MiB of accelerator memory per unit, the host has 3072$"
+        PlanError, match=r"colocated: needs 6944 MiB of accelerator memory per unit, the host has 6144$"
     ):
         make_plan("small-chip", catalog=catalog)
 
@@ -225,9 +228,33 @@ def test_the_plan_counts_the_artifacts_a_static_build_makes(static_build) -> Non
     from blip_serving.manifest import read_manifest
 
     manifest = read_manifest(static_build.target_dir())
-    built = {name: len(manifest.artifact_files(name)) for name in manifest.record.components}
-    assert artifacts_per_component(static=True) == built == {"image_encoder": 3, "text_encoder": 6, "text_decoder": 6}
-    assert artifacts_per_component(static=False) == dict.fromkeys(built, 1)
+    built = {name: [sizes for sizes, _ in manifest.artifact_files(name)] for name in manifest.record.components}
+    assert artifact_sizes(manifest.spec, static=True) == built
+    assert {name: len(sizes) for name, sizes in built.items()} == {
+        "image_encoder": 3,
+        "text_encoder": 12,
+        "text_decoder": 12,
+    }
+    assert artifact_sizes(manifest.spec, static=False) == {name: [{}] for name in built}
+    # The catalog's blip-vqa-base shapes make as many artifacts as a default build of any checkpoint.
+    planned = artifact_sizes(model_spec(load_catalog()["model"]), static=True)
+    assert {name: len(sizes) for name, sizes in planned.items()} == {name: len(sizes) for name, sizes in built.items()}
+
+
+def test_the_neuron_memory_estimate_counts_every_neffs_weights_and_io_tensors() -> None:
+    model = load_catalog()["model"]
+    estimate = device_mib(model_spec(model), get_target("neuron")(), model["weights_mib"])
+    # Image encoder: 3 NEFFs (1, 4, 8 frames) of fp16 weights; each takes uint8 384x384x3 pixels and returns fp32
+    # 577x768 embeddings per frame: 13 frames of I/O in all. The text models: 12 NEFFs each (2 question-batch x 2
+    # question-length buckets x 3 frame or answer-length buckets).
+    io = 13 * (384 * 384 * 3 + 577 * 768 * 4) / 2**20
+    assert estimate["image_encoder"] == pytest.approx(3 * 328.7 * 0.5 + io)
+    assert io == pytest.approx(27.46, abs=0.01)
+    # The text models' I/O is counted too: more than their weights alone.
+    assert estimate["text_encoder"] > 12 * 524.2 * 0.5 and estimate["text_decoder"] > 12 * 526.6 * 0.5
+    # Weights on the host, shapes not static: weights only, once.
+    cpu = device_mib(model_spec(model), get_target("cpu")(), model["weights_mib"])
+    assert cpu == model["weights_mib"]
 
 
 def test_the_local_host_reads_this_machines_cores_and_memory() -> None:

@@ -10,7 +10,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 from blip_serving import spec as names
 from blip_serving.deployment import Deployment
 from blip_serving.model_config import ensemble_config, parse, python_model_config, render
-from blip_serving.spec import BlipSpec
+from blip_serving.spec import BlipSpec, batch_chunks
 
 # blip-vqa-base's tokenizer (bert-base-uncased): "yes" and "no".
 YES_NO = {"yes_token_id": 2748, "no_token_id": 2053}
@@ -73,7 +73,9 @@ def test_example_inputs_have_the_traced_shapes_and_ragged_masks() -> None:
 
 def test_shape_buckets_name_every_static_artifact() -> None:
     decoder = base_spec().components[names.TEXT_DECODER]
-    assert len(decoder.shape_buckets) == 2 * 3  # question buckets x decode lengths, batch 4
+    # question-batch buckets (4, 16) x question-length buckets x decode lengths
+    assert len(decoder.shape_buckets) == 2 * 2 * 3
+    assert decoder.shape_buckets_of("batch") == (4, 16)
     assert decoder.artifact_name({"batch": 4, "question_tokens": 16, "answer_tokens": 1}) == (
         "text_decoder.answer_tokens1.batch4.question_tokens16.pt"
     )
@@ -167,3 +169,12 @@ def test_ensemble_chains_the_three_steps_by_name() -> None:
         assert set(step.input_map.values()) <= produced, f"{step.model_name} reads a tensor nobody produced"
         produced |= set(step.output_map.values())
     assert {names.ANSWERS, names.SCORES} <= produced
+
+
+def test_a_static_build_runs_questions_in_chunks_of_its_largest_bucket_padding_only_the_last() -> None:
+    assert batch_chunks((4, 16), 3) == [(3, 4)]
+    assert batch_chunks((4, 16), 12) == [(12, 16)]
+    assert batch_chunks((4, 16), 24) == [(16, 16), (8, 16)]
+    assert batch_chunks((4,), 24) == [(4, 4)] * 6
+    assert batch_chunks((4, 12, 24), 16) == [(16, 24)]
+    assert batch_chunks((4, 16), 0) == []

@@ -153,8 +153,8 @@ def test_each_neuron_instance_reserves_its_cores_before_the_sdk_and_the_artifact
     repository, events = neuron_repository
     load_model(repository, "text_encoder", "neuron", instance=1)
     # text_encoder owns cores 2..3 (image_encoder 0..1); instance 1 of 2 takes core 3, set before anything loads;
-    # then one artifact per question bucket and frame bucket (2 x 3).
-    assert events == [("import torch_neuronx", "3")] + [("torch.jit.load", "3")] * 6
+    # then one artifact per question-batch, question-length and frame bucket (2 x 2 x 3).
+    assert events == [("import torch_neuronx", "3")] + [("torch.jit.load", "3")] * 12
 
 
 def test_a_neuron_repository_serves_the_same_answers_as_cpu(neuron_repository, tiny_reference) -> None:

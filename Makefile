@@ -3,7 +3,7 @@
 #            STATIC_SHAPES=1 FAST_RESIZE=1 NEURON_COMPILER_ARGS INSTANCES NEURON_CORES_PER_INSTANCE INTRA_OP_THREADS
 #            MAX_QUEUE_DELAY_US STEP_QUEUE_DELAY_US *_BUCKETS (build-artifacts)  HEAL_INTERVAL_S LOG_JSON=1 (serve)
 #            HOST_TYPE=inf2.xlarge|g5.xlarge|local|... (plan)  LISTEN_ADDRESS=127.0.0.1|0.0.0.0 (serve, api)
-#            HTTP_PORT GRPC_PORT METRICS_PORT (serve)  API_CONFIG API_PORT INSECURE_DEV=1 (api)
+#            HTTP_PORT GRPC_PORT METRICS_PORT (serve)  API_CONFIG API_PORT API_METRICS_PORT INSECURE_DEV=1 (api)
 #            BENCH_MODEL BENCH_SECONDS BENCH_FRAMES (bench)  SLO_MS RATE PERF_INSTANCES PERF_CONCURRENCY (perf)  SOAK_SECONDS (soak)
 #            PYTEST_ARGS
 
@@ -25,20 +25,28 @@ BLIP_VARIABLES := TARGET LAYOUT MODEL FORCE FP16 STATIC_SHAPES FAST_RESIZE NEURO
 	NEURON_CORES_PER_INSTANCE INTRA_OP_THREADS MAX_QUEUE_DELAY_US STEP_QUEUE_DELAY_US \
 	QUESTION_BUCKETS IMAGE_BATCH_BUCKETS QUESTION_BATCH_BUCKETS \
 	HOST_TYPE LISTEN_ADDRESS HTTP_PORT GRPC_PORT METRICS_PORT HEAL_INTERVAL_S SUPERVISOR_METRICS_PORT \
-	API_PORT INSECURE_DEV TRITON_URL LOG_LEVEL LOG_JSON \
+	API_PORT API_METRICS_PORT INSECURE_DEV TRITON_URL LOG_LEVEL LOG_JSON \
 	BENCH_SECONDS BENCH_FRAMES BENCH_LAYOUTS BENCH_OMP_VARIANTS NAIVE_FRAMES NEIGHBOUR_FRAMES \
 	SLO_MS RATE PERF_INSTANCES PERF_LAYOUTS PERF_CONCURRENCY GPU_CHECK_BUDGET_S
 $(foreach name,$(BLIP_VARIABLES),$(eval export BLIP_$(name) = $$($(name))))
 
 .DEFAULT_GOAL := help
-.PHONY: help install plan capacity cost build-artifacts serve api ask demo bench bench-host perf soak gpu-check gpu-check-carry test test-unit test-integration compat-check mutate lint format clean
+.PHONY: help install install-dev lock k8s-render images-check plan capacity cost build-artifacts serve api ask demo bench bench-host perf soak gpu-check gpu-check-carry test test-unit test-integration compat-check mutate lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(BIN)/.installed: pyproject.toml
+# `make install`: the serving stack and the embedded Triton, every pin and hash from requirements/fleet-cpu.lock
+# (torch's CPU build from PyTorch's CPU index, or the wheel in pip's find-links), then the project, editable.
+$(BIN)/.installed: pyproject.toml requirements/fleet-cpu.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[model,embedded-triton,dev]'
+	$(PYTHON) tools/locks.py install cpu --python $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+# `make install-dev`: tests and tools on top (requirements/dev.lock); `make test` and CI take this path.
+$(BIN)/.installed-dev: $(BIN)/.installed requirements/dev.lock
+	$(PYTHON) tools/locks.py install dev --python $(BIN)/python
 	touch $@
 
 # checkov (Kubernetes manifest checks in the tests) pins its own dependencies: it gets a venv of its own.
@@ -48,7 +56,12 @@ $(TOOLS)/.installed: Makefile
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check checkov==3.3.30
 	touch $@
 
-install: $(BIN)/.installed $(TOOLS)/.installed ## Create .venv with the pinned dependencies (torch 2.13.0 CPU, transformers, Triton), and .venv-tools
+install: $(BIN)/.installed ## Create .venv for serving and the demo: pinned, hashed (requirements/fleet-cpu.lock), torch's CPU build
+
+install-dev: $(BIN)/.installed-dev $(TOOLS)/.installed ## install, plus tests and tools (requirements/dev.lock) and .venv-tools (checkov)
+
+lock: install-dev ## Resolve requirements/*.lock (hashes) for every image and environment of docker/images.toml
+	$(BIN)/python tools/locks.py write
 
 plan: install ## Placement for a host type (HOST_TYPE=inf2.xlarge|g5.xlarge|local|...): layout, instances, cores -> artifacts/plan-<target>.json
 	$(BIN)/python -m blip_serving.placement --host-type $(HOST_TYPE)
@@ -69,24 +82,30 @@ demo: ## Offline end to end: install, build random-tiny for cpu, serve, ask thre
 	$(MAKE) --no-print-directory build-artifacts TARGET=cpu MODEL=$(MODEL)
 	$(BIN)/python -m blip_serving.demo --target cpu --image client/samples/chelsea.png
 
-bench: install ## Floor vs served vs naive transformers, matmul limit, memory (BENCH_MODEL, default random-base); then bench-host
+bench: install-dev ## Floor vs served vs naive transformers, matmul limit, memory (BENCH_MODEL, default random-base); then bench-host
 	$(BIN)/python -m blip_bench.bench --model $(BENCH_MODEL) --target $(TARGET)
 	$(BIN)/python -m blip_bench.host --target $(TARGET)
 
-bench-host: install ## Host CPU per camera frame by process, requests per execute, stage split, fast-resize agreement -> benchmarks/results/host-<target>.json
+bench-host: install-dev ## Host CPU per camera frame by process, requests per execute, stage split, fast-resize agreement -> benchmarks/results/host-<target>.json
 	$(BIN)/python -m blip_bench.host --target $(TARGET)
 
-perf: install ## perf_analyzer sweep of instances x concurrency: CSV, PNG chart, knee under SLO_MS, capacity for RATE
+perf: install-dev ## perf_analyzer sweep of instances x concurrency: CSV, PNG chart, knee under SLO_MS, capacity for RATE
 	$(BIN)/python -m blip_bench.perf --model $(BENCH_MODEL) --target $(TARGET)
 
-gpu-check-carry: install ## Here: pack what a GPU machine lacks (Triton, tritonclient wheels) into .gpucarry/
+gpu-check-carry: install-dev ## Here: pack what a GPU machine lacks (Triton, tritonclient wheels) into .gpucarry/
 	benchmarks/gpu_check.sh carry
 
 gpu-check: ## On a CUDA machine: build gpu fp32/fp16, compare with transformers, floor and served -> bench-gpu.json
 	benchmarks/gpu_check.sh run $(GPU_CHECK_ARGS)
 
-soak: install ## API tier + two self-healing fleets on loopback, mixed traffic, a stub and a fleet killed (SOAK_SECONDS, default 600) -> benchmarks/results/soak-cpu.{json,png}
+soak: install-dev ## API tier + two self-healing fleets on loopback, mixed traffic, a stub and a fleet killed (SOAK_SECONDS, default 600) -> benchmarks/results/soak-cpu.{json,png}
 	$(BIN)/python -m blip_bench.soak --seconds $(or $(SOAK_SECONDS),600)
+
+k8s-render: ## Render OVERLAY (default: every overlay) with images from REGISTRY at TAG: kubectl kustomize, images rewritten
+	tools/k8s_render.sh $(or $(OVERLAY),all) $(REGISTRY) $(TAG)
+
+images-check: install ## Build the cpu fleet and API images with buildah (local Debian base), run them, ask through the API
+	tools/images_check.sh
 
 capacity: install ## HPA per-pod target from make perf's knee x headroom -> deploy/kubernetes/overlays/*/capacity.yaml
 	$(BIN)/python -m blip_serving.capacity capacity $(if $(PERF),--perf $(PERF))
@@ -94,27 +113,27 @@ capacity: install ## HPA per-pod target from make perf's knee x headroom -> depl
 cost: install ## $/h, $ per million frames and questions per fleet for RATE frames/s, from perf results and deploy/prices.toml
 	$(BIN)/python -m blip_serving.capacity cost --rate $(or $(RATE),10)
 
-test: install ## Unit tests, then integration tests against a real Triton server
+test: install-dev ## Unit tests, then integration tests against a real Triton server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-unit: install ## Unit tests only (no server)
+test-unit: install-dev ## Unit tests only (no server)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: install ## Integration tests only (real Triton server)
+test-integration: install-dev ## Integration tests only (real Triton server)
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 compat-check: ## The stub and build on the Neuron release's torch and Python (throwaway .venv-compat, ~4 GB; not in make test)
 	tools/compat_check.sh all
 
-mutate: install ## Mutation testing (mutmut) of router, supervisor, cost, manifest, placement, input checks vs the unit suite; fails under 85% killed
+mutate: install-dev ## Mutation testing (mutmut) of router, supervisor, cost, manifest, placement, input checks vs the unit suite; fails under 85% killed
 	$(BIN)/python tools/mutate.py
 
-lint: install ## ruff check and format check, and the import layers (import-linter contracts in pyproject.toml)
+lint: install-dev ## ruff check and format check, and the import layers (import-linter contracts in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-logo
 
-format: install ## ruff fix and format
+format: install-dev ## ruff fix and format
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 

@@ -2,7 +2,9 @@
 
 - capacity: the per-pod target of a fleet's HorizontalPodAutoscaler is the knee ``make perf`` measured (the highest
   frames/s whose p99 stays under the SLO, one pod being one host) times a stated headroom, so that a pod scales out
-  before it leaves the SLO. It is written into the fleet's overlay as ``capacity.yaml``, with where it came from.
+  before it leaves the SLO. It is written into the fleet's overlay as ``capacity.yaml``, with where it came from,
+  only from a measurement of that fleet's target: until one exists the overlay carries a placeholder that the
+  Kubernetes API refuses, so an unmeasured target cannot be applied by accident.
 - cost: per fleet, frames/s per instance at the SLO, the instances ``RATE`` frames/s needs plus one spare, $/h,
   $ per million frames and per million questions, and the saving of each fleet against the others. A fleet without
   a measurement, or a host without a price, says so: nothing is extrapolated.
@@ -31,7 +33,15 @@ OVERLAYS = Path("deploy/kubernetes/overlays")
 PRICES = Path("deploy/prices.toml")
 RESULTS = Path("benchmarks/results")
 DEFAULT_HEADROOM = 0.7  # a pod scales out at 70% of the throughput it sustains within the SLO
-# The fleets and the host each one runs on; the overlay its HPA target goes to.
+# The metric the fleets' HPAs scale on: frames the API tiers' routers sent to the fleet (blip_router_requests_total
+# of the fleet's backend, through prometheus-adapter's external rule: deploy/kubernetes/prometheus-adapter). Only
+# callers' frames count; every probe (supervisor, kubelet, routers) is left out. Averaged over the fleet's pods.
+SCALING_METRIC = "blip_fleet_frames_per_second"
+# What an overlay's target says until `make capacity` has a measurement of its hardware: not a quantity, so the API
+# server refuses the HPA (and `kubectl apply` fails) rather than scaling on another machine's figure.
+UNMEASURED = "UNMEASURED-run-make-perf-and-make-capacity-on-this-hardware"
+# The fleets and the host each one runs on; the overlay its HPA target goes to. The fleet's name is its backend's
+# name in the API tier's config (deploy/kubernetes/overlays/api/api.toml).
 FLEETS = {
     "neuron": {"host": "inf2.xlarge", "overlay": "neuron-inf2-xlarge"},
     "gpu": {"host": "g5.xlarge", "overlay": "gpu-g5-xlarge"},
@@ -48,6 +58,7 @@ class Measured:
     """One measurement at the knee: what `make perf` wrote. Which fleet it sizes is the caller's to say."""
 
     source: str
+    target: str
     fps: float
     p99_ms: float
     slo_ms: float
@@ -66,6 +77,7 @@ def read_perf(path: Path) -> Measured:
         raise CapacityError(f"{path}: no point kept p99 under {data.slo_ms} ms, so there is no knee to size from")
     return Measured(
         source=f"{path.name} ({data.machine.cpu}, {data.machine.cores} cores, {data.model})",
+        target=data.target,
         fps=knee.throughput,
         p99_ms=knee.p99_ms,
         slo_ms=data.slo_ms,
@@ -82,9 +94,10 @@ def per_pod_target(measured: Measured, headroom: float = DEFAULT_HEADROOM) -> fl
     return round(measured.fps * headroom, 4)
 
 
-def capacity_patch(measured: Measured, headroom: float = DEFAULT_HEADROOM) -> str:
-    """The overlay's HPA patch: where the target came from, as comments, then the patch written by pyyaml."""
-    target = per_pod_target(measured, headroom)
+def capacity_patch(fleet: str, measured: Measured | None, headroom: float = DEFAULT_HEADROOM) -> str:
+    """The overlay's HPA patch: where the target came from, as comments, then the patch written by pyyaml. Without a
+    measurement of the fleet's hardware, the placeholder target."""
+    target = f"{per_pod_target(measured, headroom):g}" if measured else UNMEASURED
     patch = {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -92,23 +105,31 @@ def capacity_patch(measured: Measured, headroom: float = DEFAULT_HEADROOM) -> st
         "spec": {
             "metrics": [
                 {
-                    "type": "Pods",
-                    "pods": {
-                        "metric": {"name": "blip_vqa_inference_requests_per_second"},
-                        # A quantity string, as Kubernetes writes it.
-                        "target": {"type": "AverageValue", "averageValue": f"{target:g}"},
+                    "type": "External",
+                    "external": {
+                        "metric": {"name": SCALING_METRIC, "selector": {"matchLabels": {"backend": fleet}}},
+                        # AverageValue: the fleet's frames/s divided by its pods. A quantity string, as Kubernetes
+                        # writes it.
+                        "target": {"type": "AverageValue", "averageValue": target},
                     },
                 }
             ]
         },
     }
-    header = (
-        f"# Written by `make capacity` on {time.strftime('%Y-%m-%d')}: the HPA's per-pod target.\n"
-        f"# Knee measured by `make perf`: {measured.fps:g} frames/s per pod, p99 {measured.p99_ms:g} ms under the "
-        f"{measured.slo_ms:g} ms\n"
-        f"# SLO ({measured.layout} layout, {measured.instances} instance(s)); source {measured.source}.\n"
-        f"# Headroom {headroom:g}: target = {measured.fps:g} x {headroom:g} = {target:g} requests/s per pod.\n"
-    )
+    if measured is None:
+        header = (
+            f"# Written by `make capacity`: NOT MEASURED. No `make perf` result of the {fleet} fleet's hardware\n"
+            f"# ({FLEETS[fleet]['host']}) exists, so the HPA target is a placeholder the Kubernetes API refuses. On that\n"
+            f"# hardware: make perf TARGET={fleet}, then make capacity PERF=benchmarks/results/perf-{fleet}.json.\n"
+        )
+    else:
+        header = (
+            f"# Written by `make capacity` on {time.strftime('%Y-%m-%d')}: the HPA's per-pod target.\n"
+            f"# Knee measured by `make perf`: {measured.fps:g} frames/s per pod, p99 {measured.p99_ms:g} ms under the "
+            f"{measured.slo_ms:g} ms\n"
+            f"# SLO ({measured.layout} layout, {measured.instances} instance(s)); source {measured.source}.\n"
+            f"# Headroom {headroom:g}: target = {measured.fps:g} x {headroom:g} = {target} frames/s per pod.\n"
+        )
     return header + yaml.safe_dump(patch, sort_keys=False)
 
 
@@ -196,24 +217,42 @@ def _measured_fleets(specs: list[str]) -> dict[str, Measured | None]:
 def main_capacity(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="blip-capacity", description=__doc__)
     parser.add_argument("--perf", type=Path, default=RESULTS / "perf-cpu.json", help="a make perf summary JSON")
-    parser.add_argument("--fleet", choices=[f for f, s in FLEETS.items() if s["overlay"]], action="append")
     parser.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM)
     parser.add_argument("--overlays", type=Path, default=OVERLAYS)
+    parser.add_argument(
+        "--unmeasured",
+        choices=[f for f, s in FLEETS.items() if s["overlay"]],
+        action="append",
+        help="write this fleet's placeholder target instead (its measurement is gone or was of other hardware)",
+    )
     args = parser.parse_args(argv)
+    if args.unmeasured:
+        for fleet in args.unmeasured:
+            path = args.overlays / FLEETS[fleet]["overlay"] / "capacity.yaml"
+            path.write_text(capacity_patch(fleet, None))
+            print(f"wrote {path} (placeholder: not measured)")
+        return 0
     try:
         measured = read_perf(args.perf)
         target = per_pod_target(measured, args.headroom)
     except (CapacityError, OSError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    overlay = FLEETS.get(measured.target, {}).get("overlay")
+    if not overlay:
+        print(
+            f"error: {args.perf} measured the {measured.target} target, which no overlay runs; a target measured on "
+            f"other hardware is never written (overlays for {', '.join(f for f, s in FLEETS.items() if s['overlay'])})",
+            file=sys.stderr,
+        )
+        return 2
     print(
         f"knee {measured.fps:g} frames/s (p99 {measured.p99_ms:g} ms <= {measured.slo_ms:g} ms, {measured.layout}) "
-        f"x headroom {args.headroom:g} = {target:g} requests/s per pod"
+        f"x headroom {args.headroom:g} = {target:g} frames/s per pod"
     )
-    for fleet in args.fleet or [f for f, s in FLEETS.items() if s["overlay"]]:
-        path = args.overlays / FLEETS[fleet]["overlay"] / "capacity.yaml"
-        path.write_text(capacity_patch(measured, args.headroom))
-        print(f"wrote {path}")
+    path = args.overlays / overlay / "capacity.yaml"
+    path.write_text(capacity_patch(measured.target, measured, args.headroom))
+    print(f"wrote {path}")
     return 0
 
 

@@ -14,8 +14,6 @@ from pathlib import Path
 from blip_serving.spec import IMAGE, PUBLIC_MODEL, QUESTIONS, SCORES_ONLY
 
 # perf_analyzer 2.50 links these sonames; the nvidia-pytriton wheel carries both under hashed names.
-
-# perf_analyzer 2.50 links these sonames; the nvidia-pytriton wheel carries both under hashed names.
 _NEEDED_LIBRARIES = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
 # perf_analyzer accepts any window whose max/min ratio is within this percentage: in effect, no stability check.
 UNCHECKED_STABILITY = 100_000

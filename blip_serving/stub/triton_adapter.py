@@ -47,6 +47,14 @@ from blip_serving.targets import get_target
 TRIM_SETTING = "MALLOC_TRIM"  # BLIP_MALLOC_TRIM
 
 
+def request_id(request: Any) -> str:
+    """Triton's id of a request (the API tier's X-Request-ID, sent by the router), for the stub's log lines."""
+    try:
+        return request.request_id() or "-"
+    except Exception:  # a request object without one (Triton's API differs between versions): the line still logs
+        return "-"
+
+
 def release_freed_memory(after_execute: bool = False) -> None:
     """Hand memory that glibc keeps after frees back to the system (``malloc_trim``); a no-op off glibc.
 
@@ -162,7 +170,9 @@ class ServedModel:
             except InvalidInputError as error:
                 responses[index] = self._error(str(error), "INVALID_ARG")
             except Exception:
-                self.logger.log_error(f"{self.model.name}: reading request failed\n{traceback.format_exc()}")
+                self.logger.log_error(
+                    f"{self.model.name}: reading request {request_id(request)} failed\n{traceback.format_exc()}"
+                )
                 responses[index] = self._error(f"{self.model.name}: internal error reading request", "INTERNAL")
         prepared: list[tuple[int, Any]] = []
         work = [raw for _, raw in read]
@@ -171,7 +181,10 @@ class ServedModel:
             try:
                 item, invalid = futures[position].result() if futures else self._prepare(raw)
             except Exception:
-                self.logger.log_error(f"{self.model.name}: preparing request failed\n{traceback.format_exc()}")
+                self.logger.log_error(
+                    f"{self.model.name}: preparing request {request_id(requests[index])} failed\n"
+                    f"{traceback.format_exc()}"
+                )
                 responses[index] = self._error(f"{self.model.name}: internal error preparing request", "INTERNAL")
                 continue
             if invalid is not None:
@@ -187,7 +200,10 @@ class ServedModel:
                     tensors = [self._tensor(name, value) for name, value in output.items()]
                     responses[index] = self.pb_utils.InferenceResponse(output_tensors=tensors)
             except Exception:
-                self.logger.log_error(f"{self.model.name}: inference failed\n{traceback.format_exc()}")
+                ids = ", ".join(request_id(requests[index]) for index, _ in prepared)
+                self.logger.log_error(
+                    f"{self.model.name}: inference of requests {ids} failed\n{traceback.format_exc()}"
+                )
                 for index, _ in prepared:
                     responses[index] = self._error(f"{self.model.name}: internal error during inference", "INTERNAL")
         release_freed_memory(after_execute=True)

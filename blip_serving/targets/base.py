@@ -43,6 +43,8 @@ class Target(ABC):
     device_memory_note: ClassVar[str | None] = None
     device_weight_scale: ClassVar[float] = 1.0
     weights_on_host: ClassVar[bool] = False
+    # Whether Triton reports the device's own metrics (utilization, memory, power: nv_gpu_*) for this target.
+    gpu_metrics: ClassVar[bool] = False
 
     precision: str = "fp32"
     compiler_args: tuple[str, ...] = ()

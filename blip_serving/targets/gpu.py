@@ -33,6 +33,7 @@ class GpuTarget(Target):
     name = "gpu"
     instance_kind = "KIND_GPU"
     build_device = "cuda"
+    gpu_metrics = True
 
     @classmethod
     def resolve(cls, *, fp16: bool = False, compiler_args: str | None = None, static_shapes: bool = False) -> Target:

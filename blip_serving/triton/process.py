@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
+import psutil
+
 from blip_serving.deployment import DEFAULT_LAYOUT
 from blip_serving.errors import TritonProcessError
 from blip_serving.layouts import get_layout
@@ -151,7 +153,7 @@ class TritonServer:
             f"--metrics-address={self.listen_address}",
             f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true",
-            "--allow-gpu-metrics=false",
+            f"--allow-gpu-metrics={str(get_target(self.target_name).gpu_metrics).lower()}",
             "--strict-readiness=true",
             "--exit-on-error=true",
             f"--log-verbose={self.log_verbose}",
@@ -242,15 +244,18 @@ class TritonServer:
         """This server's Python-backend stubs by model instance name (``text_decoder_0_0``): pid and command line."""
         if self.process is None:
             return {}
-        children = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
+        try:
+            children = psutil.Process(self.process.pid).children()
+        except psutil.NoSuchProcess:
+            return {}
         stubs = {}
-        for pid in map(int, children.split()):
+        for child in children:
             try:
-                args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-            except OSError:
+                args = child.cmdline()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            if "triton_python_backend_stub" in args[0]:
-                stubs[stub_instance(args)] = (pid, args)
+            if args and "triton_python_backend_stub" in args[0]:
+                stubs[stub_instance(args)] = (child.pid, args)
         return stubs
 
     def kill(self) -> None:

@@ -22,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, default=int(env_default("API_PORT") or 8080))
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env_default("API_METRICS_PORT") or 0) or None,
+        help="serve /metrics on this port of the listen address only (default: on --port)",
+    )
+    parser.add_argument(
         "--insecure-dev",
         action="store_true",
         default=env_flag("INSECURE_DEV"),
@@ -46,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from blip_api.app import create_app
 
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, metrics_address=(args.listen_address, args.metrics_port) if args.metrics_port else None),
         host=args.listen_address,
         port=args.port,
         log_level=args.log_level.lower(),

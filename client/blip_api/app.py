@@ -4,8 +4,9 @@ The frame comes as multipart (``image`` file + ``question``/``behavior`` fields)
 (``Content-Type: image/*`` or ``application/octet-stream``, questions in the query string). Limits are checked
 before a backend is asked: 413 for a body over the size limit, 400 for a bad question list. The image itself
 is validated by Triton (one decoder for every client) and its 400 passes through with Triton's message. 503
-means no backend could answer. ``GET /healthz`` and ``GET /metrics`` are open; everything else needs the
-bearer token, and ``/admin/*`` the admin token.
+means no backend could answer. ``GET /livez``, ``GET /healthz`` and ``GET /metrics`` are open; everything else
+needs the bearer token, and ``/admin/*`` the admin token. With a metrics port of its own, ``/metrics`` is served
+there only (the cluster's manifests set one, so the public port carries no metrics).
 
 Hardening (docs/security.md lists what the tests check): header blocks over ``max_header_bytes`` or
 ``max_headers`` get 431, a multipart body may carry one file and a bounded number of small fields, no CORS headers
@@ -26,7 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from prometheus_client import Counter
+from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, Counter, start_http_server
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from blip_api.errors import ApiError
@@ -35,19 +36,30 @@ from blip_api.schemas import frame_openapi
 from blip_api.security import HeaderLimits
 from blip_api.settings import ApiSettings, SettingsError
 from blip_api.state import ApiState
+from blip_api.tracing import RequestIds
 from blip_client.router import Router
 from blip_client.router_config import RouterConfigError
 
 log = logging.getLogger("blip_api")
 
 
-def create_app(settings: ApiSettings, router: Router | None = None) -> FastAPI:
-    """The FastAPI app; it owns the router (created from ``settings`` unless given) for its lifetime."""
+def create_app(
+    settings: ApiSettings,
+    router: Router | None = None,
+    metrics_address: tuple[str, int] | None = None,
+) -> FastAPI:
+    """The FastAPI app; it owns the router (created from ``settings`` unless given) for its lifetime.
+    ``metrics_address``: (address, port) where ``/metrics`` is served instead of the public port."""
     router = router or Router(settings.router)
-    served = Counter(
-        "blip_api_requests", "Frames answered or refused, by HTTP status", ["status"], registry=router.metrics.registry
+    registry = router.metrics.registry
+    served = Counter("blip_api_requests", "Frames answered or refused, by HTTP status", ["status"], registry=registry)
+    # The process itself: CPU seconds, resident memory, open files, GC pauses, as every Python exporter reports.
+    for collector in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+        with contextlib.suppress(ValueError):  # already there: a router handed to a second app
+            registry.register(collector)
+    state = ApiState(
+        settings=settings, router=router, served=served, metrics_port=metrics_address[1] if metrics_address else None
     )
-    state = ApiState(settings=settings, router=router, served=served)
 
     def reload_from_signal() -> None:
         try:
@@ -57,6 +69,10 @@ def create_app(settings: ApiSettings, router: Router | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics_server = None
+        if metrics_address:
+            metrics_server, _ = start_http_server(metrics_address[1], metrics_address[0], registry=registry)
+            log.info("metrics on %s:%d", *metrics_address)
         await router.start()
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -66,6 +82,8 @@ def create_app(settings: ApiSettings, router: Router | None = None) -> FastAPI:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGHUP)
         await router.close()
+        if metrics_server is not None:
+            metrics_server.shutdown()
 
     # No Swagger UI or ReDoc pages (they load scripts from a CDN); the OpenAPI document stays at /openapi.json.
     app = FastAPI(
@@ -117,6 +135,8 @@ def create_app(settings: ApiSettings, router: Router | None = None) -> FastAPI:
 
     app.include_router(routes)
     app.add_middleware(HeaderLimits, limits=lambda: state.limits)
+    # Outermost: even a 431 carries its request id.
+    app.add_middleware(RequestIds)
     app.state.blip = state
     app.state.router = router
     return app

@@ -1,4 +1,4 @@
-"""The routes: ``POST /v1/frames``, ``/healthz``, ``/metrics`` and the admin API."""
+"""The routes: ``POST /v1/frames``, ``/livez``, ``/healthz``, ``/metrics`` and the admin API."""
 
 from __future__ import annotations
 
@@ -60,6 +60,13 @@ async def frames(request: Request, state: State) -> FrameResult:
     )
 
 
+@routes.get("/livez")
+async def livez() -> dict[str, str]:
+    """200 while this process serves HTTP: the pods' readiness and liveness. It does not follow the fleets: during
+    a fleet outage the API stays in its Service and answers frames itself with 503 and ``Retry-After``."""
+    return {"status": "ok"}
+
+
 @routes.get("/healthz", responses={503: {"description": "no backend passes its probes"}})
 async def healthz(state: State) -> JSONResponse:
     """200 while at least one backend passes its probes and takes traffic; 503 otherwise."""
@@ -78,7 +85,10 @@ async def healthz(state: State) -> JSONResponse:
     },
 )
 async def metrics(state: State) -> Response:
-    """Prometheus metrics: per-backend requests, errors, latency, in flight, breaker, weight, health."""
+    """Prometheus metrics: per-backend requests, errors, latency, in flight, breaker, weight, health; the process.
+    404 where a metrics port of its own is set (``--metrics-port``): then only that port serves them."""
+    if state.metrics_port is not None:
+        raise ApiError(404, f"metrics are served on port {state.metrics_port}")
     return Response(state.router.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -20,6 +20,8 @@ class ApiState:
     settings: ApiSettings
     router: Router
     served: Counter
+    # Where /metrics is served instead of the public port (None: on the public port, as in development).
+    metrics_port: int | None = None
 
     @property
     def limits(self) -> Limits:

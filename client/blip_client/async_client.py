@@ -28,9 +28,16 @@ class AsyncBlipVqaClient:
         self.closed = False
 
     async def infer(
-        self, image: bytes, questions: Sequence[str | bytes], *, timeout_s: float, scores_only: bool = False
+        self,
+        image: bytes,
+        questions: Sequence[str | bytes],
+        *,
+        timeout_s: float,
+        scores_only: bool = False,
+        request_id: str | None = None,
     ) -> VqaResult:
-        """Scores (and answers unless ``scores_only``) for one encoded image; raises a ``BlipVqaError`` on failure."""
+        """Scores (and answers unless ``scores_only``) for one encoded image; raises a ``BlipVqaError`` on failure.
+        ``request_id`` becomes Triton's request id (its logs and traces name it)."""
         inputs = build_inputs(triton_aio, image, questions)
         try:
             async with asyncio.timeout(timeout_s):
@@ -39,6 +46,7 @@ class AsyncBlipVqaClient:
                     inputs,
                     outputs=requested_outputs(triton_aio, scores_only),
                     parameters=request_parameters(scores_only),
+                    request_id=request_id or "",
                 )
         except InferenceServerException as error:
             raise classify(error) from error

@@ -39,6 +39,7 @@ from blip_client.router_backend import Backend, BackendClient, BackendFailed, Br
 from blip_client.router_config import BackendConfig, RouterConfig, RouterConfigError, is_number
 from blip_client.router_metrics import RouterMetrics
 from blip_client.wire import VqaResult
+from blip_contract.logs import REQUEST_ID
 
 log = logging.getLogger("blip_client.router")
 
@@ -240,7 +241,11 @@ class Router:
         try:
             with backend.breaker.calling():
                 result = await backend.client.infer(
-                    image, questions, timeout_s=self.config.request_timeout_s, scores_only=scores_only
+                    image,
+                    questions,
+                    timeout_s=self.config.request_timeout_s,
+                    scores_only=scores_only,
+                    request_id=REQUEST_ID.get(),  # the API tier's id of this frame, into Triton's logs
                 )
         except InvalidRequestError:
             self.metrics.errors.labels(name, "invalid_request").inc()

@@ -26,7 +26,13 @@ class BackendClient(Protocol):
     closed: bool
 
     async def infer(
-        self, image: bytes, questions: Sequence[str | bytes], *, timeout_s: float, scores_only: bool = False
+        self,
+        image: bytes,
+        questions: Sequence[str | bytes],
+        *,
+        timeout_s: float,
+        scores_only: bool = False,
+        request_id: str | None = None,
     ) -> VqaResult: ...
 
     async def close(self) -> None: ...

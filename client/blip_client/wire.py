@@ -62,6 +62,8 @@ class VqaResult:
 
     scores: list[float]
     answers: list[str] | None
+    # The request id Triton answered with: the one the caller sent, if any.
+    request_id: str | None = None
 
 
 def requested_outputs(triton: ModuleType, scores_only: bool) -> list[Any]:
@@ -83,7 +85,9 @@ def parse_result(result: Any, count: int, scores_only: bool) -> VqaResult:
         if raw is None or raw.size != count:
             raise ServerError(f"expected {count} answers, got {None if raw is None else raw.size}")
         answers = [a.decode("utf-8") if isinstance(a, bytes) else str(a) for a in raw.reshape(-1)]
-    return VqaResult(scores=[float(s) for s in scores.reshape(-1)], answers=answers)
+    response = result.get_response() if hasattr(result, "get_response") else None
+    echoed = response.get("id") if isinstance(response, dict) else getattr(response, "id", None)
+    return VqaResult(scores=[float(s) for s in scores.reshape(-1)], answers=answers, request_id=echoed or None)
 
 
 def classify(error: Any) -> BlipVqaError:

@@ -6,17 +6,28 @@ the session's tritonserver. One fleet is a real server, the other a port where n
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import re
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from blip_api.app import create_app
 from blip_api.settings import DEFAULT_BEHAVIORS, ApiSettings
+from blip_client.async_client import AsyncBlipVqaClient
+from blip_contract.logs import RequestIdFilter
+from blip_serving.capacity import SCALING_METRIC
 from blip_serving.triton.process import free_port
 from tests.conftest import INVALID_IMAGES, ROOT, VALID_IMAGES
+from tests.unit.test_kubernetes import objects
 
 TOKEN, ADMIN_TOKEN = "camera-token", "admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -147,6 +158,83 @@ def test_with_both_fleets_down_the_answer_is_503_and_healthz_says_so() -> None:
         assert "blip_router_unanswered_total 1.0" in metrics
 
 
+def api_readiness_path() -> str:
+    """The path the API pods' readiness probe asks, from the rendered manifests."""
+    (deployment,) = objects("api", "Deployment")
+    (main,) = deployment["spec"]["template"]["spec"]["containers"]
+    return main["readinessProbe"]["httpGet"]["path"]
+
+
+def test_with_every_fleet_down_the_api_stays_ready_and_answers_503_itself() -> None:
+    """A fleet outage must not take the API pods out of their Service: cameras get 503 with Retry-After, not a
+    connection error."""
+    dead = {"neuron": f"127.0.0.1:{free_port()}", "gpu": f"127.0.0.1:{free_port()}"}
+    with TestClient(create_app(settings_for(dead))) as client:
+        deadline = time.monotonic() + 10
+        while client.get("/healthz").status_code != 503 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.get("/healthz").status_code == 503, "the fleets are down"
+        ready = client.get(api_readiness_path())
+        assert ready.status_code == 200, ready.text
+        response = post_raw(client, PHOTO.read_bytes(), behavior="barking")
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+
+
+def adapter_rule_value(exposition: str, backend: str) -> float:
+    """prometheus-adapter's external rule (deploy/kubernetes/prometheus-adapter/values.yaml) over one scrape: the
+    series its seriesQuery selects, for one backend, summed. Prometheus adds namespace and pod at scrape time; a raw
+    exposition has neither, so those matchers are the only ones left out."""
+    values = yaml.safe_load((ROOT / "deploy/kubernetes/prometheus-adapter/values.yaml").read_text())
+    (rule,) = values["rules"]["external"]
+    name, _, matchers = rule["seriesQuery"].partition("{")
+    assert rule["name"]["as"] == SCALING_METRIC and re.fullmatch(rule["name"]["matches"], name)
+    required = {
+        key: value.strip('"')
+        for key, value in (m.split("!=") for m in matchers.rstrip("}").split(","))
+        if key not in ("namespace", "pod")
+    }
+    total = 0.0
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name != name or labels.get("backend") != backend:
+                continue
+            if all(labels.get(key, "") != excluded for key, excluded in required.items()):
+                total += sample.value
+    return total
+
+
+def test_the_autoscaling_metric_counts_callers_frames_and_never_probes(triton) -> None:
+    app = create_app(settings_for({"neuron": triton.http_url, "gpu": f"127.0.0.1:{free_port()}"}))
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 20
+        probes = 0.0
+        while probes < 3 and time.monotonic() < deadline:
+            time.sleep(0.3)
+            metrics = client.get("/metrics").text
+            probes = next(
+                s.value
+                for f in text_string_to_metric_families(metrics)
+                for s in f.samples
+                if s.name == "blip_router_probes_total" and s.labels == {"backend": "neuron", "result": "ok"}
+            )
+        assert probes >= 3, "the router probed the live fleet"
+        assert adapter_rule_value(metrics, "neuron") == 0.0, "a probe-only series scales on zero"
+        assert post_raw(client, PHOTO.read_bytes(), behavior="barking").status_code == 200
+        assert adapter_rule_value(client.get("/metrics").text, "neuron") == 1.0, "one caller's frame counts once"
+
+
+def test_with_a_metrics_port_the_public_port_serves_no_metrics(triton) -> None:
+    port = free_port()
+    app = create_app(settings_for({"neuron": triton.http_url}), metrics_address=("127.0.0.1", port))
+    with TestClient(app) as client:
+        refused = client.get("/metrics")
+        assert refused.status_code == 404 and f"port {port}" in refused.json()["error"]
+        scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        for series in ('blip_router_requests_total{backend="neuron"}', "process_resident_memory_bytes", "python_gc"):
+            assert series in scraped, series
+
+
 def test_healthz_metrics_and_openapi_are_served(api) -> None:
     health = api.get("/healthz").json()
     assert health["status"] == "ok" and health["backends"]["neuron"]["healthy"]
@@ -171,3 +259,37 @@ def test_the_api_refuses_to_start_without_a_token_unless_insecure_dev() -> None:
     )
     assert result.returncode == 2 and "no API token: set BLIP_API_TOKEN" in result.stderr
     assert ApiSettings.load(ROOT / "client" / "api.toml", env={}, insecure_dev=True).insecure_dev
+
+
+def test_a_request_id_goes_from_the_caller_through_the_router_into_the_logs_and_to_triton(triton) -> None:
+    async def ask_triton() -> str | None:
+        client = AsyncBlipVqaClient(triton.http_url)
+        try:
+            result = await client.infer(PHOTO.read_bytes(), ["Is the dog barking?"], timeout_s=20, request_id="f-42")
+        finally:
+            await client.close()
+        return result.request_id
+
+    assert asyncio.run(ask_triton()) == "f-42", "Triton answers with the request id it was sent"
+
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.addFilter(RequestIdFilter())
+    handler.emit = lambda record: lines.append(f"[{record.request_id}] {record.getMessage()}")  # type: ignore[method-assign]
+    router_log = logging.getLogger("blip_client.router")
+    router_log.addHandler(handler)
+    dead = {"gpu": f"127.0.0.1:{free_port()}"}
+    try:
+        with TestClient(create_app(settings_for(dead))) as client:
+            kept = post_raw(
+                client, PHOTO.read_bytes(), headers=AUTH | {"X-Request-ID": "camera-7:frame-42"}, behavior="barking"
+            )
+            replaced = post_raw(
+                client, PHOTO.read_bytes(), headers=AUTH | {"X-Request-ID": "has spaces"}, behavior="barking"
+            )
+    finally:
+        router_log.removeHandler(handler)
+    assert kept.status_code == 503 and kept.headers["x-request-id"] == "camera-7:frame-42"
+    assert re.fullmatch(r"[0-9a-f]{32}", replaced.headers["x-request-id"]), "an unusable id is replaced, not kept"
+    assert any(line.startswith("[camera-7:frame-42] backend gpu failed") for line in lines), lines
+    assert any(line.startswith(f"[{replaced.headers['x-request-id']}] backend gpu failed") for line in lines), lines

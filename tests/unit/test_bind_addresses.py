@@ -32,3 +32,13 @@ def test_triton_listens_where_host_says_and_is_reached_there(tmp_path, host, lis
         assert not any("model-control" in arg for arg in server.command()), "model control stays off (mode none)"
     finally:
         server.stop()  # removes the repository view command() made
+
+
+@pytest.mark.parametrize(("target", "gpu_metrics"), [("cpu", "false"), ("neuron", "false"), ("gpu", "true")])
+def test_triton_reports_gpu_metrics_for_the_gpu_target_only(tmp_path, target, gpu_metrics) -> None:
+    """The GPU fleet's dashboard reads nv_gpu_*: Triton exports them only when allowed."""
+    server = TritonServer(tmp_path, target, http_port=8000, metrics_port=8002)
+    try:
+        assert f"--allow-gpu-metrics={gpu_metrics}" in server.command()
+    finally:
+        server.stop()

@@ -38,9 +38,12 @@ retrieved = "2026-11-29"
 """
 
 
-def perf_summary(path: Path, fps: float, p99_ms: float = 900.0, questions: int = 3, knee: bool = True) -> Path:
+def perf_summary(
+    path: Path, fps: float, p99_ms: float = 900.0, questions: int = 3, knee: bool = True, target: str = "cpu"
+) -> Path:
     data = json.loads((RESULTS / "perf-cpu.json").read_text())
     data["questions_per_frame"] = questions
+    data["target"] = target
     data["knee"] = (data["knee"] | {"throughput": fps, "p99_ms": p99_ms}) if knee else None
     path.write_text(json.dumps(data))
     return path
@@ -155,8 +158,10 @@ def test_bad_cost_inputs_are_refused_in_one_line(tmp_path, capsys, argument, mes
     assert not (tmp_path / "cost.json").exists()
 
 
-def test_the_hpa_target_is_the_knee_times_the_headroom(tmp_path, capsys) -> None:
-    measured = read_perf(perf_summary(tmp_path / "n.json", 20.0))
+def test_the_hpa_target_is_the_knee_times_the_headroom_written_to_the_measured_fleets_overlay_only(
+    tmp_path, capsys
+) -> None:
+    measured = read_perf(perf_summary(tmp_path / "n.json", 20.0, target="neuron"))
     assert per_pod_target(measured, 0.7) == 14.0 and per_pod_target(measured, 1.0) == 20.0
     for headroom in (0.0, 1.01, -0.5):
         with pytest.raises(CapacityError, match=f"headroom must be in \\(0, 1\\], got {headroom}"):
@@ -165,11 +170,16 @@ def test_the_hpa_target_is_the_knee_times_the_headroom(tmp_path, capsys) -> None
     for name in ("neuron-inf2-xlarge", "gpu-g5-xlarge"):
         (overlays / name).mkdir(parents=True)
     code = main_capacity(["--perf", str(tmp_path / "n.json"), "--headroom", "0.5", "--overlays", str(overlays)])
-    assert code == 0 and "x headroom 0.5 = 10 requests/s per pod" in capsys.readouterr().out
-    for name in ("neuron-inf2-xlarge", "gpu-g5-xlarge"):
-        patch = yaml.safe_load((overlays / name / "capacity.yaml").read_text())
-        (metric,) = patch["spec"]["metrics"]
-        assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "10"}, "a quantity string"
+    assert code == 0 and "x headroom 0.5 = 10 frames/s per pod" in capsys.readouterr().out
+    patch = yaml.safe_load((overlays / "neuron-inf2-xlarge" / "capacity.yaml").read_text())
+    (metric,) = patch["spec"]["metrics"]
+    assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "10"}, "a quantity string"
+    assert metric["external"]["metric"]["selector"] == {"matchLabels": {"backend": "neuron"}}
+    assert not (overlays / "gpu-g5-xlarge" / "capacity.yaml").exists(), "a neuron measurement never sizes the gpu fleet"
+    # A cpu measurement sizes no overlay; the placeholder is written only when asked for.
+    assert main_capacity(["--perf", str(perf_summary(tmp_path / "c.json", 5.0)), "--overlays", str(overlays)]) == 2
+    assert main_capacity(["--unmeasured", "gpu", "--overlays", str(overlays)]) == 0
+    assert "NOT MEASURED" in (overlays / "gpu-g5-xlarge" / "capacity.yaml").read_text()
 
 
 def test_read_perf_takes_the_knee_and_its_source(tmp_path) -> None:
@@ -181,6 +191,7 @@ def test_read_perf_takes_the_knee_and_its_source(tmp_path) -> None:
     machine = data["machine"]
     assert measured == Measured(
         source=f"perf.json ({machine['cpu']}, {machine['cores']} cores, {data['model']})",
+        target="cpu",
         fps=data["knee"]["throughput"],
         p99_ms=data["knee"]["p99_ms"],
         slo_ms=data["slo_ms"],
@@ -230,32 +241,31 @@ def test_the_table_goes_on_after_a_fleet_without_a_price(tmp_path, capsys) -> No
     ]
 
 
-def test_make_capacity_writes_the_chosen_overlays_and_refuses_a_kneeless_result(tmp_path, capsys) -> None:
+def test_make_capacity_writes_the_measured_fleets_overlay_and_refuses_a_kneeless_result(tmp_path, capsys) -> None:
     overlays = tmp_path / "overlays"
     for name in ("neuron-inf2-xlarge", "gpu-g5-xlarge"):
         (overlays / name).mkdir(parents=True)
-    perf = perf_summary(tmp_path / "n.json", 20.0)
-    assert main_capacity(["--perf", str(perf), "--fleet", "gpu", "--overlays", str(overlays)]) == 0
+    perf = perf_summary(tmp_path / "g.json", 20.0, target="gpu")
+    assert main_capacity(["--perf", str(perf), "--overlays", str(overlays)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == [
-        "knee 20 frames/s (p99 900 ms <= 2000 ms, ensemble) x headroom 0.7 = 14 requests/s per pod",
+        "knee 20 frames/s (p99 900 ms <= 2000 ms, ensemble) x headroom 0.7 = 14 frames/s per pod",
         f"wrote {overlays / 'gpu-g5-xlarge' / 'capacity.yaml'}",
     ]
     patch = (overlays / "gpu-g5-xlarge" / "capacity.yaml").read_text()
     assert patch.startswith(f"# Written by `make capacity` on {time.strftime('%Y-%m-%d')}: the HPA's per-pod target.")
-    assert not (overlays / "neuron-inf2-xlarge" / "capacity.yaml").exists(), "only the fleet asked for"
-    kneeless = perf_summary(tmp_path / "k.json", 1.0, knee=False)
+    assert not (overlays / "neuron-inf2-xlarge" / "capacity.yaml").exists(), "only the measured fleet"
+    kneeless = perf_summary(tmp_path / "k.json", 1.0, knee=False, target="gpu")
     assert main_capacity(["--perf", str(kneeless), "--overlays", str(overlays)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {kneeless}: no point kept p99 under")
     assert main_capacity(["--perf", str(perf), "--headroom", "1.5", "--overlays", str(overlays)]) == 2
     assert "error: headroom must be in (0, 1], got 1.5" in capsys.readouterr().err
 
 
-def test_make_capacity_sizes_from_the_committed_cpu_result_by_default(tmp_path, capsys) -> None:
+def test_make_capacity_refuses_the_committed_cpu_result_for_every_overlay(tmp_path, capsys) -> None:
     (tmp_path / "neuron-inf2-xlarge").mkdir()
-    assert main_capacity(["--overlays", str(tmp_path), "--fleet", "neuron"]) == 0
-    assert capsys.readouterr().out.startswith(
-        "knee 1.41138 frames/s (p99 1450.53 ms <= 2000 ms, ensemble) x headroom 0.7"
-    )
+    assert main_capacity(["--overlays", str(tmp_path)]) == 2
+    assert "measured the cpu target, which no overlay runs" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("capacity.yaml"))
     with pytest.raises(SystemExit):
-        main_capacity(["--overlays", str(tmp_path), "--fleet", "cpu"])  # no overlay: not a choice
+        main_capacity(["--overlays", str(tmp_path), "--unmeasured", "cpu"])  # no overlay: not a choice

@@ -1,5 +1,7 @@
-"""docker/: what can be checked without Docker. Every COPY source exists, each fleet's container runs the same
-command ``make serve`` runs, hadolint passes, and compose points at files and services that exist."""
+"""docker/: what can be checked without building. Every COPY source exists, each fleet's container runs the same
+command ``make serve`` runs, the fleet images share every line but their base and accelerator packages, hadolint
+passes, and compose points at files and services that exist. ``make images-check`` builds and runs the cpu fleet
+and API images for real (tools/images_check.sh)."""
 
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ def instructions(path: Path) -> list[tuple[str, str]]:
 
 
 def test_the_three_images_exist() -> None:
-    assert [p.name for p in DOCKERFILES] == ["Dockerfile.api", "Dockerfile.gpu", "Dockerfile.neuron"]
+    assert [p.name for p in DOCKERFILES] == ["Dockerfile.api", "Dockerfile.cpu", "Dockerfile.gpu", "Dockerfile.neuron"]
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -47,7 +49,7 @@ def test_every_copy_source_exists_in_the_build_context(dockerfile) -> None:
             assert (ROOT / source).exists(), f"{dockerfile.name}: COPY {source} is missing from the project root"
 
 
-@pytest.mark.parametrize("target", ["gpu", "neuron"])
+@pytest.mark.parametrize("target", ["cpu", "gpu", "neuron"])
 def test_a_fleet_container_runs_what_make_serve_runs(target) -> None:
     (cmd,) = [json.loads(args) for keyword, args in instructions(DOCKER / f"Dockerfile.{target}") if keyword == "CMD"]
     make = subprocess.run(
@@ -66,6 +68,29 @@ def test_the_api_container_runs_what_make_api_runs() -> None:
     make = subprocess.run(["make", "-n", "api"], capture_output=True, text=True, cwd=ROOT, check=True)
     (line,) = [line for line in make.stdout.splitlines() if "blip_api" in line]
     assert cmd[1:3] == shlex.split(line)[1:3] == ["-m", "blip_api"]
+
+
+def project_section(target: str) -> list[str]:
+    """The fleet Dockerfile's lines from "The project" down, its lock and its target's name taken out."""
+    text = (DOCKER / f"Dockerfile.{target}").read_text()
+    lines = text[text.index("# The project: its locked dependencies") :].splitlines()
+    return [line.replace(f"LOCK={target}", "LOCK=*").replace(target, "<target>") for line in lines]
+
+
+@pytest.mark.parametrize("target", ["gpu", "neuron"])
+def test_the_accelerator_images_share_every_project_line_with_the_cpu_image(target) -> None:
+    """What `make images-check` proves for the cpu image holds for the others: only base and accelerator packages
+    differ, above this section."""
+    assert project_section(target) == project_section("cpu")
+    assert f"ARG LOCK={target}" in (DOCKER / f"Dockerfile.{target}").read_text()
+
+
+def test_the_api_image_carries_only_the_code_it_runs() -> None:
+    copied = [shlex.split(args)[0] for keyword, args in instructions(DOCKER / "Dockerfile.api") if keyword == "COPY"]
+    assert set(copied) == {"docker/images.toml", "tools/locks.py", "requirements/api.lock", "contract", "client"}
+    lock = (ROOT / "requirements" / "api.lock").read_text()
+    for absent in ("torch==", "transformers==", "cuda-python==", "nvidia-pytriton=="):
+        assert absent not in lock, absent
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)

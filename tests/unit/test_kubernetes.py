@@ -1,11 +1,13 @@
 """deploy/kubernetes: every overlay renders (kubectl kustomize), validates in strict mode against the Kubernetes
 1.30 schemas (kubernetes-validate, offline), passes checkov's Kubernetes checks (skips written down below), and
-carries what matters: probes, resources, no secret values, the NetworkPolicy on the fleets, the measured HPA
-target, and the NeuronCores of the plan."""
+carries what matters: probes, resources, no secret values, the NetworkPolicy on the fleets, the images docker/
+builds, an HPA that scales on callers' frames with a target measured on the fleet's own hardware (or a placeholder
+the API refuses), the build Job and model volume, and the NeuronCores of the plan."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tomllib
@@ -15,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from blip_serving.capacity import FLEETS, capacity_patch, per_pod_target, read_perf
+from blip_serving.capacity import FLEETS, SCALING_METRIC, UNMEASURED, capacity_patch, per_pod_target, read_perf
 from blip_serving.placement import make_plan
 from blip_serving.targets.neuron import neuron_cores_needed
 from tests.conftest import ROOT
@@ -23,13 +25,16 @@ from tests.conftest import ROOT
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 OVERLAYS = sorted(p.name for p in (KUBERNETES / "overlays").iterdir())
 FLEET_OVERLAYS = {spec["overlay"]: fleet for fleet, spec in FLEETS.items() if spec["overlay"]}
+BUILD_OVERLAYS = {f"{overlay}-build": fleet for overlay, fleet in FLEET_OVERLAYS.items()}
+IMAGES = tomllib.loads((ROOT / "docker" / "images.toml").read_text())["images"]
 KUBERNETES_VERSION = "1.30.0"
 # Kinds the Kubernetes schemas do not hold (CRDs), checked by hand below.
 CUSTOM_KINDS = {"PodMonitor"}
 # checkov checks skipped, and why (each is a decision, not an oversight):
 CHECKOV_SKIPS = {
     "CKV_K8S_43": "images are built by docker/ and pinned by the deployment pipeline (tag or digest set there)",
-    "CKV_K8S_15": "imagePullPolicy Always is set; checkov wants it with a digest-pinned image (see CKV_K8S_43)",
+    "CKV_K8S_15": "IfNotPresent with a versioned tag (tools/k8s_render.sh sets registry and tag); a digest is the "
+    "deployment pipeline's (see CKV_K8S_43)",
     "CKV_K8S_14": "image tag: as CKV_K8S_43",
     "CKV_K8S_21": "the namespace is chosen at apply time (kubectl apply -n), not fixed in the manifests",
     "CKV_K8S_11": "no CPU limit on purpose: CPU limits throttle OpenMP inference threads; requests are set",
@@ -70,23 +75,38 @@ def test_every_overlay_validates_strictly_against_the_kubernetes_schemas(overlay
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
 
-@pytest.mark.parametrize("overlay", list(FLEET_OVERLAYS))
-def test_the_pod_monitor_scrapes_the_fleets_metrics_port(overlay) -> None:
+@pytest.mark.parametrize("overlay", [*FLEET_OVERLAYS, "api"])
+def test_pod_monitors_scrape_triton_the_supervisor_and_the_api(overlay) -> None:
     (monitor,) = objects(overlay, "PodMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     (deployment,) = objects(overlay, "Deployment")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    scraped = {endpoint["port"] for endpoint in monitor["spec"]["podMetricsEndpoints"]}
+    main = container(overlay)
+    ports = {port["name"]: port["containerPort"] for port in main["ports"]}
+    assert scraped <= set(ports)
+    if overlay == "api":
+        assert scraped == {"metrics"} and main["args"][main["args"].index("--metrics-port") + 1] == str(
+            ports["metrics"]
+        )
+        (service,) = objects("api", "Service")
+        assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"], "the public Service carries no metrics"
+    else:
+        assert scraped == {"metrics", "supervisor"}
+        env = {e["name"]: e.get("value") for e in main["env"]}
+        assert env["BLIP_SUPERVISOR_METRICS_PORT"] == str(ports["supervisor"])
 
 
 @pytest.mark.parametrize("overlay", list(FLEET_OVERLAYS))
-def test_fleets_probe_with_a_real_inference_and_set_their_resources(overlay) -> None:
+def test_fleets_are_ready_on_a_real_inference_and_live_on_the_process_alone(overlay) -> None:
     main = container(overlay)
     assert main["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert main["startupProbe"]["periodSeconds"] * main["startupProbe"]["failureThreshold"] >= 300
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert main[probe]["exec"]["command"][:2] == ["blip-client", "probe"], probe
+    assert main["readinessProbe"]["exec"]["command"][:2] == ["blip-client", "probe"]
+    # Liveness runs no inference: a saturated queue must never get the pod restarted.
+    assert main["livenessProbe"] == main["livenessProbe"] | {"httpGet": {"path": "/v2/health/live", "port": "http"}}
+    assert "exec" not in main["livenessProbe"]
     resources = main["resources"]
     assert resources["requests"]["memory"] == resources["limits"]["memory"]
     accelerator = {k for k in resources["limits"] if "/" in k}
@@ -102,6 +122,59 @@ def test_fleets_probe_with_a_real_inference_and_set_their_resources(overlay) -> 
     assert main["securityContext"]["capabilities"]["drop"] == ["ALL"]
     shm = next(v for v in spec["volumes"] if v["name"] == "shm")
     assert shm["emptyDir"]["medium"] == "Memory" and shm["emptyDir"]["sizeLimit"]
+    # A rolling update drains: the endpoint goes first, then Triton finishes what it holds within the grace period.
+    sleep = int(main["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert spec["terminationGracePeriodSeconds"] >= sleep + 30 + 5
+
+
+def test_api_pods_stay_ready_while_the_fleets_are_down() -> None:
+    """Readiness and liveness on /livez (the process), never /healthz (the fleets): during a fleet outage the API
+    answers 503 with Retry-After itself (tests/integration/test_api.py holds the behaviour)."""
+    main = container("api")
+    assert main["readinessProbe"]["httpGet"]["path"] == main["livenessProbe"]["httpGet"]["path"] == "/livez"
+
+
+@pytest.mark.parametrize("overlay", [*FLEET_OVERLAYS, *BUILD_OVERLAYS, "api"])
+def test_overlays_name_the_images_docker_builds(overlay) -> None:
+    built = {f"{image['name']}:0.1.0" for image in IMAGES.values()}
+    images = {c["image"] for doc in render(overlay) for c in _containers(doc)}
+    assert images and images <= built, images
+    fleet = FLEET_OVERLAYS.get(overlay) or BUILD_OVERLAYS.get(overlay) or "api"
+    assert images == {f"{IMAGES[fleet]['name']}:0.1.0"}
+    assert all(c["imagePullPolicy"] == "IfNotPresent" for doc in render(overlay) for c in _containers(doc))
+
+
+def test_rendering_for_a_registry_rewrites_every_image_and_changes_nothing_committed() -> None:
+    result = subprocess.run(
+        [str(ROOT / "tools" / "k8s_render.sh"), "neuron-inf2-xlarge", "registry.example.com/team", "1.2.3"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    images = {line.split("image:")[1].strip() for line in result.stdout.splitlines() if " image:" in line}
+    assert images == {"registry.example.com/team/blip-vqa-neuron:1.2.3"}
+    assert not list(KUBERNETES.glob(".render-*")), "the throwaway kustomization is removed"
+
+
+@pytest.mark.parametrize("overlay", list(FLEET_OVERLAYS))
+def test_the_model_volume_is_the_one_the_build_job_writes(overlay) -> None:
+    (claim,) = objects(overlay, "PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    spec = objects(overlay, "Deployment")[0]["spec"]["template"]["spec"]
+    model = next(v for v in spec["volumes"] if v["name"] == "model")["persistentVolumeClaim"]
+    assert model == {"claimName": claim["metadata"]["name"], "readOnly": True}
+    assert all(m.get("readOnly") for m in container(overlay)["volumeMounts"] if m["name"] == "model")
+    (job,) = objects(f"{overlay}-build", "Job")
+    job_spec = job["spec"]["template"]["spec"]
+    job_model = next(v for v in job_spec["volumes"] if v["name"] == "model")["persistentVolumeClaim"]
+    assert job_model == {"claimName": claim["metadata"]["name"]}
+    (build,) = job_spec["containers"]
+    env = {e["name"]: e["value"] for e in build["env"]}
+    assert env["BLIP_TARGET"] == FLEET_OVERLAYS[overlay]
+    assert "python3 -m blip_build" in build["args"][0] and "/opt/blip/model/artifacts" in build["args"][0]
+    # The fleet reads what the Job writes: artifacts/ and model_repository/ of the same volume.
+    paths = {m["subPath"]: m["mountPath"] for m in container(overlay)["volumeMounts"] if m["name"] == "model"}
+    assert paths == {"artifacts": "/opt/blip/artifacts", "model_repository": "/opt/blip/model_repository"}
 
 
 def test_the_neuron_fleet_takes_the_cores_and_layout_of_its_plan() -> None:
@@ -120,18 +193,48 @@ def test_the_neuron_fleet_takes_the_cores_and_layout_of_its_plan() -> None:
 
 
 @pytest.mark.parametrize("overlay", list(FLEET_OVERLAYS))
-def test_the_hpa_target_is_what_make_capacity_computed_from_the_perf_result(overlay) -> None:
+def test_the_hpa_scales_on_callers_frames_with_a_target_measured_on_its_hardware_or_none(overlay) -> None:
+    fleet = FLEET_OVERLAYS[overlay]
     (hpa,) = objects(overlay, "HorizontalPodAutoscaler")
     (metric,) = hpa["spec"]["metrics"]
-    assert metric["pods"]["metric"]["name"] == "blip_vqa_inference_requests_per_second"
-    header = (KUBERNETES / "overlays" / overlay / "capacity.yaml").read_text().splitlines()[2]
+    assert metric["type"] == "External"
+    assert metric["external"]["metric"] == {"name": SCALING_METRIC, "selector": {"matchLabels": {"backend": fleet}}}
+    assert metric["external"]["target"]["type"] == "AverageValue"
+    text = (KUBERNETES / "overlays" / overlay / "capacity.yaml").read_text()
+    target = metric["external"]["target"]["averageValue"]
+    if target == UNMEASURED:
+        # No perf result of this hardware exists: the placeholder, which the API server refuses (not a quantity).
+        assert text == capacity_patch(fleet, None)
+        # The API server parses quantities with apimachinery's pattern (its OpenAPI schema states it); the offline
+        # schemas do not check it, so the test does.
+        assert not re.fullmatch(r"([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)", target)
+        return
+    header = text.splitlines()[2]
     source = ROOT / "benchmarks" / "results" / header.split("source ")[1].split(" ")[0]
     measured = read_perf(source)
-    assert float(metric["pods"]["target"]["averageValue"]) == per_pod_target(measured)
-    assert (
-        capacity_patch(measured).split("\n", 1)[1]
-        == (KUBERNETES / "overlays" / overlay / "capacity.yaml").read_text().split("\n", 1)[1]
+    assert measured.target == fleet, "a target is only ever measured on the fleet's own hardware"
+    assert float(target) == per_pod_target(measured)
+    assert capacity_patch(fleet, measured).split("\n", 1)[1] == text.split("\n", 1)[1]
+
+
+def test_make_capacity_never_writes_another_hardwares_target_into_an_overlay(tmp_path, capsys) -> None:
+    from blip_serving.capacity import main_capacity
+
+    for overlay in FLEET_OVERLAYS:
+        (tmp_path / overlay).mkdir()
+    code = main_capacity(
+        ["--perf", str(ROOT / "benchmarks" / "results" / "perf-cpu.json"), "--overlays", str(tmp_path)]
     )
+    assert code == 2 and "measured the cpu target, which no overlay runs" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("capacity.yaml"))
+
+
+def test_the_adapter_rule_makes_the_metric_the_hpas_ask_for() -> None:
+    values = yaml.safe_load((KUBERNETES / "prometheus-adapter" / "values.yaml").read_text())
+    (rule,) = values["rules"]["external"]
+    assert rule["name"]["as"] == SCALING_METRIC
+    assert rule["seriesQuery"].startswith("blip_router_requests_total{") and "by (backend)" in rule["metricsQuery"]
+    assert not values["rules"].get("custom"), "no per-pod Triton counter: it would count probes"
 
 
 def test_the_api_tier_reads_tokens_from_a_secret_and_no_manifest_holds_one() -> None:
@@ -157,9 +260,12 @@ def test_the_api_tier_reads_tokens_from_a_secret_and_no_manifest_holds_one() -> 
     assert backends == services, "the router's fleets are the fleet Services"
 
 
+def _containers(doc: dict) -> list[dict]:
+    return doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+
+
 def _envs(doc: dict) -> list[dict]:
-    spec = doc.get("spec", {}).get("template", {}).get("spec", {})
-    return [env for c in spec.get("containers", []) for env in c.get("env", [])]
+    return [env for c in _containers(doc) for env in c.get("env", [])]
 
 
 def test_the_network_policy_admits_only_the_api_tier_and_prometheus_to_the_fleets() -> None:
@@ -174,7 +280,7 @@ def test_the_network_policy_admits_only_the_api_tier_and_prometheus_to_the_fleet
         assert "matchLabels" not in inference["from"][0]["podSelector"]
         assert api_labels[expression["key"]] in expression["values"] and expression["operator"] == "In"
         assert {p["port"] for p in inference["ports"]} == {8000, 8001}
-        assert {p["port"] for p in metrics["ports"]} == {8002}
+        assert {p["port"] for p in metrics["ports"]} == {8002, 8003}
         assert "namespaceSelector" in metrics["from"][0]
 
 

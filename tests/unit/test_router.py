@@ -26,6 +26,7 @@ from blip_client.errors import (
 from blip_client.router import Router
 from blip_client.router_config import BackendConfig, RouterConfig, RouterConfigError
 from blip_client.wire import PROBE_IMAGE, PROBE_QUESTIONS, VqaResult
+from blip_contract.logs import REQUEST_ID
 
 IMAGE = b"\xff\xd8 a frame"
 
@@ -39,11 +40,19 @@ class Fleet:
     calls: list[tuple[bytes, tuple[str | bytes, ...], bool, float]] = field(default_factory=list)
     closed: bool = False
     delay_s: float = 0.0
+    request_ids: list[str | None] = field(default_factory=list)
 
     async def infer(
-        self, image: bytes, questions: Sequence[str | bytes], *, timeout_s: float, scores_only: bool = False
+        self,
+        image: bytes,
+        questions: Sequence[str | bytes],
+        *,
+        timeout_s: float,
+        scores_only: bool = False,
+        request_id: str | None = None,
     ) -> VqaResult:
         self.calls.append((image, tuple(questions), scores_only, timeout_s))
+        self.request_ids.append(request_id)
         await asyncio.sleep(self.delay_s)
         if self.error is not None:
             raise self.error
@@ -600,3 +609,24 @@ def test_the_alert_threshold_is_a_probability() -> None:
     )
     with pytest.raises(SettingsError, match=r"alerts\.threshold must be a probability between 0 and 1, got 1\.5"):
         ApiSettings.from_dict(base | {"alerts": {"threshold": 1.5}}, env={}, insecure_dev=True)
+
+
+def test_the_request_being_handled_goes_to_the_fleet_as_its_request_id_on_every_attempt() -> None:
+    async def check(router: Router) -> None:
+        fleet(router, "neuron").error = ServerUnavailableError("down")
+        token = REQUEST_ID.set("camera-7-frame-42")
+        try:
+            await router.ask(IMAGE, ["q"])
+        finally:
+            REQUEST_ID.reset(token)
+        await router.ask(IMAGE, ["q"])  # outside any request: no id
+
+    with_neuron_first = config(backends=(("neuron", 2), ("gpu", 1)))
+
+    async def both(router: Router) -> tuple[list, list]:
+        await check(router)
+        return fleet(router, "neuron").request_ids, fleet(router, "gpu").request_ids
+
+    neuron, gpu = run(both, with_neuron_first)
+    assert neuron[0] == gpu[0] == "camera-7-frame-42", "the failed attempt and the failover carry the same id"
+    assert None in neuron + gpu

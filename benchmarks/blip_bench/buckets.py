@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from blip_bench.corpus import generated_images
+from blip_bench.corpus import corpus_images
 from blip_bench.floor import floor
-from blip_bench.frames import BEHAVIOR_QUESTIONS, RESULTS, ROOT, SAMPLE
+from blip_bench.frames import BEHAVIOR_QUESTIONS, RESULTS, ROOT, SAVED_RANDOM_BASE
 from blip_bench.machine import machine
 from blip_bench.parity import PARITY_QUESTIONS
 from blip_build import build
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="blip-buckets", description=__doc__)
     parser.add_argument(
         "--checkpoint",
-        default=str(ROOT / ".bench" / "artifacts" / "checkpoints" / "random-base"),
+        default=str(SAVED_RANDOM_BASE),
         help="a saved checkpoint directory (make bench saves random-base there), random-tiny or random-base",
     )
     parser.add_argument("--sets", type=parse_sets, default=parse_sets(" ".join(CANDIDATES)))
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", type=Path, default=ROOT / ".bench" / "buckets")
     parser.add_argument("--out", type=Path, default=RESULTS / "buckets-cpu.json")
     args = parser.parse_args(argv)
-    images = [SAMPLE, *sorted((generated_images() / "valid").iterdir())][: args.images or None]
+    images = corpus_images(args.images)
     questions = tuple(dict.fromkeys(BEHAVIOR_QUESTIONS + PARITY_QUESTIONS))
     started = time.perf_counter()
 

@@ -146,3 +146,9 @@ def generated_images() -> Path:
     with contextlib.suppress(OSError):  # another process won the race; its set is the same
         staging.rename(root)
     return root
+
+
+def corpus_images(limit: int = 0) -> list[Path]:
+    """The sample photo, then the generated valid images (every format and mode the server takes); ``limit``: the
+    first N only (0: all)."""
+    return [SAMPLE, *sorted((generated_images() / "valid").iterdir())][: limit or None]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from blip_bench.corpus import generated_images
-from blip_bench.frames import BEHAVIOR_QUESTIONS, RESULTS, ROOT, SAMPLE
+from blip_bench.corpus import corpus_images
+from blip_bench.frames import BEHAVIOR_QUESTIONS, RESULTS, SAVED_RANDOM_BASE
 from blip_bench.machine import machine
 from blip_bench.parity import PARITY_QUESTIONS, reference_answers, word_agreement
 
@@ -41,13 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="blip-precision", description=__doc__)
     parser.add_argument(
         "--checkpoint",
-        default=str(ROOT / ".bench" / "artifacts" / "checkpoints" / "random-base"),
+        default=str(SAVED_RANDOM_BASE),
         help="a saved checkpoint directory (make bench saves random-base there) or a hub id",
     )
     parser.add_argument("--images", type=int, default=0, help="the first N test images only (0: all)")
     parser.add_argument("--out", type=Path, default=RESULTS / "precision-cpu.json")
     args = parser.parse_args(argv)
-    images = [SAMPLE, *sorted((generated_images() / "valid").iterdir())][: args.images or None]
+    images = corpus_images(args.images)
     questions = tuple(dict.fromkeys(BEHAVIOR_QUESTIONS + PARITY_QUESTIONS))
     started = time.perf_counter()
     reference = reference_answers(args.checkpoint, images, questions, "cpu")

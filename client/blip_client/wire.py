@@ -85,6 +85,7 @@ def parse_result(result: Any, count: int, scores_only: bool) -> VqaResult:
         if raw is None or raw.size != count:
             raise ServerError(f"expected {count} answers, got {None if raw is None else raw.size}")
         answers = [a.decode("utf-8") if isinstance(a, bytes) else str(a) for a in raw.reshape(-1)]
+    # The id Triton answered with: tritonclient.http's response is a dict, tritonclient.grpc's a protobuf message.
     response = result.get_response() if hasattr(result, "get_response") else None
     echoed = response.get("id") if isinstance(response, dict) else getattr(response, "id", None)
     return VqaResult(scores=[float(s) for s in scores.reshape(-1)], answers=answers, request_id=echoed or None)

@@ -107,7 +107,7 @@ k8s-render: ## Render OVERLAY (default: every overlay) with images from REGISTRY
 images-check: install ## Build the cpu fleet and API images with buildah (local Debian base), run them, ask through the API
 	tools/images_check.sh
 
-capacity: install ## HPA per-pod target from make perf's knee x headroom -> deploy/kubernetes/overlays/*/capacity.yaml
+capacity: install ## HPA per-pod target from make perf's knee x headroom -> the measured fleet's overlays/<fleet>/capacity.yaml (PERF=)
 	$(BIN)/python -m blip_serving.capacity capacity $(if $(PERF),--perf $(PERF))
 
 cost: install ## $/h, $ per million frames and questions per fleet for RATE frames/s, from perf results and deploy/prices.toml

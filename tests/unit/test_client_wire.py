@@ -65,22 +65,31 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def default_answer(request: dict[str, Any]) -> dict[str, Any]:
-    """One score per question, and answers unless only SCORES was asked for."""
+    """One score per question, and answers unless only SCORES was asked for; the request's id echoed, as Triton does."""
     count = next(i["shape"][1] for i in request["inputs"] if i["name"] == QUESTIONS)
     wanted = [o["name"] for o in request.get("outputs", [])]
     outputs = [{"name": SCORES, "datatype": "FP32", "shape": [1, count], "data": [0.25] * count}]
     if ANSWERS in wanted:
         outputs.append({"name": ANSWERS, "datatype": "BYTES", "shape": [1, count], "data": ["yes"] * count})
-    return {"model_name": PUBLIC_MODEL, "outputs": outputs}
+    return {"model_name": PUBLIC_MODEL, "outputs": outputs} | ({"id": request["id"]} if "id" in request else {})
 
 
-def ask_async(url: str, questions: tuple[str, ...] = ("q?",), *, timeout_s: float = 5.0, scores_only: bool = False):
+def ask_async(
+    url: str,
+    questions: tuple[str, ...] = ("q?",),
+    *,
+    timeout_s: float = 5.0,
+    scores_only: bool = False,
+    request_id: str | None = None,
+):
     """One call of the asyncio client, which is closed after it whatever happened."""
 
     async def body():
         client = AsyncBlipVqaClient(url)
         try:
-            return await client.infer(FRAME, questions, timeout_s=timeout_s, scores_only=scores_only)
+            return await client.infer(
+                FRAME, questions, timeout_s=timeout_s, scores_only=scores_only, request_id=request_id
+            )
         finally:
             await client.close()
             assert client.closed
@@ -135,6 +144,33 @@ def test_the_asyncio_client_sends_the_same_requests(endpoint: Endpoint) -> None:
     assert full.answers == ["yes", "yes"] and scores.answers is None and scores.scores == [0.25]
     first, second = endpoint.requests
     assert SCORES_ONLY not in first.get("parameters", {}) and second["parameters"][SCORES_ONLY] is True
+
+
+def test_a_request_id_is_sent_as_tritons_and_read_back_from_its_answer(endpoint: Endpoint) -> None:
+    tagged = ask_async(endpoint.url, request_id="camera-7:frame-42")
+    untagged = ask_async(endpoint.url)
+    first, second = endpoint.requests
+    assert first["id"] == "camera-7:frame-42" and "id" not in second, "no id: none sent, not an empty one"
+    assert tagged.request_id == "camera-7:frame-42" and untagged.request_id is None
+
+
+def test_the_echoed_id_is_read_from_an_http_dict_or_a_grpc_message() -> None:
+    class Answer:
+        def __init__(self, response: Any) -> None:
+            self.response = response
+
+        def as_numpy(self, name: str) -> np.ndarray:
+            return np.array([[0.5]], dtype=np.float32)
+
+        def get_response(self) -> Any:
+            return self.response
+
+    class GrpcResponse:
+        id = "frame-9"
+
+    assert parse_result(Answer({"id": "frame-8"}), 1, scores_only=True).request_id == "frame-8"
+    assert parse_result(Answer(GrpcResponse()), 1, scores_only=True).request_id == "frame-9"
+    assert parse_result(Answer({"id": ""}), 1, scores_only=True).request_id is None
 
 
 @pytest.mark.parametrize(

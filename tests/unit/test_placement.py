@@ -217,6 +217,10 @@ def test_host_memory_is_enough_at_exactly_what_the_option_needs() -> None:
         PlanError, match=r"^nothing fits on short: .*colocated: needs 1480 MiB of host memory, the host has 1479$"
     ):
         make_plan("short", catalog=catalog)
+    # Accelerator memory too: a core with exactly what colocated needs fits (powers of two keep the division exact).
+    need = make_plan("inf2.xlarge").chosen.accelerator_mib_per_unit
+    catalog["hosts"]["exact-chip"] = dict(catalog["hosts"]["inf2.xlarge"], accelerator_memory_gib=need * 2 / 1024)
+    assert make_plan("exact-chip", catalog=catalog).chosen.layout == "colocated"
     catalog["hosts"]["small-chip"] = dict(catalog["hosts"]["inf2.xlarge"], accelerator_memory_gib=12)
     with pytest.raises(
         PlanError, match=r"colocated: needs 6944 MiB of accelerator memory per unit, the host has 6144$"

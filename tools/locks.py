@@ -25,6 +25,7 @@ import sys
 import tempfile
 import tomllib
 from dataclasses import dataclass, field, fields
+from functools import cache
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -84,8 +85,9 @@ def reachable(url: str, timeout_s: float = 3.0) -> bool:
         return False
 
 
+@cache
 def find_links() -> list[str]:
-    """pip's configured find-links (this project's machines keep torch's CPU wheel there)."""
+    """pip's configured find-links (this project's machines keep torch's CPU wheel there); asked of pip once a run."""
     out = subprocess.run(
         [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
     ).stdout

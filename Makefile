@@ -34,7 +34,7 @@ $(foreach name,$(BLIP_VARIABLES),$(eval export BLIP_$(name) = $$($(name))))
 .PHONY: help install install-dev lock k8s-render images-check plan capacity cost build-artifacts serve api ask demo bench bench-host perf soak gpu-check gpu-check-carry test test-unit test-integration compat-check mutate lint format clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # `make install`: the serving stack and the embedded Triton, every pin and hash from requirements/fleet-cpu.lock
 # (torch's CPU build from PyTorch's CPU index, or the wheel in pip's find-links), then the project, editable.

@@ -17,15 +17,14 @@ import json
 import math
 import sys
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import Field
 
-from blip_contract.records import one_line
+from blip_contract.records import ConfigFileError, PositiveNumber, Strict, load_file
 from blip_serving.perf_summary import PerfSummary
 
 # Defaults relative to the checkout the Makefile runs from; every one is a flag.
@@ -70,8 +69,8 @@ class Measured:
 def read_perf(path: Path) -> Measured:
     try:
         data = PerfSummary.read(path)
-    except ValidationError as error:
-        raise CapacityError(one_line(error, str(path))) from None
+    except ConfigFileError as error:
+        raise CapacityError(str(error)) from None
     knee = data.knee
     if knee is None:
         raise CapacityError(f"{path}: no point kept p99 under {data.slo_ms} ms, so there is no knee to size from")
@@ -133,17 +132,33 @@ def capacity_patch(fleet: str, measured: Measured | None, headroom: float = DEFA
     return header + yaml.safe_dump(patch, sort_keys=False)
 
 
-def load_prices(path: Path = PRICES) -> dict[str, Any]:
-    return tomllib.loads(path.read_text())
+class PriceSource(Strict):
+    kind: str = Field(description="What the prices are: market, OS, region, currency, unit.")
+    source: str = Field(min_length=1)
+    retrieved: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
 
 
-def fleet_costs(measured: dict[str, Measured | None], prices: dict[str, Any], rate: float) -> list[dict[str, Any]]:
+class Prices(Strict):
+    """``deploy/prices.toml`` whole: where the prices come from and when, and one price per host type."""
+
+    catalog: PriceSource
+    prices: dict[str, PositiveNumber] = Field(description="Host type -> price per hour.")
+
+
+def load_prices(path: Path = PRICES) -> Prices:
+    try:
+        return load_file(Prices, path)
+    except ConfigFileError as error:
+        raise CapacityError(str(error)) from None
+
+
+def fleet_costs(measured: dict[str, Measured | None], prices: Prices, rate: float) -> list[dict[str, Any]]:
     """One row per fleet; fleets without a measurement or a price say so instead of a number."""
     rows = []
     for fleet, spec in FLEETS.items():
         row: dict[str, Any] = {"fleet": fleet, "host": spec["host"]}
         found = measured.get(fleet)
-        price = prices["prices"].get(spec["host"])
+        price = prices.prices.get(spec["host"])
         row["price_per_hour"] = price
         if found is None:
             row["status"] = "not measured"
@@ -177,10 +192,10 @@ def fleet_costs(measured: dict[str, Measured | None], prices: dict[str, Any], ra
     return rows
 
 
-def render_costs(rows: list[dict[str, Any]], prices: dict[str, Any], rate: float) -> str:
-    catalog = prices["catalog"]
+def render_costs(rows: list[dict[str, Any]], prices: Prices, rate: float) -> str:
+    catalog = prices.catalog
     lines = [
-        f"cost for {rate:g} frames/s; prices: {catalog['kind']}, {catalog['source']} (retrieved {catalog['retrieved']})",
+        f"cost for {rate:g} frames/s; prices: {catalog.kind}, {catalog.source} (retrieved {catalog.retrieved})",
         f"{'fleet':<8}{'host':<14}{'frames/s/inst':>14}{'instances':>10}{'$/h':>9}{'$/M frames':>12}{'$/M questions':>14}",
     ]
     for row in rows:
@@ -271,14 +286,16 @@ def main_cost(argv: list[str] | None = None) -> int:
     specs = args.perf or [f"{fleet}={RESULTS / f'perf-{fleet}.json'}" for fleet in FLEETS]
     try:
         measured = _measured_fleets(specs)
+        prices = load_prices(args.prices)
     except (CapacityError, OSError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    prices = load_prices(args.prices)
     rows = fleet_costs(measured, prices, args.rate)
     print(render_costs(rows, prices, args.rate))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rate": args.rate, "prices": prices["catalog"], "fleets": rows}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps({"rate": args.rate, "prices": prices.catalog.model_dump(), "fleets": rows}, indent=2) + "\n"
+    )
     print(f"wrote {args.out}")
     return 0
 

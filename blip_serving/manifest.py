@@ -20,6 +20,7 @@ from blip_contract.records import one_line
 from blip_serving.errors import ArtifactError
 from blip_serving.spec import BlipSpec
 from blip_serving.targets import Target, get_target
+from blip_serving.targets.base import TargetInfo
 
 MANIFEST = "manifest.json"
 PROCESSOR_DIR = "processor"
@@ -73,16 +74,6 @@ class CheckpointInfo(_Record):
     fingerprint: str
 
 
-class TargetInfo(_Record):
-    """``Target.describe()``: the target and the build settings the stub needs to load the artifacts."""
-
-    name: str
-    device: str
-    precision: str
-    compiler_args: list[str]
-    static_shapes: bool
-
-
 class ManifestRecord(_Record):
     """``manifest.json``: written by ``blip_build`` after every artifact is verified, read by the stubs."""
 
@@ -113,7 +104,7 @@ class Manifest:
     @property
     def target(self) -> Target:
         """The target the artifacts were built for, with its build settings (precision, static shapes)."""
-        return get_target(self.target_name).from_description(self.record.target.model_dump())
+        return get_target(self.target_name).from_description(self.record.target)
 
     @property
     def checkpoint_location(self) -> str:

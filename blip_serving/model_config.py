@@ -3,7 +3,8 @@
 Each model keeps one ``model.py``; its per-target configuration is ``configs/<target>.pbtxt``, which Triton
 picks with ``--model-config-name <target>``. Names, dtypes and dims are identical across targets by
 construction: only the instance kind, the instance count, the artifact directory and the target's own
-parameters (``Target.config_parameters``: the NeuronCore ranges on neuron) differ.
+parameters (``Target.config_parameters``: the NeuronCore ranges on neuron) differ. The parameters are one
+``StubParameters`` record, written here and read by the stub.
 """
 
 from __future__ import annotations
@@ -16,20 +17,16 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from blip_serving.deployment import Deployment
-from blip_serving.layouts import layout_of
+from blip_serving.layouts import Layout, layout_of
 from blip_serving.spec import (
     IMAGE_ENCODER,
-    PARAM_ARTIFACT_DIR,
-    PARAM_FAST_RESIZE,
-    PARAM_INTRA_OP_THREADS,
-    PARAM_STUB_PROCESSES,
-    PARAM_TARGET,
     PUBLIC_MODEL,
     TEXT_DECODER,
     TEXT_ENCODER,
     BlipSpec,
     TensorSpec,
 )
+from blip_serving.stub_parameters import StubParameters
 from blip_serving.targets import get_target
 
 CONFIGS_DIR = "configs"
@@ -49,12 +46,18 @@ def _add_tensors(container, tensors: tuple[TensorSpec, ...], ragged: bool = Fals
 
 
 def python_model_config(
-    spec: BlipSpec, name: str, target: str, artifact_dir: str, deployment: Deployment | None = None
+    spec: BlipSpec,
+    name: str,
+    target: str,
+    artifact_dir: str,
+    deployment: Deployment | None = None,
+    layout: Layout | None = None,
 ) -> pb.ModelConfig:
     """A Python-backend model (a component, or colocated ``blip_vqa``) that loads its artifacts (listed in
-    ``<artifact_dir>/manifest.json``) in ``initialize``."""
+    ``<artifact_dir>/manifest.json``) in ``initialize``. ``layout`` is the deployment's: the repository's configs
+    resolve it once and hand it to every model; a config asked for alone resolves it here."""
     deployment = deployment or Deployment()
-    layout = layout_of(deployment)
+    layout = layout or layout_of(deployment)
     target_type = get_target(target)
     inputs, outputs = spec.model_tensors(name)
     # Every model batches frames of concurrent requests (one frame a request): each execute takes up to the largest
@@ -72,14 +75,15 @@ def python_model_config(
     group = config.instance_group.add()
     group.kind = pb.ModelInstanceGroup.Kind.Value(target_type.instance_kind)
     group.count = deployment.instances_of(name)
-    config.parameters[PARAM_TARGET].string_value = target
-    config.parameters[PARAM_ARTIFACT_DIR].string_value = artifact_dir
-    if deployment.intra_op_threads:
-        config.parameters[PARAM_INTRA_OP_THREADS].string_value = str(deployment.intra_op_threads)
-    config.parameters[PARAM_STUB_PROCESSES].string_value = str(layout.stub_processes(deployment))
-    if deployment.fast_resize:
-        config.parameters[PARAM_FAST_RESIZE].string_value = "yes"
-    for key, value in target_type().config_parameters(deployment, name).items():
+    parameters = StubParameters(
+        target=target,
+        artifact_dir=artifact_dir,
+        intra_op_threads=deployment.intra_op_threads or 0,
+        stub_processes=layout.stub_processes(deployment),
+        fast_resize=deployment.fast_resize,
+        **target_type().config_parameters(deployment, layout, name),
+    )
+    for key, value in parameters.to_config().items():
         config.parameters[key].string_value = value
     return config
 
@@ -117,9 +121,10 @@ class TargetConfigs:
     target: str
     artifact_dir: str
     deployment: Deployment
+    layout: Layout
 
     def python_model(self, name: str) -> pb.ModelConfig:
-        return python_model_config(self.spec, name, self.target, self.artifact_dir, self.deployment)
+        return python_model_config(self.spec, name, self.target, self.artifact_dir, self.deployment, self.layout)
 
     def ensemble(self) -> pb.ModelConfig:
         return ensemble_config(self.spec)
@@ -130,7 +135,8 @@ def repository_configs(
 ) -> dict[str, pb.ModelConfig]:
     """Every served model's config for one target and the deployment's layout."""
     deployment = deployment or Deployment()
-    return layout_of(deployment).configs(TargetConfigs(spec, target, artifact_dir, deployment))
+    layout = layout_of(deployment)
+    return layout.configs(TargetConfigs(spec, target, artifact_dir, deployment, layout))
 
 
 def write_repository_configs(
@@ -141,9 +147,10 @@ def write_repository_configs(
     The config name is the target for the ensemble layout (``cpu.pbtxt``) and ``colocated-<target>`` for the
     colocated one, so both layouts' configs can sit in one repository."""
     deployment = deployment or Deployment()
-    config_name = layout_of(deployment).config_name(target)
+    layout = layout_of(deployment)
+    config_name = layout.config_name(target)
     artifact_dir = os.path.relpath(artifacts.resolve(), repository.resolve())
-    configs = repository_configs(spec, target, artifact_dir, deployment)
+    configs = layout.configs(TargetConfigs(spec, target, artifact_dir, deployment, layout))
     written = []
     for name, config in configs.items():
         path = repository / name / CONFIGS_DIR / f"{config_name}.pbtxt"

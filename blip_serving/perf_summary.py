@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from blip_contract.records import load_file
+
 
 class Machine(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -57,7 +59,8 @@ class PerfSummary(BaseModel):
 
     @classmethod
     def read(cls, path: Path) -> PerfSummary:
-        return cls.model_validate_json(path.read_text())
+        """The file whole; an unknown key or a bad value is ``ConfigFileError`` in one line naming the file."""
+        return load_file(cls, path)
 
     def write(self, path: Path) -> None:
         path.write_text(self.model_dump_json(indent=2) + "\n")

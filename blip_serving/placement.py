@@ -24,7 +24,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from blip_contract.env import env_default
+from blip_contract.records import load_file, validate_file
 from blip_serving.deployment import Deployment
+from blip_serving.hosts import Catalog, HostType, ModelFigures
 from blip_serving.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, Context, Option, get_layout, layout_of
 from blip_serving.resources import memory_gib, threads_per_instance, usable_cores
 from blip_serving.spec import COMPONENT_NAMES, BlipSpec
@@ -37,21 +39,26 @@ class PlanError(ValueError):
     """No placement fits: the message names the reason in one line."""
 
 
-def load_catalog(path: Path = CATALOG) -> dict[str, Any]:
-    import tomllib  # Python 3.11+: make plan runs on the build host; serving (NGC's 3.10) only reads the JSON plan
+def load_catalog(path: Path = CATALOG) -> Catalog:
+    """The catalog, its ``local`` host read from this machine; any unknown key is refused in one line."""
+    import tomllib  # Python 3.11+ (the floor); a local import keeps the serving path's imports to what it reads
 
-    data = tomllib.loads(path.read_text())
-    data["hosts"]["local"] |= local_resources()
-    return data
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise PlanError(f"cannot read {path}: {error}") from None
+    if isinstance(data.get("hosts", {}).get("local"), dict):
+        data["hosts"]["local"] |= local_resources()
+    return validate_file(Catalog, data, path)
 
 
 def local_resources() -> dict[str, Any]:
     return {"vcpus": usable_cores(), "memory_gib": memory_gib(), "accelerator_memory_gib": 0}
 
 
-def model_spec(model: dict[str, Any]) -> BlipSpec:
+def model_spec(model: ModelFigures) -> BlipSpec:
     """The catalog model's shapes at the build's default buckets: what a default build traces."""
-    return BlipSpec.for_sizing(**model["shapes"])
+    return BlipSpec.for_sizing(**model.shapes)
 
 
 def artifact_sizes(spec: BlipSpec, static: bool) -> dict[str, list[dict[str, int]]]:
@@ -79,7 +86,7 @@ class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     host: str = Field(description="The catalog's host type (HOST_TYPE), or local.")
-    host_spec: dict[str, Any] = Field(description="The catalog's entry for the host, with its source.")
+    host_spec: HostType = Field(description="The catalog's entry for the host, with its source.")
     target: str
     layout: str = Field(description="The chosen layout.")
     deployment: Deployment = Field(description="The chosen deployment; build and serve take it.")
@@ -104,16 +111,15 @@ class Plan(BaseModel):
     def render(self, core_fps: float | None = None) -> str:
         spec = self.host_spec
         lines = [
-            f"host {self.host}: {spec.get('neuron_cores') or spec.get('gpus') or 0} "
-            f"{'NeuronCores' if spec.get('neuron_cores') else 'GPU(s)' if spec.get('gpus') else 'accelerators'}, "
-            f"{spec.get('accelerator_memory_gib', 0)} GiB accelerator memory, {spec['vcpus']} vCPUs, "
-            f"{spec['memory_gib']} GiB memory (source: {spec['source']}; catalog {self.catalog_retrieved})",
+            f"host {self.host}: {spec.accelerators}, {spec.accelerator_memory_gib:g} GiB accelerator memory, "
+            f"{spec.vcpus} vCPUs, {spec.memory_gib:g} GiB memory (source: {spec.source}; "
+            f"catalog {self.catalog_retrieved})",
             f"target {self.target}, layout {self.chosen.layout}",
         ]
         deployment = self.chosen.deployment
         for name in layout_of(deployment).python_models:
             # The rule the stub applies at load, with this host's vCPUs.
-            threads = threads_per_instance(deployment.intra_op_threads, deployment.instances_of(name), spec["vcpus"])
+            threads = threads_per_instance(deployment.intra_op_threads, deployment.instances_of(name), spec.vcpus)
             lines.append(f"  {name}: {deployment.instances_of(name)} instance(s), {threads} thread(s) each")
         cores = self.visible_cores()
         if cores:
@@ -129,7 +135,7 @@ class Plan(BaseModel):
         return "\n".join(lines)
 
 
-def describe(option: Option, host: dict[str, Any], core_fps: float | None) -> str:
+def describe(option: Option, host: HostType, core_fps: float | None) -> str:
     if option.refused:
         return f"{option.layout}: refused: {option.refused}"
     fps = option.predicted_relative_fps
@@ -139,10 +145,10 @@ def describe(option: Option, host: dict[str, Any], core_fps: float | None) -> st
         predicted = f"predicted {fps * core_fps:.1f} frames/s ({fps:.2f} x {core_fps} frames/s of one core)"
     else:
         predicted = f"predicted {fps:.2f} x the frames/s of one core running whole frames"
-    unit = "per NeuronCore" if host.get("neuron_cores") else "per device"
+    unit = "per NeuronCore" if host.neuron_cores else "per device"
     accelerator = (
         f"accelerator {option.accelerator_mib_per_unit:.0f} MiB {unit}"
-        if host.get("accelerator_memory_gib")
+        if host.accelerator_memory_gib
         else "no accelerator"
     )
     return (
@@ -151,25 +157,25 @@ def describe(option: Option, host: dict[str, Any], core_fps: float | None) -> st
     )
 
 
-def make_plan(host_name: str, layout: str | None = None, catalog: dict[str, Any] | None = None) -> Plan:
+def make_plan(host_name: str, layout: str | None = None, catalog: Catalog | None = None) -> Plan:
     catalog = catalog or load_catalog()
-    hosts = catalog["hosts"]
+    hosts = catalog.hosts
     if host_name not in hosts:
         raise PlanError(f"unknown HOST={host_name!r}; the catalog has {', '.join(hosts)}")
     host = hosts[host_name]
-    target = get_target(host["family"])()
-    model = catalog["model"]
-    cost = {name: model["gmacs_per_frame"][name] for name in COMPONENT_NAMES}
+    target = get_target(host.family)()
+    model = catalog.model
+    cost = {name: model.gmacs_per_frame[name] for name in COMPONENT_NAMES}
     context = Context(
         host_name=host_name,
         host=host,
         weights_on_host=target.weights_on_host,
         slots=target.process_slots(host),
-        device_mib=device_mib(model_spec(model), target, model["weights_mib"]),
+        device_mib=device_mib(model_spec(model), target, model.weights_mib),
         share={name: value / sum(cost.values()) for name, value in cost.items()},
-        weights_mib=model["weights_mib"],
-        per_process_mib=model["stub_overhead_mib"] + model["runtime_overhead_mib"][target.name],
-        runtime_mib=model["runtime_overhead_mib"][target.name],
+        weights_mib=model.weights_mib,
+        per_process_mib=model.stub_overhead_mib + model.runtime_overhead_mib[target.name],
+        runtime_mib=model.runtime_overhead_mib[target.name],
     )
     options = {name: get_layout(name).placement(context) for name in LAYOUT_NAMES}
     if layout is not None:
@@ -208,7 +214,7 @@ def make_plan(host_name: str, layout: str | None = None, catalog: dict[str, Any]
         neuron_visible_cores=target.visible_cores(chosen.deployment) if context.slots else None,
         why=why,
         options=[chosen, *alternatives],
-        catalog_retrieved=catalog["catalog"]["retrieved"],
+        catalog_retrieved=catalog.catalog.retrieved,
     )
 
 
@@ -219,7 +225,7 @@ def plan_path(artifacts: Path, target: str) -> Path:
 def read_plan(artifacts: Path, target: str) -> Plan | None:
     """The plan ``make plan`` wrote for ``target``, if any."""
     path = plan_path(artifacts, target)
-    return Plan.model_validate_json(path.read_text()) if path.is_file() else None
+    return load_file(Plan, path) if path.is_file() else None
 
 
 def write_plan(plan: Plan, artifacts: Path) -> Path:

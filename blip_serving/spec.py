@@ -55,17 +55,6 @@ TEXT_ENCODER = "text_encoder"
 TEXT_DECODER = "text_decoder"
 COMPONENT_NAMES: tuple[str, ...] = (IMAGE_ENCODER, TEXT_ENCODER, TEXT_DECODER)
 
-# Parameters of a component's config.pbtxt, read by the model in ``initialize``.
-PARAM_TARGET = "target"
-PARAM_ARTIFACT_DIR = "artifact_dir"
-PARAM_INTRA_OP_THREADS = "intra_op_threads"
-# Stub processes of the whole layout on the host: a stub's share of the cores for its prepare threads.
-PARAM_STUB_PROCESSES = "stub_processes"
-# "yes": JPEGs decode at a reduced DCT scale and resize reduces first (stub.models.ServingOptions.fast_resize).
-PARAM_FAST_RESIZE = "fast_resize"
-# "yes": outputs are copied to host memory before they go back to Triton (Deployment.host_step_tensors).
-PARAM_HOST_OUTPUTS = "host_outputs"
-
 # Shape buckets. A static-shape build (always on neuron) traces one artifact per bucket and pads to them; a
 # shape-polymorphic one (cpu, gpu by default) runs exact sizes and only questions are padded to their bucket.
 DEFAULT_QUESTION_BUCKETS = (16, 32)

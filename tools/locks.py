@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -34,31 +34,97 @@ MATRIX = ROOT / "docker" / "images.toml"
 HEADER = "# Written by `make lock` (tools/locks.py) from pyproject.toml and docker/images.toml: do not edit.\n"
 
 
+class MatrixError(ValueError):
+    """docker/images.toml does not validate; the message is one line naming the file and the key."""
+
+
 @dataclass(frozen=True)
 class LockEntry:
-    """One image or environment of the matrix, as far as its lock is concerned."""
+    """One image (``[images.<name>]``) or environment (``[environments.<name>]``) of the matrix.
+
+    The matrix is read by the base Python before any virtual environment exists (``make install`` runs this file),
+    so its record is a frozen dataclass rather than pydantic, held to the same rule: every key is a field, and an
+    unknown one is refused with the nearest field's name."""
 
     python: str
     platform: str
     extras: list[str]
     lock: str
+    name: str | None = None  # images only: the name the overlays use
+    dockerfile: str | None = None  # images only
+    base: str | None = None  # images only: the Dockerfile's base default must equal it
     torch: str | None = None
     from_neuron_release: list[str] = field(default_factory=list)
 
 
-def entries(matrix: Path = MATRIX) -> dict[str, LockEntry]:
-    data = tomllib.loads(matrix.read_text())
-    known = {f.name for f in fields(LockEntry)}
-    return {
-        name: LockEntry(**{key: value for key, value in entry.items() if key in known})
+@dataclass(frozen=True)
+class Matrix:
+    """``docker/images.toml`` whole."""
+
+    torch_cpu_index: str
+    images: dict[str, LockEntry]
+    environments: dict[str, LockEntry]
+
+
+def _strict(where: str, data: object, known: list[str], source: Path) -> dict:
+    """``data`` as a table whose every key is in ``known``, else ``MatrixError`` naming the nearest one."""
+    if not isinstance(data, dict):
+        raise MatrixError(f"{source}: {where or 'the file'} must be a table")
+    for key in data:
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+            path = f"{where}.{key}" if where else key
+            hint = f"did you mean {where + '.' if where else ''}{near[0]}?" if near else f"known: {', '.join(known)}"
+            raise MatrixError(f"{source}: {path} is not a setting ({hint})")
+    return data
+
+
+def _entry(where: str, data: object, source: Path) -> LockEntry:
+    names = [f.name for f in fields(LockEntry)]
+    table = _strict(where, data, names, source)
+    required = [f.name for f in fields(LockEntry) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in table]
+    if missing:
+        raise MatrixError(f"{source}: {where}.{missing[0]} is missing")
+    wrong = [
+        key for key, value in table.items() if key in ("extras", "from_neuron_release") and not isinstance(value, list)
+    ]
+    wrong += [
+        key
+        for key, value in table.items()
+        if key not in ("extras", "from_neuron_release") and not isinstance(value, str)
+    ]
+    if wrong:
+        raise MatrixError(f"{source}: {where}.{wrong[0]} has the wrong type: {table[wrong[0]]!r}")
+    return LockEntry(**table)
+
+
+def read_matrix(path: Path = MATRIX) -> Matrix:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise MatrixError(f"cannot read {path}: {error}") from None
+    top = _strict("", data, [f.name for f in fields(Matrix)], path)
+    groups = {
+        group: {
+            name: _entry(f"{group}.{name}", entry, path)
+            for name, entry in _strict(group, top.get(group, {}), list(top.get(group, {})), path).items()
+        }
         for group in ("images", "environments")
-        for name, entry in data[group].items()
     }
+    if not isinstance(top.get("torch_cpu_index"), str):
+        raise MatrixError(f"{path}: torch_cpu_index is missing")
+    return Matrix(torch_cpu_index=top["torch_cpu_index"], **groups)
+
+
+def entries(matrix: Path = MATRIX) -> dict[str, LockEntry]:
+    read = read_matrix(matrix)
+    return read.images | read.environments
 
 
 def torch_index() -> str | None:
     """PyTorch's CPU index where it answers; None sends pip and uv to the local wheels alone."""
-    index = tomllib.loads(MATRIX.read_text())["torch_cpu_index"]
+    index = read_matrix().torch_cpu_index
     if reachable(index):
         return index
     print(f"{index} does not answer: torch's CPU build comes from pip's find-links {find_links()}", file=sys.stderr)

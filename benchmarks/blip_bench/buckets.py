@@ -88,9 +88,9 @@ def compare(reference: list[tuple[str, float]], other: list[tuple[str, float]]) 
 
 def neuron_core_mib(buckets: tuple[int, ...]) -> float:
     """The plan's accelerator estimate per NeuronCore, colocated, for a default build with these buckets."""
-    model = load_catalog()["model"]
-    spec = BlipSpec.for_sizing(**model["shapes"], question_batch_buckets=buckets)
-    return round(sum(device_mib(spec, get_target("neuron")(), model["weights_mib"]).values()), 1)
+    model = load_catalog().model
+    spec = BlipSpec.for_sizing(**model.shapes, question_batch_buckets=buckets)
+    return round(sum(device_mib(spec, get_target("neuron")(), model.weights_mib).values()), 1)
 
 
 def artifact_counts(manifest) -> dict[str, dict[str, float]]:

@@ -39,7 +39,7 @@ from blip_serving.instance_names import model_of
 from blip_serving.layouts import LAYOUT_NAMES
 from blip_serving.spec import PUBLIC_MODEL
 from blip_serving.stub.images import decode_image
-from blip_serving.stub.models import ServingOptions, load_pipeline
+from blip_serving.stub.models import PreparedFrame, ServingOptions, load_pipeline
 from blip_serving.triton.process import TritonServer, stub_instance
 
 HOST_MODEL = "random-host"
@@ -164,7 +164,7 @@ class StageClock:
             self.tick("resize")
             ids, mask = pipeline.text_encoder.prepare_questions(inputs["QUESTIONS"])
             self.tick("tokenize")
-            items.append((pixels, ids, mask, True))
+            items.append(PreparedFrame(pixels, ids, mask, scores_only=True))
         pipeline.run(items, clock=self.tick)
 
 

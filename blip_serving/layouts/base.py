@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from blip_serving.deployment import Deployment
+from blip_serving.hosts import HostType
 from blip_serving.spec import COMPONENT_NAMES, PUBLIC_MODEL
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class Context:
     """What a layout needs to place itself on a host: the host, what the target keeps where, the model's costs."""
 
     host_name: str
-    host: dict[str, Any]
+    host: HostType
     weights_on_host: bool  # the target keeps the weights in host memory (cpu) as well as where they run
     slots: int | None  # processes the accelerators serve exclusively (NeuronCores); None: a shared device
     device_mib: dict[str, float]  # accelerator memory each component's artifacts take
@@ -75,8 +76,8 @@ class Context:
     @property
     def unit_mib(self) -> float:
         """Accelerator memory per exclusive unit (NeuronCore), else per device."""
-        total = self.host.get("accelerator_memory_gib", 0) * 1024
-        return total / (self.slots or int(self.host.get("gpus") or 1))
+        total = self.host.accelerator_memory_gib * 1024
+        return total / (self.slots or self.host.gpus or 1)
 
     def option(self, layout: Layout, counts: dict[str, int], fps: float | None, unit_need: float) -> Option:
         """An option running ``counts`` instances of each of the layout's stub models, checked against memory."""
@@ -103,10 +104,8 @@ class Context:
             result.refused = (
                 f"needs {unit_need:.0f} MiB of accelerator memory per unit, the host has {self.unit_mib:.0f}"
             )
-        elif host_need > self.host["memory_gib"] * 1024:
-            result.refused = (
-                f"needs {host_need:.0f} MiB of host memory, the host has {self.host['memory_gib'] * 1024:.0f}"
-            )
+        elif host_need > self.host.memory_gib * 1024:
+            result.refused = f"needs {host_need:.0f} MiB of host memory, the host has {self.host.memory_gib * 1024:.0f}"
         return result
 
 

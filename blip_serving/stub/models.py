@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -117,6 +117,31 @@ class ComponentModel(ABC):
         """Run every prepared request at once; one output dict per item, in order."""
 
 
+class PreparedQuestions(NamedTuple):
+    """A text-encoder request, prepared: its questions' tokens and the frame's image embeddings."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    image_embeds: torch.Tensor
+
+
+class PreparedEmbeds(NamedTuple):
+    """A text-decoder request, prepared: its questions' encodings, their mask, and whether it wants scores only."""
+
+    question_embeds: torch.Tensor
+    question_mask: torch.Tensor
+    scores_only: bool
+
+
+class PreparedFrame(NamedTuple):
+    """A ``blip_vqa`` request in one process, prepared: resized pixels, question tokens, scores-only flag."""
+
+    pixels: np.ndarray
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    scores_only: bool
+
+
 class ImageEncoderModel(ComponentModel):
     name = IMAGE_ENCODER
     runner_type = ImageEncoderRunner
@@ -132,7 +157,7 @@ class ImageEncoderModel(ComponentModel):
         side = max(spec.image_height, spec.image_width)
         self.draft = (side, side) if self.options.fast_resize else None
 
-    def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> Any:
+    def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> np.ndarray:
         """IMAGE [1, 1] -> the upright frame resized to the artifact's input, uint8 [H, W, C]."""
         raw = np.asarray(inputs[IMAGE], dtype=object).reshape(-1)
         if raw.size != 1:
@@ -145,7 +170,7 @@ class ImageEncoderModel(ComponentModel):
         image = decode_image(data, max_bytes=spec.max_image_bytes, max_pixels=spec.max_image_pixels, draft=self.draft)
         return self.preprocess(image)
 
-    def run(self, items: list[Any]) -> list[Outputs]:
+    def run(self, items: list[np.ndarray]) -> list[Outputs]:
         # The dynamic batcher hands over several frames: one artifact call, each request gets its own row.
         embeds = self.runner.encode(torch.from_numpy(np.stack(items)))
         if embeds.shape[0] != len(items):
@@ -165,13 +190,13 @@ class TextEncoderModel(ComponentModel):
         """QUESTIONS (BYTES) -> token ids and mask padded to the smallest bucket that holds the longest."""
         return self.tokenize(decode_questions(raw, max_questions=self.spec.max_questions))
 
-    def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> Any:
+    def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> PreparedQuestions:
         input_ids, attention_mask = self.prepare_questions(inputs[QUESTIONS])
         shape = (1, self.spec.image_tokens, self.spec.vision_hidden_size)
         image_embeds = _expect(inputs[IMAGE_EMBEDS], IMAGE_EMBEDS, shape, np.float32)
-        return input_ids, attention_mask, image_embeds
+        return PreparedQuestions(input_ids, attention_mask, image_embeds)
 
-    def run(self, items: list[Any]) -> list[Outputs]:
+    def run(self, items: list[PreparedQuestions]) -> list[Outputs]:
         """Every frame's questions in one artifact call (up to the largest frame bucket at a time); each frame's
         image keys and values are projected once and shared by its questions."""
         outputs: list[Outputs] = []
@@ -180,19 +205,19 @@ class TextEncoderModel(ComponentModel):
             outputs.extend(self._run_frames(items[start : start + step]))
         return outputs
 
-    def _run_frames(self, items: list[Any]) -> list[Outputs]:
-        counts = [ids.shape[0] for ids, _, _ in items]
-        length = max(ids.shape[1] for ids, _, _ in items)
-        input_ids = torch.cat([_pad_tokens(ids, length, self.spec.pad_token_id) for ids, _, _ in items])
-        mask = torch.cat([_pad_tokens(m, length) for _, m, _ in items])
-        frames = torch.cat([embeds.reshape(1, *embeds.shape[-2:]) for _, _, embeds in items])
+    def _run_frames(self, items: list[PreparedQuestions]) -> list[Outputs]:
+        counts = [item.input_ids.shape[0] for item in items]
+        length = max(item.input_ids.shape[1] for item in items)
+        input_ids = torch.cat([_pad_tokens(item.input_ids, length, self.spec.pad_token_id) for item in items])
+        mask = torch.cat([_pad_tokens(item.attention_mask, length) for item in items])
+        frames = torch.cat([item.image_embeds.reshape(1, *item.image_embeds.shape[-2:]) for item in items])
         frame_index = torch.repeat_interleave(torch.arange(len(items)), torch.tensor(counts))
         encoded = self.runner.encode(input_ids, mask, frames, frame_index)  # the runner moves them to its device
         outputs, start = [], 0
-        for (ids, own_mask, _), count in zip(items, counts):
+        for item, count in zip(items, counts):
             # Each request gets its questions at its own token bucket, as if it had run alone.
-            own = encoded[start : start + count, : ids.shape[1]]
-            outputs.append({QUESTION_EMBEDS: own[None], QUESTION_MASK: own_mask[None]})
+            own = encoded[start : start + count, : item.input_ids.shape[1]]
+            outputs.append({QUESTION_EMBEDS: own[None], QUESTION_MASK: item.attention_mask[None]})
             start += count
         return outputs
 
@@ -211,7 +236,7 @@ class TextDecoderModel(ComponentModel):
         self.runner.configure(self.spec.decode_lengths, policy)
         self.tokenizer = CheckpointTokenizer(manifest.processor_dir)
 
-    def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> Any:
+    def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> PreparedEmbeds:
         d = self.spec.text_hidden_size
         embeds = _expect(inputs[QUESTION_EMBEDS], QUESTION_EMBEDS, (1, -1, -1, d), np.float32)[0]
         mask = _expect(inputs[QUESTION_MASK], QUESTION_MASK, (1, -1, -1), np.int64)[0]
@@ -224,26 +249,26 @@ class TextDecoderModel(ComponentModel):
             raise InvalidInputError(
                 f"{QUESTION_EMBEDS} has {embeds.shape[1]} tokens; the question buckets are {list(self.spec.question_buckets)}"
             )
-        return embeds, mask, scores_only(parameters)
+        return PreparedEmbeds(embeds, mask, scores_only(parameters))
 
-    def run(self, items: list[Any]) -> list[Outputs]:
-        counts = [embeds.shape[0] for embeds, _, _ in items]
-        length = max(embeds.shape[1] for embeds, _, _ in items)
-        embeds = torch.cat([_pad_tokens(e, length) for e, _, _ in items])
-        mask = torch.cat([_pad_tokens(m, length) for _, m, _ in items])
+    def run(self, items: list[PreparedEmbeds]) -> list[Outputs]:
+        counts = [item.question_embeds.shape[0] for item in items]
+        length = max(item.question_embeds.shape[1] for item in items)
+        embeds = torch.cat([_pad_tokens(item.question_embeds, length) for item in items])
+        mask = torch.cat([_pad_tokens(item.question_mask, length) for item in items])
         step = self.runner.next_token_logits
         logits = first_step(step, embeds, mask, self.spec)
         scores = yes_probability(logits, self.spec)
-        wants_answers = torch.tensor([not only for (_, _, only), n in zip(items, counts) for _ in range(n)])
+        wants_answers = torch.tensor([not item.scores_only for item, n in zip(items, counts) for _ in range(n)])
         answers: list[str] = []
         if bool(wants_answers.any()):
             rows = wants_answers.nonzero().squeeze(1)
             tokens = greedy_decode(step, embeds[rows], mask[rows], self.spec, first_logits=logits[rows])
             answers = self.tokenizer.decode(tokens)
         outputs, start, answered = [], 0, 0
-        for (_, _, only), count in zip(items, counts):
+        for item, count in zip(items, counts):
             output: Outputs = {SCORES: scores[start : start + count][None]}
-            if not only:
+            if not item.scores_only:
                 chunk = answers[answered : answered + count]
                 output[ANSWERS] = np.array([[a.encode("utf-8") for a in chunk]], dtype=np.object_)
                 answered += count
@@ -289,23 +314,29 @@ class PipelineModel:
         self.text_encoder: TextEncoderModel = models[TEXT_ENCODER]  # type: ignore[assignment]
         self.text_decoder = models[TEXT_DECODER]
 
-    def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> Any:
+    def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> PreparedFrame:
         image = self.image_encoder.prepare({IMAGE: inputs[IMAGE]}, parameters)
         input_ids, attention_mask = self.text_encoder.prepare_questions(inputs[QUESTIONS])
-        return image, input_ids, attention_mask, scores_only(parameters)
+        return PreparedFrame(image, input_ids, attention_mask, scores_only(parameters))
 
-    def run(self, items: list[Any], clock: Callable[[str], None] | None = None) -> list[Outputs]:
+    def run(self, items: list[PreparedFrame], clock: Callable[[str], None] | None = None) -> list[Outputs]:
         """``clock(stage)``, when given, is called as each stage ends (benchmarks time the split with it)."""
-        embeds = self.image_encoder.run([image for image, _, _, _ in items])
+        embeds = self.image_encoder.run([item.pixels for item in items])
         if clock:
             clock(IMAGE_ENCODER)
         encoded = self.text_encoder.run(
-            [(ids, mask, frame[IMAGE_EMBEDS]) for (_, ids, mask, _), frame in zip(items, embeds)]
+            [
+                PreparedQuestions(item.input_ids, item.attention_mask, frame[IMAGE_EMBEDS])
+                for item, frame in zip(items, embeds)
+            ]
         )
         if clock:
             clock(TEXT_ENCODER)
         outputs = self.text_decoder.run(
-            [(text[QUESTION_EMBEDS][0], text[QUESTION_MASK][0], only) for (_, _, _, only), text in zip(items, encoded)]
+            [
+                PreparedEmbeds(text[QUESTION_EMBEDS][0], text[QUESTION_MASK][0], item.scores_only)
+                for item, text in zip(items, encoded)
+            ]
         )
         if clock:
             clock(TEXT_DECODER)

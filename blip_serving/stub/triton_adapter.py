@@ -30,15 +30,8 @@ from blip_serving.errors import InvalidInputError
 from blip_serving.instance_names import instance_index
 from blip_serving.manifest import check_config_matches, read_manifest
 from blip_serving.resources import core_share, threads_per_instance
-from blip_serving.spec import (
-    PARAM_ARTIFACT_DIR,
-    PARAM_FAST_RESIZE,
-    PARAM_HOST_OUTPUTS,
-    PARAM_INTRA_OP_THREADS,
-    PARAM_STUB_PROCESSES,
-    PARAM_TARGET,
-)
 from blip_serving.stub.models import SERVING_MODELS, ServingOptions
+from blip_serving.stub_parameters import StubParameters
 from blip_serving.targets import get_target
 
 # When freed memory goes back to the system: "always" (after the artifacts load and after every execute: about
@@ -94,12 +87,12 @@ class ServedModel:
     @classmethod
     def from_args(cls, component: str, args: Mapping[str, str], pb_utils: Any) -> ServedModel:
         config = json.loads(args["model_config"])
-        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        parameters = StubParameters.from_config(config.get("parameters", {}))
         # The model folder may be reached through the server's repository view (a symlink): resolve to the real one.
-        artifact_dir = Path(args["model_repository"]).resolve().parent / parameters[PARAM_ARTIFACT_DIR]
+        artifact_dir = Path(args["model_repository"]).resolve().parent / parameters.artifact_dir
         instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
         manifest = read_manifest(artifact_dir.resolve())
-        target = get_target(parameters[PARAM_TARGET]).from_description(manifest.record.target.model_dump())
+        target = get_target(parameters.target).from_description(manifest.record.target)
         placed = target.prepare_instance(
             parameters,
             instances,
@@ -107,10 +100,10 @@ class ServedModel:
             int(args.get("model_instance_device_id", "0") or 0),
         )
         target.check_build(manifest.record.versions)  # after placement: a check may import the target's SDK
-        threads = threads_per_instance(int(parameters.get(PARAM_INTRA_OP_THREADS, "0") or 0), instances)
+        threads = threads_per_instance(parameters.intra_op_threads, instances)
         torch.set_num_threads(threads)
         check_config_matches(manifest, component, config)
-        options = ServingOptions(fast_resize=parameters.get(PARAM_FAST_RESIZE) == "yes")
+        options = ServingOptions(fast_resize=parameters.fast_resize)
         model = SERVING_MODELS[component](manifest, target, placed.load_device, options)
         files = [path.name for name in model.components for _, path in manifest.artifact_files(name)]
         pb_utils.Logger.log_info(
@@ -119,8 +112,8 @@ class ServedModel:
             f"{threads} intra-op thread(s) (checkpoint {manifest.record.checkpoint.source})"
         )
         release_freed_memory()
-        prepare_threads = core_share(int(parameters.get(PARAM_STUB_PROCESSES, "1") or 1))
-        return cls(model, pb_utils, host_outputs=parameters.get(PARAM_HOST_OUTPUTS) == "yes", threads=prepare_threads)
+        prepare_threads = core_share(parameters.stub_processes)
+        return cls(model, pb_utils, host_outputs=parameters.host_outputs, threads=prepare_threads)
 
     def _error(self, message: str, code_name: str) -> Any:
         error_type = self.pb_utils.TritonError

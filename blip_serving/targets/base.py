@@ -12,10 +12,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict
+
 if TYPE_CHECKING:
     import torch
 
     from blip_serving.deployment import Deployment
+    from blip_serving.hosts import HostType
+    from blip_serving.layouts import Layout
+    from blip_serving.stub_parameters import StubParameters
+
+
+class TargetInfo(BaseModel):
+    """``Target.describe()``, in the manifest: the target and the build settings the stub needs to load the
+    artifacts. One writer (the build, through ``describe``), one reader (``from_description``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    device: str
+    precision: str
+    compiler_args: list[str]
+    static_shapes: bool
 
 
 @dataclass(frozen=True)
@@ -82,23 +100,23 @@ class Target(ABC):
         since ``resolve`` refused a gpu build without CUDA)."""
         return True
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> TargetInfo:
         """What the manifest records of this target; ``from_description`` reads it back in the stub."""
-        return {
-            "name": self.name,
-            "device": self.build_device,
-            "precision": self.precision,
-            "compiler_args": list(self.compiler_args),
-            "static_shapes": self.static_shapes,
-        }
+        return TargetInfo(
+            name=self.name,
+            device=self.build_device,
+            precision=self.precision,
+            compiler_args=list(self.compiler_args),
+            static_shapes=self.static_shapes,
+        )
 
     @classmethod
-    def from_description(cls, description: Mapping[str, Any]) -> Target:
+    def from_description(cls, description: TargetInfo) -> Target:
         """The target a manifest was built for, without checking that it could build here."""
         return cls(
-            precision=description.get("precision", "fp32"),
-            compiler_args=tuple(description.get("compiler_args", ())),
-            static_shapes=bool(description.get("static_shapes", False)),
+            precision=description.precision,
+            compiler_args=tuple(description.compiler_args),
+            static_shapes=description.static_shapes,
         )
 
     def deployment_note(self, deployment: Deployment) -> str | None:
@@ -131,21 +149,21 @@ class Target(ABC):
         return "cpu"
 
     def prepare_instance(
-        self, parameters: Mapping[str, str], instances: int, index: int, device_id: int
+        self, parameters: StubParameters, instances: int, index: int, device_id: int
     ) -> InstanceDevice:
         """Run in ``initialize`` before any artifact loads: pick (and reserve) this instance's device."""
         device = self.load_device(device_id)
         return InstanceDevice(load_device=device, description=device)
 
-    def config_parameters(self, deployment: Deployment, component: str) -> dict[str, str]:
-        """Target-specific ``parameters`` of a component's config.pbtxt."""
+    def config_parameters(self, deployment: Deployment, layout: Layout, component: str) -> dict[str, Any]:
+        """Target-specific fields of a stub model's ``StubParameters``, typed (the record writes the strings)."""
         return {}
 
     def visible_cores(self, deployment: Deployment) -> dict[str, list[str]] | None:
         """Per stub model, the accelerator cores each instance may see, where processes own cores exclusively."""
         return None
 
-    def process_slots(self, host: Mapping[str, Any]) -> int | None:
+    def process_slots(self, host: HostType) -> int | None:
         """How many processes the host's accelerators can serve at once, each owning its share exclusively;
         None where processes share the device (a GPU, the CPU)."""
         return None

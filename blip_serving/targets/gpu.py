@@ -7,16 +7,16 @@ models read and write them through DLPack.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from blip_serving.errors import TargetUnavailableError
-from blip_serving.spec import PARAM_HOST_OUTPUTS
 from blip_serving.targets.base import Target
 
 if TYPE_CHECKING:
     import torch
 
     from blip_serving.deployment import Deployment
+    from blip_serving.layouts import Layout
 
 
 def require_cuda() -> None:
@@ -52,8 +52,8 @@ class GpuTarget(Target):
     def load_device(self, device_id: int = 0) -> str:
         return f"cuda:{device_id}"
 
-    def config_parameters(self, deployment: Deployment, component: str) -> dict[str, str]:
+    def config_parameters(self, deployment: Deployment, layout: Layout, component: str) -> dict[str, Any]:
         if deployment.host_step_tensors:
-            return {"FORCE_CPU_ONLY_INPUT_TENSORS": "yes", PARAM_HOST_OUTPUTS: "yes"}
+            return {"force_cpu_only_input_tensors": True, "host_outputs": True}
         # Let tensors between the steps stay on the GPU; the models read them through DLPack.
-        return {"FORCE_CPU_ONLY_INPUT_TENSORS": "no"}
+        return {"force_cpu_only_input_tensors": False}

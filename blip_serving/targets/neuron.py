@@ -21,20 +21,23 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ConfigDict, Field
+
 from blip_contract.env import env_name
+from blip_contract.records import Strict, load_file
 from blip_serving.deployment import Deployment
 from blip_serving.errors import ArtifactError, TargetUnavailableError
-from blip_serving.layouts import layout_of
+from blip_serving.hosts import HostType
+from blip_serving.layouts import Layout, layout_of
 from blip_serving.targets.base import InstanceDevice, Target
 
 if TYPE_CHECKING:
     import torch
 
+    from blip_serving.stub_parameters import StubParameters
+
 DEFAULT_NEURON_COMPILER_ARGS = "--auto-cast matmult --auto-cast-type fp16"
 NEURON_VISIBLE_CORES_ENV = "NEURON_RT_VISIBLE_CORES"
-# Parameters of a component's config.pbtxt: the first and last NeuronCore of the component's block.
-PARAM_NEURON_CORE_START = "neuron_core_start_index"
-PARAM_NEURON_CORE_END = "neuron_core_end_index"
 
 
 def require_neuron_sdk() -> Any:
@@ -49,11 +52,47 @@ def require_neuron_sdk() -> Any:
         ) from error
 
 
-def neuron_release() -> dict[str, Any]:
-    """The one Neuron release the fleet runs (``neuron_release.toml``, package data): its exact pins and sources."""
-    import tomllib  # Python 3.11+: the Neuron image's 3.12 and the build host have it; no other path reads the file
+class ReleaseInfo(Strict):
+    neuron: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    released: str
+    source: str
+    retrieved: str
+    note: str
 
-    return tomllib.loads((resources.files("blip_serving.targets") / "neuron_release.toml").read_text())
+
+class ReleaseImage(Strict):
+    base: str
+    triton: str
+    ubuntu: str
+    python: str = Field(pattern=r"^3\.\d+$")
+    source: str
+
+
+class ReleasePip(Strict):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    index: str
+    torch: str
+    torch_neuronx: str = Field(alias="torch-neuronx")
+    neuronx_cc: str = Field(alias="neuronx-cc")
+
+
+class NeuronRelease(Strict):
+    """``neuron_release.toml`` whole: the release, its image, its pip and apt pins, what the node needs."""
+
+    release: ReleaseInfo
+    image: ReleaseImage
+    pip: ReleasePip
+    apt: dict[str, str]
+    node: dict[str, str]
+
+
+RELEASE_FILE = Path(str(resources.files("blip_serving.targets") / "neuron_release.toml"))
+
+
+def neuron_release(path: Path = RELEASE_FILE) -> NeuronRelease:
+    """The one Neuron release the fleet runs (``neuron_release.toml``, package data): its exact pins and sources."""
+    return load_file(NeuronRelease, path)
 
 
 def _version(module: str, distribution: str) -> str:
@@ -88,10 +127,10 @@ def _described(versions: Mapping[str, str]) -> str:
 def check_release(installed: Mapping[str, str]) -> None:
     """Refuse to build with an SDK outside the matrix's release, in one line naming both."""
     release = neuron_release()
-    wanted = {"torch_neuronx": release["pip"]["torch-neuronx"], "neuronx_cc": release["pip"]["neuronx-cc"]}
+    wanted = {"torch_neuronx": release.pip.torch_neuronx, "neuronx_cc": release.pip.neuronx_cc}
     if any(installed.get(name) != version for name, version in wanted.items()):
         raise TargetUnavailableError(
-            f"TARGET=neuron builds with Neuron {release['release']['neuron']} ({_described(wanted)}); this machine "
+            f"TARGET=neuron builds with Neuron {release.release.neuron} ({_described(wanted)}); this machine "
             f"has {_described(installed)}: install those (docker/Dockerfile.neuron does) or move the release in "
             "blip_serving/targets/neuron_release.toml"
         )
@@ -154,10 +193,11 @@ def neuron_visible_cores(first: int, last: int, instances: int, index: int) -> s
     return str(start) if start == end else f"{start}-{end}"
 
 
-def neuron_core_blocks(deployment: Deployment) -> dict[str, tuple[int, int]]:
-    """First and last NeuronCore of each stub model's block; blocks are disjoint and follow each other."""
+def neuron_core_blocks(deployment: Deployment, layout: Layout | None = None) -> dict[str, tuple[int, int]]:
+    """First and last NeuronCore of each stub model's block; blocks are disjoint and follow each other. The config
+    generator hands the layout it resolved; the plan and the notes, which have only the deployment, resolve it."""
     blocks, start = {}, 0
-    for name in layout_of(deployment).python_models:
+    for name in (layout or layout_of(deployment)).python_models:
         size = deployment.instances_of(name) * deployment.neuron_cores_per_instance
         blocks[name] = (start, start + size - 1)
         start += size
@@ -223,12 +263,15 @@ class NeuronTarget(Target):
         return module
 
     def prepare_instance(
-        self, parameters: Mapping[str, str], instances: int, index: int, device_id: int
+        self, parameters: StubParameters, instances: int, index: int, device_id: int
     ) -> InstanceDevice:
         # Before torch_neuronx is imported and the NEFF loaded: the runtime reserves cores at that point.
-        cores = neuron_visible_cores(
-            int(parameters[PARAM_NEURON_CORE_START]), int(parameters[PARAM_NEURON_CORE_END]), instances, index
-        )
+        start, end = parameters.neuron_core_start_index, parameters.neuron_core_end_index
+        if start is None or end is None:
+            raise ArtifactError(
+                "a neuron stub's config names no NeuronCore block: regenerate with make build-artifacts"
+            )
+        cores = neuron_visible_cores(start, end, instances, index)
         # A Neuron device plugin exports the cores it allocated to the container: the plan's cores are positions in
         # that list. Only where nothing was allocated (one pod per host, or docker run) are they the host's own.
         allocated = allocation()
@@ -251,13 +294,13 @@ class NeuronTarget(Target):
                 "them with `make build-artifacts TARGET=neuron` on this release"
             )
 
-    def process_slots(self, host: Mapping[str, Any]) -> int | None:
+    def process_slots(self, host: HostType) -> int | None:
         # A NeuronCore reserved by one process cannot be used by another: one process per core at most.
-        return int(host["neuron_cores"])
+        return host.neuron_cores or 0
 
-    def config_parameters(self, deployment: Deployment, component: str) -> dict[str, str]:
-        start, end = neuron_core_blocks(deployment)[component]
-        return {PARAM_NEURON_CORE_START: str(start), PARAM_NEURON_CORE_END: str(end)}
+    def config_parameters(self, deployment: Deployment, layout: Layout, component: str) -> dict[str, Any]:
+        start, end = neuron_core_blocks(deployment, layout)[component]
+        return {"neuron_core_start_index": start, "neuron_core_end_index": end}
 
     def visible_cores(self, deployment: Deployment) -> dict[str, list[str]] | None:
         return {

@@ -28,7 +28,6 @@ from blip_serving.manifest import (
     ComponentArtifacts,
     Manifest,
     ManifestRecord,
-    TargetInfo,
     TracedTensor,
     read_manifest,
     sha256_file,
@@ -151,7 +150,7 @@ def build_target(
                 {
                     "checkpoint": checkpoint_id,
                     "spec": spec.to_dict(),
-                    "target": target.describe(),
+                    "target": target.describe().model_dump(),
                     "versions": versions,
                     # The traceable module's own code: a changed one must never be served from a stale artifact.
                     "traceable_module": inspect.getsource(inspect.getmodule(TRACEABLE_MODULES[name])),
@@ -242,7 +241,7 @@ def build_target(
         format=MANIFEST_FORMAT,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         checkpoint=CheckpointInfo(source=checkpoint.source, path=checkpoint.path, fingerprint=checkpoint_id),
-        target=TargetInfo(**target.describe()),
+        target=target.describe(),
         spec=spec.to_dict(),
         components=components,
         versions=versions,

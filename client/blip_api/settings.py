@@ -9,13 +9,21 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from blip_client.router_config import RouterConfig, RouterConfigError
+from blip_client.router_config import BackendEntry, RouterConfig, RouterConfigError, RouterSection
 from blip_contract import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_QUESTIONS
-from blip_contract.records import Record
+from blip_contract.records import (
+    ConfigFileError,
+    Name,
+    PositiveInteger,
+    Probability,
+    Record,
+    Strict,
+    validate_file,
+)
 
 TOKEN_ENV = "BLIP_API_TOKEN"
 ADMIN_TOKEN_ENV = "BLIP_API_ADMIN_TOKEN"
@@ -38,25 +46,41 @@ class _Settings(Record):
     error_type = SettingsError
 
 
-class Limits(_Settings):
+class Limits(Strict):
     """What one request may carry (``[api]``); larger or more is refused before any backend is asked."""
 
-    max_image_bytes: int = Field(DEFAULT_MAX_IMAGE_BYTES, description="Largest encoded frame, in bytes (413 above).")
-    max_questions: int = Field(DEFAULT_MAX_QUESTIONS, description="Questions and behaviors per frame (400 above).")
-    max_question_chars: int = Field(200, description="Longest question, in characters (400 above).")
+    max_image_bytes: PositiveInteger = Field(DEFAULT_MAX_IMAGE_BYTES, description="Largest encoded frame (413 above).")
+    max_questions: PositiveInteger = Field(DEFAULT_MAX_QUESTIONS, description="Questions and behaviors (400 above).")
+    max_question_chars: PositiveInteger = Field(200, description="Longest question, in characters (400 above).")
     # HTTP framing: uvicorn's h11 caps only a header block still arriving; the app caps every request's.
-    max_header_bytes: int = Field(16 * 1024, description="Request header block, in bytes (431 above).")
-    max_headers: int = Field(64, description="Request headers (431 above).")
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _positive(cls, value: Any, info: ValidationInfo) -> Any:
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"api.{info.field_name} must be a positive integer, got {value!r}")
-        return value
+    max_header_bytes: PositiveInteger = Field(16 * 1024, description="Request header block, in bytes (431 above).")
+    max_headers: PositiveInteger = Field(64, description="Request headers (431 above).")
 
 
 DEFAULT_ALERT_THRESHOLD = 0.5
+
+
+class Alerts(Strict):
+    """``[alerts]``: when a per-frame result alerts."""
+
+    threshold: Probability = Field(
+        DEFAULT_ALERT_THRESHOLD, description="A question alerts when P(yes) against no reaches this."
+    )
+
+
+Question = Annotated[str, Field(min_length=1, pattern=r"\S")]
+
+
+class ApiFile(Strict):
+    """``client/api.toml`` whole: every section and key it may hold. Anything else is refused at load."""
+
+    router: RouterSection = Field(default_factory=RouterSection)
+    backends: dict[Name, BackendEntry] = Field(default_factory=dict)
+    api: Limits = Field(default_factory=Limits)
+    alerts: Alerts = Field(default_factory=Alerts)
+    behaviors: dict[Name, Question] = Field(
+        default_factory=lambda: dict(DEFAULT_BEHAVIORS), description="Behavior name -> the question it asks."
+    )
 
 
 class ApiSettings(_Settings):
@@ -67,29 +91,11 @@ class ApiSettings(_Settings):
     behaviors: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_BEHAVIORS), description="Behavior name -> the question it asks."
     )
-    alert_threshold: float = Field(
-        DEFAULT_ALERT_THRESHOLD, description="A question alerts when P(yes) against no reaches this ([alerts])."
-    )
+    alert_threshold: Probability = Field(DEFAULT_ALERT_THRESHOLD, description="[alerts] threshold.")
     token: str | None = Field(None, description=f"The cameras' bearer token, from {TOKEN_ENV} (never the file).")
     admin_token: str | None = Field(None, description=f"The admin API's bearer token, from {ADMIN_TOKEN_ENV}.")
     insecure_dev: bool = Field(False, description="Accept every request unauthenticated (development only).")
     config_path: Path | None = Field(None, description="The file these came from; the admin API reloads it.")
-
-    @field_validator("alert_threshold", mode="before")
-    @classmethod
-    def _probability(cls, value: Any) -> Any:
-        if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 < value < 1.0:
-            raise ValueError(f"alerts.threshold must be a probability between 0 and 1, got {value!r}")
-        return value
-
-    @field_validator("behaviors", mode="before")
-    @classmethod
-    def _behaviors(cls, value: Any) -> Any:
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in value.items()
-        ):
-            raise ValueError("[behaviors] maps a behavior name to its question, both strings")
-        return value
 
     @model_validator(mode="after")
     def _authenticated(self) -> ApiSettings:
@@ -109,16 +115,18 @@ class ApiSettings(_Settings):
         insecure_dev: bool = False,
         path: Path | None = None,
     ) -> ApiSettings:
+        """Settings from a parsed config file, validated whole: an unknown key anywhere is refused."""
         env = os.environ if env is None else env
         try:
-            router = RouterConfig.from_dict(data)
-        except RouterConfigError as error:
-            raise SettingsError(str(error)) from error
+            parsed = validate_file(ApiFile, data, path or "config")
+            router = RouterConfig.from_sections(parsed.router, parsed.backends)
+        except (ConfigFileError, RouterConfigError) as error:
+            raise SettingsError(str(error)) from None
         return cls(
             router=router,
-            limits=Limits(**data.get("api", {})),
-            behaviors=data.get("behaviors", DEFAULT_BEHAVIORS),
-            alert_threshold=data.get("alerts", {}).get("threshold", DEFAULT_ALERT_THRESHOLD),
+            limits=parsed.api,
+            behaviors=parsed.behaviors,
+            alert_threshold=parsed.alerts.threshold,
             token=env.get(TOKEN_ENV) or None,
             admin_token=env.get(ADMIN_TOKEN_ENV) or None,
             insecure_dev=insecure_dev,

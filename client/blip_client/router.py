@@ -4,11 +4,10 @@ Every fleet serves the same model names, inputs and outputs, so a fleet is just 
 
 - Choice: smooth weighted round robin (nginx's) over the backends that take traffic: exact shares, no bursts.
   Weights change live (``set_weight``, ``apply_config``); the next request already uses them.
-- Active probes: a real one-question inference through ``blip_vqa`` on every backend each
-  ``probe_interval_s``, and at once after a failed call. ``/v2/health/ready`` is not enough: it stays 200 when a Python stub has died and
-  every inference fails.
-- Passive circuit breaker (pybreaker) per backend on errors and timeouts; a passing probe closes it again.
-- Failover (tenacity): a request that fails on one backend for a server-side reason is retried on another,
+- Health is each backend's own (``router_backend.Backend``): active probes, a real one-question inference through
+  ``blip_vqa`` every ``probe_interval_s`` and at once after a failed call (``/v2/health/ready`` stays 200 when a
+  Python stub has died and every inference fails), and a passive circuit breaker that a passing probe closes.
+- Failover: a plain bounded loop. A request that fails on one backend for a server-side reason is tried on another,
   at most ``max_attempts`` backends; the caller sees an error only when none could answer. A caller's own
   mistake (``InvalidRequestError``) is never retried and never counts against a backend.
 """
@@ -16,27 +15,23 @@ Every fleet serves the same model names, inputs and outputs, so a fleet is just 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pybreaker
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_none
 
 from blip_client.async_client import AsyncBlipVqaClient
 from blip_client.errors import (
     BlipVqaError,
     InvalidRequestError,
     NoBackendAvailableError,
-    ServerError,
     ServerTimeoutError,
     ServerUnavailableError,
 )
-from blip_client.probe import ProbeResult, probe_async
-from blip_client.router_backend import Backend, BackendClient, BackendFailed, BreakerMetrics, RoutedAnswer
-from blip_client.router_config import BackendConfig, RouterConfig, RouterConfigError, is_number
+from blip_client.router_backend import Backend, BackendClient, BackendFailed, RoutedAnswer
+from blip_client.router_config import BackendConfig, RouterConfig, checked_weight
 from blip_client.router_metrics import RouterMetrics
 from blip_client.wire import VqaResult
 from blip_contract.logs import REQUEST_ID
@@ -74,7 +69,7 @@ class Router:
         await self.probe_all()
         self._started = True
         for backend in self.backends.values():
-            self._start_probing(backend)
+            backend.start_probing()
         return self
 
     def connect_all(self) -> None:
@@ -85,47 +80,22 @@ class Router:
     async def close(self) -> None:
         self._started = False
         for backend in self.backends.values():
-            await self._stop_probing(backend)
+            await backend.stop_probing()
             await backend.client.close()
         for task in list(self._retiring):
             task.cancel()
 
-    def _start_probing(self, backend: Backend) -> None:
-        if self._started and backend.probe_task is None:
-            backend.probe_task = asyncio.create_task(self._probe_loop(backend), name=f"probe-{backend.name}")
-
-    async def _stop_probing(self, backend: Backend) -> None:
-        if backend.probe_task is not None:
-            backend.probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await backend.probe_task
-            backend.probe_task = None
-
     # ---- configuration, live ---------------------------------------------------------------------------------
 
     def _new_backend(self, config: BackendConfig) -> Backend:
-        storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
-        breaker = pybreaker.CircuitBreaker(
-            fail_max=self.config.breaker_fail_max,
-            reset_timeout=self.config.breaker_reset_s,
-            exclude=[InvalidRequestError],
-            listeners=[BreakerMetrics(self.metrics, config.name)],
-            state_storage=storage,
-            name=config.name,
-            throw_new_error_on_trip=False,
-        )
-        backend = Backend(config, self.connect(config.url), breaker, storage, float(config.weight))
-        backend.idle.set()
-        self.metrics.add_backend(config.name, backend.weight)
-        return backend
+        return Backend.create(config, self.connect(config.url), self.config, self.metrics)
 
     def set_weight(self, name: str, weight: float) -> None:
         """Change one backend's share now; requests in flight are not touched."""
         if name not in self.backends:
             raise KeyError(f"no backend named {name!r}; known: {sorted(self.backends)}")
-        if not is_number(weight) or weight < 0:
-            raise RouterConfigError(f"weight must be a number >= 0, got {weight!r}")
-        self.backends[name].weight = float(weight)
+        weight = checked_weight(weight)
+        self.backends[name].weight = weight
         self.metrics.weight.labels(name).set(weight)
         self._reset_rotation()
         log.info("backend %s: weight set to %g", name, weight)
@@ -149,15 +119,15 @@ class Router:
             if name not in self.backends:
                 self.backends[name] = self._new_backend(new)
                 self.backends[name].probe_now.set()  # probed at once, not after a first interval
-                self._start_probing(self.backends[name])
+                if self._started:
+                    self.backends[name].start_probing()
                 changes["added"].append(name)
             elif self.backends[name].weight != new.weight:
                 self.backends[name].weight = float(new.weight)
                 self.metrics.weight.labels(name).set(new.weight)
                 changes["reweighted"].append(name)
             self.backends[name].config = new
-            self.backends[name].breaker.fail_max = config.breaker_fail_max
-            self.backends[name].breaker.reset_timeout = config.breaker_reset_s
+            self.backends[name].apply_policy(config)
         self._reset_rotation()
         log.info("router config applied: %s", changes)
         return changes
@@ -168,7 +138,7 @@ class Router:
         self.metrics.remove_backend(backend.name)
 
         async def close_when_idle() -> None:
-            await self._stop_probing(backend)
+            await backend.stop_probing()
             await backend.idle.wait()
             await backend.client.close()
 
@@ -201,30 +171,18 @@ class Router:
         started = time.perf_counter()
         tried: list[Backend] = []
         failures: list[str] = []
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.config.max_attempts),
-            retry=retry_if_exception_type(BackendFailed),
-            wait=wait_none(),
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    backend = self.choose(exclude=tried)
-                    if backend is None:
-                        break
-                    tried.append(backend)
-                    try:
-                        result = await self._call(backend, image, questions, scores_only)
-                    except BackendFailed as error:
-                        failures.append(str(error))
-                        self.metrics.failovers.labels(backend.name).inc()
-                        raise
-                    return RoutedAnswer(
-                        result.scores, result.answers, backend.name, len(tried), time.perf_counter() - started
-                    )
-        except BackendFailed:
-            pass
+        while len(tried) < self.config.max_attempts:
+            backend = self.choose(exclude=tried)
+            if backend is None:
+                break
+            tried.append(backend)
+            try:
+                result = await self._call(backend, image, questions, scores_only)
+            except BackendFailed as error:
+                failures.append(str(error))
+                self.metrics.failovers.labels(backend.name).inc()
+                continue
+            return RoutedAnswer(result.scores, result.answers, backend.name, len(tried), time.perf_counter() - started)
         self.metrics.unanswered.inc()
         reason = "; ".join(failures) if failures else "every backend is down, drained or has its breaker open"
         raise NoBackendAvailableError(f"no backend could answer ({len(tried)} tried): {reason}")
@@ -254,7 +212,7 @@ class Router:
             kind, message = "breaker_open", f"circuit breaker open ({error})"
         except ServerUnavailableError as error:
             kind, message = ("timeout" if isinstance(error, ServerTimeoutError) else "unavailable"), str(error)
-        except (ServerError, BlipVqaError) as error:
+        except BlipVqaError as error:  # ServerError and every other error of a fleet's own
             kind, message = "server_error", str(error)
         else:
             if not backend.retired:  # a removed backend's series are gone; do not bring them back
@@ -272,42 +230,10 @@ class Router:
         log.warning("backend %s failed (%s): %s", name, kind, message)
         raise BackendFailed(f"{name}: {kind}: {message}")
 
-    # ---- active health probes -----------------------------------------------------------------------------------
-
-    async def probe(self, backend: Backend) -> ProbeResult:
-        """One real inference through ``blip_vqa``; it updates health, and a pass closes an open breaker."""
-        result = await probe_async(backend.client, self.config.probe_timeout_s)
-        backend.last_probe = result
-        if backend.retired:
-            return result
-        self.metrics.probes.labels(backend.name, "ok" if result.ok else "failed").inc()
-        if result.ok:
-            backend.good_probes, backend.bad_probes = backend.good_probes + 1, 0
-            if not backend.healthy and backend.good_probes >= self.config.healthy_after:
-                backend.healthy = True
-                log.warning("backend %s: healthy again", backend.name)
-            if backend.healthy and backend.breaker.current_state != pybreaker.STATE_CLOSED:
-                backend.breaker.close()
-        else:
-            backend.bad_probes, backend.good_probes = backend.bad_probes + 1, 0
-            if backend.healthy and backend.bad_probes >= self.config.unhealthy_after:
-                backend.healthy = False
-                log.warning("backend %s: unhealthy (%s)", backend.name, result.error)
-        self.metrics.healthy.labels(backend.name).set(1 if backend.healthy else 0)
-        return result
+    # ---- health: each backend probes itself; the router starts all at once --------------------------------------
 
     async def probe_all(self) -> None:
-        await asyncio.gather(*(self.probe(b) for b in list(self.backends.values())))
-
-    async def _probe_loop(self, backend: Backend) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(backend.probe_now.wait(), self.config.probe_interval_s)
-            backend.probe_now.clear()
-            try:
-                await self.probe(backend)
-            except Exception:  # a probe bug must never stop the probing
-                log.exception("health probe of %s failed", backend.name)
+        await asyncio.gather(*(b.probe() for b in list(self.backends.values())))
 
     def status(self) -> dict[str, Any]:
         return {name: backend.status() for name, backend in self.backends.items()}

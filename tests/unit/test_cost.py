@@ -143,7 +143,7 @@ def test_the_committed_cost_json_is_what_make_cost_writes_from_the_committed_inp
     out = tmp_path / "cost.json"
     assert main_cost(["--out", str(out)]) == 0  # the defaults: make cost's RATE 10, deploy/prices.toml, results
     assert out.read_text() == (RESULTS / "cost.json").read_text(), "byte for byte, as committed"
-    assert json.loads(out.read_text())["prices"] == load_prices(PRICES)["catalog"]
+    assert json.loads(out.read_text())["prices"] == load_prices(PRICES).catalog.model_dump()
 
 
 @pytest.mark.parametrize(
@@ -269,3 +269,21 @@ def test_make_capacity_refuses_the_committed_cpu_result_for_every_overlay(tmp_pa
     assert not list(tmp_path.rglob("capacity.yaml"))
     with pytest.raises(SystemExit):
         main_capacity(["--overlays", str(tmp_path), "--unmeasured", "cpu"])  # no overlay: not a choice
+
+
+def test_an_unknown_key_in_the_price_list_is_refused_with_the_nearest_name(tmp_path) -> None:
+    planted = tmp_path / "prices.toml"
+    planted.write_text(PRICES.read_text().replace("retrieved =", "retreived =", 1))
+    with pytest.raises(CapacityError) as raised:
+        load_prices(planted)
+    assert str(raised.value).startswith(
+        f"{planted}: catalog.retreived is not a setting (did you mean catalog.retrieved?)"
+    )
+
+
+def test_an_unknown_key_in_a_perf_summary_is_refused_with_the_nearest_name(tmp_path) -> None:
+    path = perf_summary(tmp_path / "perf.json", 20.0)
+    path.write_text(path.read_text().replace('"slo_ms":', '"slo_msec":', 1))
+    with pytest.raises(CapacityError) as raised:
+        read_perf(path)
+    assert str(raised.value).startswith(f"{path}: slo_msec is not a setting (did you mean slo_ms?)")

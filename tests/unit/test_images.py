@@ -76,3 +76,19 @@ def test_every_lock_resolves_for_its_images_python_and_platform_and_is_current()
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("unchanged") == len(IMAGES) + len(MATRIX["environments"])
+
+
+def test_an_unknown_key_in_the_image_matrix_is_refused_with_the_nearest_name(tmp_path) -> None:
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import locks
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    assert set(locks.entries()) == set(IMAGES) | set(MATRIX["environments"])
+    planted = tmp_path / "images.toml"
+    planted.write_text((ROOT / "docker" / "images.toml").read_text().replace("dockerfile =", "dockerfil =", 1))
+    with pytest.raises(locks.MatrixError) as raised:
+        locks.read_matrix(planted)
+    assert (
+        str(raised.value) == f"{planted}: images.api.dockerfil is not a setting (did you mean images.api.dockerfile?)"
+    )

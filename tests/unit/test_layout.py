@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from blip_serving.targets import TARGET_NAMES, TARGETS, get_target
+from blip_serving.targets.base import TargetInfo
 from tests.conftest import ROOT
 
 SOURCE_DIRS = ("blip_serving", "build", "client", "benchmarks", "contract", "model_repository")
@@ -51,8 +52,9 @@ def test_the_registry_maps_each_name_to_its_own_module() -> None:
     for name, target in TARGETS.items():
         assert target.name == name and target.__module__ == f"blip_serving.targets.{name}"
         assert get_target(name) is target
-        described = target.from_description({"precision": "fp32", "static_shapes": True}).describe()
-        assert described["name"] == name and described["static_shapes"]
+        info = TargetInfo(name=name, device="cpu", precision="fp32", compiler_args=[], static_shapes=True)
+        described = target.from_description(info).describe()
+        assert described.name == name and described.static_shapes
 
 
 def test_model_repository_readme_shows_what_the_generator_writes() -> None:

@@ -17,9 +17,12 @@ import types
 
 import pytest
 
+from blip_contract.records import ConfigFileError
 from blip_serving.errors import ArtifactError, TargetUnavailableError
+from blip_serving.stub_parameters import StubParameters
 from blip_serving.targets.neuron import (
     NEURON_VISIBLE_CORES_ENV,
+    NeuronRelease,
     NeuronTarget,
     check_release,
     neuron_release,
@@ -61,13 +64,13 @@ def sdk(monkeypatch):
 
 
 def pinned() -> dict[str, str]:
-    pip = neuron_release()["pip"]
+    pip = neuron_release().pip.model_dump(by_alias=True)
     return {"torch_neuronx": pip["torch-neuronx"], "neuronx_cc": pip["neuronx-cc"]}
 
 
 def test_the_matrix_names_one_release_with_its_sources() -> None:
     matrix = tomllib.loads(MATRIX.read_text())
-    assert matrix == neuron_release(), "the package reads the same file"
+    assert NeuronRelease.model_validate(matrix) == neuron_release(), "the package reads the same file"
     assert matrix["release"]["source"].startswith("https://awsdocs-neuron.readthedocs-hosted.com/")
     assert matrix["image"]["source"].startswith("https://docs.nvidia.com/")
     # Exact versions only: a wildcard mixes releases.
@@ -82,9 +85,9 @@ def test_the_matrix_names_one_release_with_its_sources() -> None:
 def test_the_image_installs_the_matrix_and_no_version_of_its_own() -> None:
     text = DOCKERFILE.read_text()
     (base,) = re.findall(r"^ARG BASE_IMAGE=(\S+)$", text, re.M)
-    assert base == neuron_release()["image"]["base"], "FROM cannot read the matrix: its default must equal it"
+    assert base == neuron_release().image.base, "FROM cannot read the matrix: its default must equal it"
     assert "FROM ${BASE_IMAGE}" in text
-    for name in (*neuron_release()["pip"], *neuron_release()["apt"]):
+    for name in (*neuron_release().pip.model_dump(by_alias=True), *neuron_release().apt):
         if name not in ("index", "torch"):
             assert not re.search(rf"{re.escape(name)}\s*[=<>~]", text), f"the Dockerfile pins {name} itself"
     printed = {
@@ -101,7 +104,7 @@ def test_the_image_installs_the_matrix_and_no_version_of_its_own() -> None:
         f"torch-neuronx=={pinned()['torch_neuronx']}",
         f"neuronx-cc=={pinned()['neuronx_cc']}",
     ]
-    assert printed["apt"] == [f"{name}={version}-*" for name, version in neuron_release()["apt"].items()]
+    assert printed["apt"] == [f"{name}={version}-*" for name, version in neuron_release().apt.items()]
 
 
 def test_the_compat_check_uses_the_matrixs_python_and_torch() -> None:
@@ -116,7 +119,7 @@ def test_a_build_with_another_sdk_release_is_refused_in_one_line(sdk) -> None:
         NeuronTarget.resolve()
     message = str(refused.value)
     assert "\n" not in message
-    assert f"builds with Neuron {neuron_release()['release']['neuron']}" in message
+    assert f"builds with Neuron {neuron_release().release.neuron}" in message
     assert "this machine has torch-neuronx 2.5.1.2.8.0, neuronx-cc 2.21.33363.0" in message
     sdk(pinned()["torch_neuronx"], pinned()["neuronx_cc"])
     target = NeuronTarget.resolve()
@@ -164,7 +167,9 @@ def test_the_plans_cores_map_into_the_device_plugins_allocation() -> None:
 
 
 def test_an_instance_takes_its_cores_from_the_allocation_where_one_exists(sdk, monkeypatch) -> None:
-    parameters = {"neuron_core_start_index": "0", "neuron_core_end_index": "1"}
+    parameters = StubParameters.from_config(
+        {"target": "neuron", "artifact_dir": "x", "neuron_core_start_index": "0", "neuron_core_end_index": "1"}
+    )
     monkeypatch.delenv("BLIP_NEURON_ALLOCATION", raising=False)  # a fresh process
     monkeypatch.setenv(NEURON_VISIBLE_CORES_ENV, "6-7")  # what the device plugin exported into the container
     placed = NeuronTarget().prepare_instance(parameters, instances=2, index=1, device_id=0)
@@ -181,3 +186,11 @@ def test_an_instance_takes_its_cores_from_the_allocation_where_one_exists(sdk, m
     monkeypatch.setenv(NEURON_VISIBLE_CORES_ENV, "6")
     with pytest.raises(TargetUnavailableError, match="allocated 1 core"):
         NeuronTarget().prepare_instance(parameters, 2, 1, 0)
+
+
+def test_an_unknown_key_in_the_release_file_is_refused_with_the_nearest_name(tmp_path) -> None:
+    planted = tmp_path / "neuron_release.toml"
+    planted.write_text(MATRIX.read_text().replace('neuronx-cc = "', 'neuronx-c = "', 1))
+    with pytest.raises(ConfigFileError) as raised:
+        neuron_release(planted)
+    assert str(raised.value).startswith(f"{planted}: pip.neuronx-c is not a setting (did you mean pip.neuronx-cc?)")

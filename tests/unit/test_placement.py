@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from blip_contract.records import ConfigFileError
+from blip_serving.hosts import HostType
 from blip_serving.layouts import balanced_instances
 from blip_serving.placement import (
+    CATALOG,
     Plan,
     PlanError,
     artifact_sizes,
@@ -24,6 +27,7 @@ from blip_serving.placement import (
     make_plan,
     model_spec,
     read_plan,
+    write_plan,
 )
 from blip_serving.targets import get_target
 from blip_serving.targets.neuron import neuron_core_blocks, neuron_cores_needed
@@ -71,25 +75,25 @@ def test_gpu_hosts_keep_the_ensemble_and_say_what_colocated_saves() -> None:
 def test_every_catalog_host_cites_its_source_and_gets_a_plan_that_fits_it() -> None:
     """The chosen option's processes, cores and memory fit the host it is for; each alternative says why not."""
     catalog = load_catalog()
-    for name, host in catalog["hosts"].items():
+    for name, host in catalog.hosts.items():
         plan = make_plan(name, catalog=catalog)
         chosen, deployment = plan.chosen, plan.chosen.deployment
-        assert host["source"] and plan.target == host["family"] and plan.host == name, name
+        assert host.source and plan.target == host.family and plan.host == name, name
         assert chosen.refused is None and chosen.layout in plan.why and deployment.instances >= 1, name
         assert {option.layout for option in [chosen, *plan.alternatives]} == {"ensemble", "colocated"}, name
         assert all(option.refused or option.notes or option is chosen for option in plan.alternatives), name
-        if host["family"] == "cpu":
+        if host.family == "cpu":
             continue
-        assert host["vcpus"] >= 1 and chosen.host_mib <= host["memory_gib"] * 1024, name
-        if host["family"] == "neuron":
-            cores = host["neuron_cores"]
+        assert host.vcpus >= 1 and chosen.host_mib <= host.memory_gib * 1024, name
+        if host.family == "neuron":
+            cores = host.neuron_cores
             assert neuron_cores_needed(deployment) == cores, f"{name}: every NeuronCore serves"
             assert chosen.processes == cores and plan.visible_cores() == {"blip_vqa": [str(c) for c in range(cores)]}
-            assert chosen.accelerator_mib_per_unit <= host["accelerator_memory_gib"] * 1024 / cores, name
+            assert chosen.accelerator_mib_per_unit <= host.accelerator_memory_gib * 1024 / cores, name
             assert chosen.predicted_relative_fps == float(cores), name
         else:
             assert chosen.layout == "ensemble" and plan.visible_cores() is None, name
-            assert chosen.accelerator_mib_per_unit <= host["accelerator_memory_gib"] * 1024, name
+            assert chosen.accelerator_mib_per_unit <= host.accelerator_memory_gib * 1024, name
 
 
 def test_make_plan_writes_what_build_and_serve_read(tmp_path) -> None:
@@ -164,13 +168,14 @@ def test_a_gpu_plan_report_does_not_predict_what_it_cannot(capsys, tmp_path) -> 
     assert lines[5:8] == ["options:", *G5_XLARGE_OPTIONS]
     assert not any(line.startswith("accelerator memory:") for line in lines), "only Neuron's estimate leaves things out"
     assert read_plan(tmp_path, "gpu").neuron_visible_cores is None
-    refused = describe(make_plan("inf2.xlarge").alternatives[0], {}, None)
+    bare = HostType(family="cpu", vcpus=1, memory_gib=1, source="test")
+    refused = describe(make_plan("inf2.xlarge").alternatives[0], bare, None)
     assert refused.startswith("ensemble: refused: needs at least 3 NeuronCores")
     colocated = make_plan("inf2.xlarge").chosen
     assert "predicted 2.00 x the frames/s of one core running whole frames" in describe(
-        colocated, {"neuron_cores": 2}, None
+        colocated, bare.model_copy(update={"neuron_cores": 2}), None
     )
-    assert "no accelerator" in describe(colocated, {}, None)
+    assert "no accelerator" in describe(colocated, bare, None)
 
 
 def test_the_local_host_is_this_machine(capsys, tmp_path) -> None:
@@ -178,7 +183,7 @@ def test_the_local_host_is_this_machine(capsys, tmp_path) -> None:
     first = capsys.readouterr().out.splitlines()[0]
     cores = len(os.sched_getaffinity(0))
     assert first.startswith(f"host local: 0 accelerators, 0 GiB accelerator memory, {cores} vCPUs, ")
-    assert read_plan(tmp_path, "cpu").host_spec["vcpus"] == cores
+    assert read_plan(tmp_path, "cpu").host_spec.vcpus == cores
 
 
 def test_an_unknown_host_or_impossible_layout_is_one_line_on_stderr(capsys, tmp_path) -> None:
@@ -210,8 +215,8 @@ def test_each_option_counts_processes_and_host_memory() -> None:
 
 def test_host_memory_is_enough_at_exactly_what_the_option_needs() -> None:
     catalog = copy.deepcopy(load_catalog())
-    catalog["hosts"]["exact"] = dict(catalog["hosts"]["inf2.xlarge"], memory_gib=1480 / 1024)
-    catalog["hosts"]["short"] = dict(catalog["hosts"]["inf2.xlarge"], memory_gib=1479 / 1024)
+    catalog.hosts["exact"] = catalog.hosts["inf2.xlarge"].model_copy(update={"memory_gib": 1480 / 1024})
+    catalog.hosts["short"] = catalog.hosts["inf2.xlarge"].model_copy(update={"memory_gib": 1479 / 1024})
     assert make_plan("exact", catalog=catalog).chosen.host_mib == 1480.0
     with pytest.raises(
         PlanError, match=r"^nothing fits on short: .*colocated: needs 1480 MiB of host memory, the host has 1479$"
@@ -219,9 +224,11 @@ def test_host_memory_is_enough_at_exactly_what_the_option_needs() -> None:
         make_plan("short", catalog=catalog)
     # Accelerator memory too: a core with exactly what colocated needs fits (powers of two keep the division exact).
     need = make_plan("inf2.xlarge").chosen.accelerator_mib_per_unit
-    catalog["hosts"]["exact-chip"] = dict(catalog["hosts"]["inf2.xlarge"], accelerator_memory_gib=need * 2 / 1024)
+    catalog.hosts["exact-chip"] = catalog.hosts["inf2.xlarge"].model_copy(
+        update={"accelerator_memory_gib": need * 2 / 1024}
+    )
     assert make_plan("exact-chip", catalog=catalog).chosen.layout == "colocated"
-    catalog["hosts"]["small-chip"] = dict(catalog["hosts"]["inf2.xlarge"], accelerator_memory_gib=12)
+    catalog.hosts["small-chip"] = catalog.hosts["inf2.xlarge"].model_copy(update={"accelerator_memory_gib": 12})
     with pytest.raises(
         PlanError, match=r"colocated: needs 6944 MiB of accelerator memory per unit, the host has 6144$"
     ):
@@ -241,13 +248,13 @@ def test_the_plan_counts_the_artifacts_a_static_build_makes(static_build) -> Non
     }
     assert artifact_sizes(manifest.spec, static=False) == {name: [{}] for name in built}
     # The catalog's blip-vqa-base shapes make as many artifacts as a default build of any checkpoint.
-    planned = artifact_sizes(model_spec(load_catalog()["model"]), static=True)
+    planned = artifact_sizes(model_spec(load_catalog().model), static=True)
     assert {name: len(sizes) for name, sizes in planned.items()} == {name: len(sizes) for name, sizes in built.items()}
 
 
 def test_the_neuron_memory_estimate_counts_every_neffs_weights_and_io_tensors() -> None:
-    model = load_catalog()["model"]
-    estimate = device_mib(model_spec(model), get_target("neuron")(), model["weights_mib"])
+    model = load_catalog().model
+    estimate = device_mib(model_spec(model), get_target("neuron")(), model.weights_mib)
     # Image encoder: 3 NEFFs (1, 4, 8 frames) of fp16 weights; each takes uint8 384x384x3 pixels and returns fp32
     # 577x768 embeddings per frame: 13 frames of I/O in all. The text models: 12 NEFFs each (2 question-batch x 2
     # question-length buckets x 3 frame or answer-length buckets).
@@ -257,8 +264,8 @@ def test_the_neuron_memory_estimate_counts_every_neffs_weights_and_io_tensors() 
     # The text models' I/O is counted too: more than their weights alone.
     assert estimate["text_encoder"] > 12 * 524.2 * 0.5 and estimate["text_decoder"] > 12 * 526.6 * 0.5
     # Weights on the host, shapes not static: weights only, once.
-    cpu = device_mib(model_spec(model), get_target("cpu")(), model["weights_mib"])
-    assert cpu == model["weights_mib"]
+    cpu = device_mib(model_spec(model), get_target("cpu")(), model.weights_mib)
+    assert cpu == model.weights_mib
 
 
 def test_the_local_host_reads_this_machines_cores_and_memory() -> None:
@@ -303,7 +310,7 @@ def test_an_ensemble_plan_reports_each_components_instances_threads_and_cores(ca
         "options:",
     ]
     catalog = copy.deepcopy(load_catalog())
-    catalog["hosts"]["few-cpus"] = dict(catalog["hosts"]["inf2.xlarge"], vcpus=1)
+    catalog.hosts["few-cpus"] = catalog.hosts["inf2.xlarge"].model_copy(update={"vcpus": 1})
     assert "  blip_vqa: 2 instance(s), 1 thread(s) each" in make_plan("few-cpus", catalog=catalog).render()
 
 
@@ -317,7 +324,7 @@ def test_without_an_affinity_call_the_local_host_counts_cpus(monkeypatch) -> Non
 
 def test_a_gpu_whose_memory_cannot_hold_the_ensemble_gets_the_colocated_layout() -> None:
     catalog = copy.deepcopy(load_catalog())
-    catalog["hosts"]["small-gpu"] = dict(catalog["hosts"]["g5.xlarge"], accelerator_memory_gib=2)
+    catalog.hosts["small-gpu"] = catalog.hosts["g5.xlarge"].model_copy(update={"accelerator_memory_gib": 2})
     plan = make_plan("small-gpu", catalog=catalog)
     (ensemble,) = plan.alternatives
     assert plan.chosen.layout == "colocated" and ensemble.refused.startswith("needs 2880 MiB of accelerator memory")
@@ -330,3 +337,21 @@ def test_a_plan_with_per_component_instances_survives_its_file() -> None:
     older = make_plan("inf2.xlarge").model_dump(mode="json")
     del older["deployment"]["model_instances"]  # plans written before per-component counts existed
     assert Plan.model_validate(older).deployment == make_plan("inf2.xlarge").chosen.deployment
+
+
+def test_an_unknown_key_in_the_host_catalog_is_refused_with_the_nearest_name(tmp_path) -> None:
+    planted = tmp_path / "hosts.toml"
+    planted.write_text(CATALOG.read_text().replace("vcpus = 4\n", "vcpu = 4\n", 1))
+    with pytest.raises(ConfigFileError) as raised:
+        load_catalog(planted)
+    assert str(raised.value).startswith(
+        f"{planted}: hosts.inf2.xlarge.vcpu is not a setting (did you mean hosts.inf2.xlarge.vcpus?)"
+    )
+
+
+def test_an_unknown_key_in_a_plan_file_is_refused_with_the_nearest_name(tmp_path) -> None:
+    path = write_plan(make_plan("inf2.xlarge"), tmp_path)
+    path.write_text(path.read_text().replace('"why":', '"whyy":', 1))
+    with pytest.raises(ConfigFileError) as raised:
+        read_plan(tmp_path, "neuron")
+    assert str(raised.value).startswith(f"{path}: whyy is not a setting (did you mean why?)")

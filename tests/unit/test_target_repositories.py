@@ -93,8 +93,8 @@ def test_neuron_config_names_each_components_core_block(tiny_build, tmp_path) ->
 
 # The SDK the stand-in claims to be: the matrix's release, which the stub holds the manifest's versions to.
 SDK_VERSIONS = {
-    "torch_neuronx": neuron_release()["pip"]["torch-neuronx"],
-    "neuronxcc": neuron_release()["pip"]["neuronx-cc"],
+    "torch_neuronx": neuron_release().pip.torch_neuronx,
+    "neuronxcc": neuron_release().pip.neuronx_cc,
 }
 
 

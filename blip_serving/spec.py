@@ -7,8 +7,10 @@ checkpoint's own config, never from constants: 384 px, 577 tokens and 768 wide a
 This module imports no torch (``example_inputs`` imports it when called); the wire names callers use live
 in ``blip_contract``, which this spec builds on; callers never import this module.
 
-Why one module of about 370 lines: it is the single source of every name, dtype, shape and bucket, read by the
-build, the configs and the stubs; split, a change to one tensor would again touch several files.
+Why one module over 300 lines: it holds every tensor name, dtype, shape and bucket of the model, read by the build,
+the configs and the stubs; split, a change to one tensor would again touch several files. What a target or a layout
+adds of its own (the Neuron core range, the GPU's host-output switch) is that target's, in
+``blip_serving.stub_parameters`` and the target modules.
 """
 
 from __future__ import annotations
@@ -85,10 +87,6 @@ class ComponentSpec:
     traced_outputs: tuple[TensorSpec, ...]
     # The axis sizes of each artifact of a static-shape build (Neuron), batch included.
     shape_buckets: tuple[dict[str, int], ...] = ()
-
-    def shape_buckets_of(self, axis: str) -> tuple[int, ...]:
-        """The distinct bucket sizes of one axis, ascending."""
-        return tuple(sorted({sizes[axis] for sizes in self.shape_buckets if axis in sizes}))
 
     def io_bytes(self, sizes: dict[str, int]) -> int:
         """Bytes of the traced inputs and outputs of one artifact at ``sizes`` (every axis named): what a static
@@ -231,10 +229,6 @@ class BlipSpec:
     def question_bucket(self, tokens: int) -> int:
         """The smallest question bucket that holds ``tokens``."""
         return smallest_bucket(self.question_buckets, tokens, "question tokens")
-
-    def decode_bucket(self, length: int) -> int:
-        """The smallest answer-buffer length that holds ``length`` tokens."""
-        return smallest_bucket(self.decode_lengths, length, "answer tokens")
 
     @property
     def max_frames(self) -> int:

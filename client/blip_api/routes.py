@@ -17,6 +17,7 @@ from blip_api.settings import SettingsError
 from blip_api.state import State
 from blip_client.errors import InvalidRequestError, NoBackendAvailableError
 from blip_client.router_config import RouterConfigError
+from blip_contract import reaches
 
 routes = APIRouter()
 
@@ -51,7 +52,9 @@ async def frames(request: Request, state: State) -> FrameResult:
     threshold = state.settings.alert_threshold
     return FrameResult(
         results=[
-            BehaviorResult(behavior=b, question=q, score=round(score, 6), answer=answer, alert=score >= threshold)
+            BehaviorResult(
+                behavior=b, question=q, score=round(score, 6), answer=answer, alert=reaches(score, threshold)
+            )
             for (b, q), score, answer in zip(asked, routed.scores, routed.answers or [None] * len(asked), strict=True)
         ],
         backend=routed.backend,

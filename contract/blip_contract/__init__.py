@@ -59,3 +59,9 @@ def request_shape(tensor: TensorSpec, count: int = 1) -> list[int]:
     """The shape a request sends or gets for ``tensor``: the batch of one frame, then its dims (``count`` where a
     dim varies: the number of questions)."""
     return [1, *(count if dim == -1 else dim for dim in tensor.dims)]
+
+
+def reaches(score: float, threshold: float) -> bool:
+    """The one rule by which a score meets a threshold: equal counts. The per-frame ``alert`` and the behaviour
+    events' enter threshold both use it; their exit is its negation (a score below the exit threshold)."""
+    return score >= threshold

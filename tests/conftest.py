@@ -13,6 +13,7 @@ import pytest
 
 from blip_bench.corpus import generated_images
 from blip_serving.manifest import read_manifest
+from tests.postgres import postgres_server
 
 ROOT = Path(__file__).resolve().parents[1]
 # The project's own images always; the workplace's extra real images beside the clone too, where they exist.
@@ -124,3 +125,10 @@ class Reference:
 @pytest.fixture(scope="session")
 def tiny_reference(tiny_build: Build) -> Reference:
     return Reference(tiny_build.checkpoint)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server for the session (tests/postgres.py)."""
+    with postgres_server() as url:
+        yield url

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,6 +31,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, Counter, start_http_server
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from blip_api.cameras import cameras
 from blip_api.errors import ApiError
 from blip_api.routes import routes
 from blip_api.schemas import frame_openapi
@@ -39,8 +41,27 @@ from blip_api.state import ApiState
 from blip_api.tracing import RequestIds
 from blip_client.router import Router
 from blip_client.router_config import RouterConfigError
+from blip_events.metrics import EventMetrics
+from blip_events.service import CameraService
+from blip_events.store import Store
+from blip_events.worker import DeliveryWorker
 
 log = logging.getLogger("blip_api")
+
+
+async def retention(state: ApiState) -> None:
+    """Delete events older than ``[cameras] retention_days``, every ``retention_interval_s``, until cancelled."""
+    while True:
+        service = state.cameras
+        if service is not None:
+            limits = service.defaults.cameras
+            try:
+                removed = await asyncio.to_thread(service.store.purge, time.time() - limits.retention_days * 86400)
+                if removed:
+                    log.info("retention: %d event(s) older than %g days deleted", removed, limits.retention_days)
+            except Exception:  # the next run tries again
+                log.exception("retention run failed")
+        await asyncio.sleep(state.settings.events.cameras.retention_interval_s)
 
 
 def create_app(
@@ -74,6 +95,17 @@ def create_app(
             metrics_server, _ = start_http_server(metrics_address[1], metrics_address[0], registry=registry)
             log.info("metrics on %s:%d", *metrics_address)
         await router.start()
+        store = Store(settings.db_url, pool_size=settings.store.pool_size, token_key=settings.token_hash_key)
+        await asyncio.to_thread(store.migrate)
+        metrics = EventMetrics(registry)
+        state.cameras = CameraService(store, state.settings.events, metrics)
+        background = [
+            asyncio.create_task(DeliveryWorker(store, state.settings.events.webhooks, metrics).run(), name="webhooks"),
+            asyncio.create_task(retention(state), name="retention"),
+        ]
+        log.info(
+            "event store %s migrated; webhook worker started", store.engine.url.render_as_string(hide_password=True)
+        )
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, reload_from_signal)
@@ -81,6 +113,11 @@ def create_app(
         yield
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGHUP)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        state.cameras = None
+        await asyncio.to_thread(store.close)
         await router.close()
         if metrics_server is not None:
             metrics_server.shutdown()
@@ -134,6 +171,7 @@ def create_app(
         return JSONResponse({"error": "internal error in the API tier; it is logged"}, status_code=500)
 
     app.include_router(routes)
+    app.include_router(cameras)
     app.add_middleware(HeaderLimits, limits=lambda: state.limits)
     # Outermost: even a 431 carries its request id.
     app.add_middleware(RequestIds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
@@ -62,8 +63,20 @@ def resolve_questions(state: ApiState, questions: list[str], behaviors: list[str
     return asked
 
 
-async def read_frame(request: Request, limits: Limits) -> tuple[bytes, list[str], list[str]]:
-    """The image and the question and behavior lists, from a multipart or a raw body."""
+@dataclass(frozen=True)
+class FrameRequest:
+    """A frame request as read: the image, the questions and behaviors asked, and the route's own fields."""
+
+    image: bytes
+    questions: list[str]
+    behaviors: list[str]
+    fields: dict[str, str]
+
+
+async def read_frame(request: Request, limits: Limits, extra_fields: tuple[str, ...] = ()) -> FrameRequest:
+    """The image, the question and behavior lists and ``extra_fields`` (each at most once: a form field in a
+    multipart body, a query parameter with a raw one), from a multipart or a raw body."""
+    known = ("question", "behavior", *extra_fields)
     content_type = request.headers.get("content-type", "")
     # Room for the multipart framing and the question fields around the image.
     body = await read_capped_body(request, limits.max_image_bytes + 64 * 1024)
@@ -76,25 +89,27 @@ async def read_frame(request: Request, limits: Limits) -> tuple[bytes, list[str]
             )
         except Exception as error:  # the multipart parser's own errors name the problem
             raise ApiError(400, f"malformed multipart body: {error}") from error
-        mixed = sorted({"question", "behavior"} & set(request.query_params))
+        mixed = sorted(set(known) & set(request.query_params))
         if mixed:
             raise ApiError(400, f"a multipart body carries its {' and '.join(mixed)} fields in the form, not the query")
-        unknown = sorted(set(form) - {"image", "question", "behavior"})
+        unknown = sorted(set(form) - {"image", *known})
         if unknown:
-            raise ApiError(400, f"unknown multipart field(s) {unknown}; send 'image', 'question' and 'behavior'")
+            raise ApiError(400, f"unknown multipart field(s) {unknown}; send 'image' and {', '.join(map(repr, known))}")
         upload = form.get("image")
         if not isinstance(upload, UploadFile):
             raise ApiError(400, "multipart body has no 'image' file field")
         image = await upload.read()
         questions = [str(v) for v in form.getlist("question")]
         behaviors = [str(v) for v in form.getlist("behavior")]
+        values = {name: [str(v) for v in form.getlist(name)] for name in extra_fields}
     elif content_type.startswith(RAW_TYPES):
-        unknown = sorted(set(request.query_params) - {"question", "behavior"})
+        unknown = sorted(set(request.query_params) - set(known))
         if unknown:
-            raise ApiError(400, f"unknown query parameter(s) {unknown}; send 'question' and 'behavior'")
+            raise ApiError(400, f"unknown query parameter(s) {unknown}; send {' and '.join(map(repr, known))}")
         image = body
         questions = request.query_params.getlist("question")
         behaviors = request.query_params.getlist("behavior")
+        values = {name: request.query_params.getlist(name) for name in extra_fields}
     else:
         raise ApiError(
             415,
@@ -104,4 +119,7 @@ async def read_frame(request: Request, limits: Limits) -> tuple[bytes, list[str]
         raise ApiError(400, "the image is empty")
     if len(image) > limits.max_image_bytes:
         raise ApiError(413, f"image is {len(image)} bytes; the limit is {limits.max_image_bytes}")
-    return image, questions, behaviors
+    repeated = sorted(name for name, given in values.items() if len(given) > 1)
+    if repeated:
+        raise ApiError(400, f"{', '.join(repeated)} given more than once")
+    return FrameRequest(image, questions, behaviors, {name: given[0] for name, given in values.items() if given})

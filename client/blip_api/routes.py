@@ -37,8 +37,9 @@ routes = APIRouter()
 )
 async def frames(request: Request, state: State) -> FrameResult:
     """Ask behavior questions about one camera frame."""
-    image, questions, behaviors = await read_frame(request, state.limits)
-    asked = resolve_questions(state, questions, behaviors)
+    frame = await read_frame(request, state.limits)
+    image = frame.image
+    asked = resolve_questions(state, frame.questions, frame.behaviors)
     started = time.perf_counter()
     # Behaviors alone need probabilities, not text: one decoder step instead of a generation loop.
     scores_only = all(behavior is not None for behavior, _ in asked)

@@ -38,15 +38,21 @@ class HeaderLimits:
         await self.app(scope, receive, send)
 
 
+def bearer_token(request: Request) -> str:
+    """The request's bearer token, or 401."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"})
+    return token
+
+
 def _check_token(request: Request, state: ApiState, expected: str | None, what: str) -> None:
     if state.settings.insecure_dev:
         return
     if expected is None:
         raise ApiError(403, f"{what} is disabled: no token is configured for it")
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"})
+    token = bearer_token(request)
     if not hmac.compare_digest(token.encode(), expected.encode()):
         raise ApiError(401, "invalid bearer token", {"WWW-Authenticate": "Bearer"})
 

@@ -24,9 +24,23 @@ from blip_contract.records import (
     Strict,
     validate_file,
 )
+from blip_events.settings import (
+    CamerasSection,
+    EventDefaults,
+    EventSettings,
+    EventsSection,
+    GateSection,
+    GateSettings,
+    StoreSection,
+    WebhooksSection,
+)
+from blip_events.store import DEFAULT_URL
 
 TOKEN_ENV = "BLIP_API_TOKEN"
 ADMIN_TOKEN_ENV = "BLIP_API_ADMIN_TOKEN"
+# The event store: a SQLAlchemy URL (sqlite:///file, postgresql+psycopg://...), a secret like the tokens.
+DB_URL_ENV = "BLIP_DB_URL"
+TOKEN_HASH_KEY_ENV = "BLIP_TOKEN_HASH_KEY"
 
 DEFAULT_BEHAVIORS = {
     "barking": "Is the dog barking?",
@@ -81,6 +95,11 @@ class ApiFile(Strict):
     behaviors: dict[Name, Question] = Field(
         default_factory=lambda: dict(DEFAULT_BEHAVIORS), description="Behavior name -> the question it asks."
     )
+    cameras: CamerasSection = Field(default_factory=CamerasSection)
+    gate: GateSection = Field(default_factory=GateSection)
+    events: EventsSection = Field(default_factory=EventsSection)
+    webhooks: WebhooksSection = Field(default_factory=WebhooksSection)
+    store: StoreSection = Field(default_factory=StoreSection)
 
 
 class ApiSettings(_Settings):
@@ -96,6 +115,19 @@ class ApiSettings(_Settings):
     admin_token: str | None = Field(None, description=f"The admin API's bearer token, from {ADMIN_TOKEN_ENV}.")
     insecure_dev: bool = Field(False, description="Accept every request unauthenticated (development only).")
     config_path: Path | None = Field(None, description="The file these came from; the admin API reloads it.")
+    events: EventDefaults = Field(
+        default_factory=lambda: EventDefaults(
+            thresholds=dict.fromkeys(DEFAULT_BEHAVIORS, DEFAULT_ALERT_THRESHOLD), questions=dict(DEFAULT_BEHAVIORS)
+        ),
+        description="What every camera falls back on: [gate], [events], [cameras], [webhooks], the behaviors.",
+    )
+    store: StoreSection = Field(default_factory=StoreSection)
+    db_url: str = Field(
+        DEFAULT_URL, description=f"The event store, from {DB_URL_ENV}; else SQLite in the working directory."
+    )
+    token_hash_key: str | None = Field(
+        None, description=f"The key of the cameras' token hashes, from {TOKEN_HASH_KEY_ENV}."
+    )
 
     @model_validator(mode="after")
     def _authenticated(self) -> ApiSettings:
@@ -131,6 +163,17 @@ class ApiSettings(_Settings):
             admin_token=env.get(ADMIN_TOKEN_ENV) or None,
             insecure_dev=insecure_dev,
             config_path=path,
+            events=EventDefaults(
+                thresholds=dict.fromkeys(parsed.behaviors, parsed.alerts.threshold),
+                questions=parsed.behaviors,
+                gate=GateSettings.model_validate(parsed.gate.model_dump()),
+                events=EventSettings.model_validate(parsed.events.model_dump()),
+                cameras=parsed.cameras,
+                webhooks=parsed.webhooks,
+            ),
+            store=parsed.store,
+            db_url=env.get(DB_URL_ENV) or DEFAULT_URL,
+            token_hash_key=env.get(TOKEN_HASH_KEY_ENV) or None,
         )
 
     @classmethod

@@ -11,6 +11,7 @@ from prometheus_client import Counter
 from blip_api.errors import ApiError
 from blip_api.settings import ApiSettings, Limits
 from blip_client.router import Router
+from blip_events.service import CameraService
 
 
 @dataclass
@@ -22,6 +23,8 @@ class ApiState:
     served: Counter
     # Where /metrics is served instead of the public port (None: on the public port, as in development).
     metrics_port: int | None = None
+    # The event layer, once the app's lifespan has opened its store.
+    cameras: CameraService | None = None
 
     @property
     def limits(self) -> Limits:
@@ -35,6 +38,8 @@ class ApiState:
         new = ApiSettings.load(path, insecure_dev=self.settings.insecure_dev)
         changes = self.router.apply_config(new.router)
         self.settings = new
+        if self.cameras is not None:
+            self.cameras.defaults = new.events  # every camera's next frame falls back on the new defaults
         return changes
 
 

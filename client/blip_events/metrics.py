@@ -1,0 +1,26 @@
+"""The event layer's Prometheus metrics, in the API tier's registry (the router's)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class EventMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.frames = Counter(
+            "blip_camera_frames", "Camera frames received, by outcome and reason", ["outcome", "reason"], registry=r
+        )
+        self.events = Counter(
+            "blip_events", "Behaviour events started, reopened and ended", ["behavior", "transition"], registry=r
+        )
+        self.deliveries = Counter("blip_deliveries", "Webhook delivery attempts by result", ["result"], registry=r)
+        self.outbox_age = Gauge(
+            "blip_outbox_oldest_pending_seconds", "Age of the oldest undelivered notification", registry=r
+        )
+        self.store_seconds = Histogram(
+            "blip_store_seconds",
+            "Store time per camera frame (reads and writes, inference excluded)",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )

@@ -1,0 +1,319 @@
+"""One camera frame through the event layer: the gate, the fleet when it is worth asking, every watched
+behaviour's state machine, the events, the outbox and the change log, in one store transaction.
+
+Frames of one camera are processed one at a time and in capture order: in this process by a per-camera lock, across
+replicas by the store's row lock (PostgreSQL). A frame older than the last processed one changes nothing: within
+``late_tolerance_s`` it is answered from the state, beyond it refused (409). A frame that fails (bad image, no fleet)
+leaves no trace: its transaction is rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from blip_events import gate
+from blip_events.machine import BehaviorState, Transition, observe
+from blip_events.metrics import EventMetrics
+from blip_events.notify import check_url
+from blip_events.records import BehaviorOutcome, CameraState, EventChange, FrameOutcome, rfc3339
+from blip_events.schema import Camera, Event
+from blip_events.settings import CameraPatch, CameraSettings, EventDefaults
+from blip_events.store import CameraRecord, Credentials, FrameTransaction, Store, event_view
+
+BUDGET_WINDOW_S = 60.0
+
+
+class FrameRefused(Exception):
+    """A camera request refused with ``status`` (4xx); the message names what was wrong. Nothing was stored."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What the fleet said of one frame: a score per question, in order, and who answered."""
+
+    scores: list[float]
+    backend: str
+    attempts: int
+
+
+Infer = Callable[[bytes, list[str]], Awaitable[Scored]]
+
+
+class CameraService:
+    """The event layer as the API tier's routes call it."""
+
+    def __init__(
+        self, store: Store, defaults: EventDefaults, metrics: EventMetrics, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.store, self.defaults, self.metrics, self.clock = store, defaults, metrics, clock
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    # ---- cameras -------------------------------------------------------------------------------------------------
+
+    def settings_of(self, record: CameraRecord) -> CameraSettings:
+        return self.defaults.resolve(record.patch)
+
+    async def put_camera(
+        self, camera_id: str, patch: CameraPatch, rotate: bool
+    ) -> tuple[CameraRecord, bool, Credentials | None]:
+        """Create or update; the merged settings must resolve and the webhook URL must be allowed, else 400."""
+        existing = await asyncio.to_thread(self.store.get_camera, camera_id)
+        merged = existing.patch.merged(patch) if existing else patch
+        try:
+            self.defaults.resolve(merged)
+        except ValueError as error:
+            raise FrameRefused(400, str(error)) from None
+        if patch.webhook_url is not None:
+            try:
+                await asyncio.to_thread(check_url, patch.webhook_url, self.defaults.webhooks.allow_insecure)
+            except ValueError as error:
+                raise FrameRefused(400, str(error)) from None
+        return await asyncio.to_thread(
+            self.store.put_camera, camera_id, patch, rotate=rotate, grace_s=self.defaults.cameras.token_grace_s
+        )
+
+    # ---- frames --------------------------------------------------------------------------------------------------
+
+    def _lock(self, camera_id: str) -> asyncio.Lock:
+        lock = self._locks.get(camera_id)
+        if lock is None:
+            lock = self._locks[camera_id] = asyncio.Lock()
+        return lock
+
+    async def process(self, camera_id: str, image: bytes, captured_at: float | None, infer: Infer) -> FrameOutcome:
+        now = self.clock()
+        at = now if captured_at is None else captured_at
+        if at > now + self.defaults.cameras.max_future_s:
+            raise FrameRefused(
+                400, f"captured_at {rfc3339(at)} is more than {self.defaults.cameras.max_future_s:g} s in the future"
+            )
+        lock = self._lock(camera_id)
+        async with lock:
+            with self.store.frame(camera_id) as txn:
+                started = time.perf_counter()
+                row = await asyncio.to_thread(txn.load)
+                store_s = time.perf_counter() - started
+                if row is None:
+                    raise FrameRefused(404, f"no camera {camera_id!r}")
+                settings = self.defaults.resolve(CameraPatch.model_validate(row.settings))
+                state = CameraState.model_validate(row.state)
+                try:  # before anything else: a late frame that is no image is refused too
+                    thumb = await asyncio.to_thread(gate.thumbnail, image, settings.gate.thumbnail_height)
+                except gate.BadFrame as error:
+                    raise FrameRefused(400, str(error)) from None
+                if self._late(state, at):
+                    self.metrics.frames.labels("late", "late").inc()
+                    return self._outcome(camera_id, at, settings, state, None, "late", [], late=True)
+                decision = self._decide(row, settings, state, at, thumb)
+                scored = None
+                if decision.infer:
+                    questions = [self.defaults.questions[name] for name in settings.behaviors]
+                    scored = await infer(image, questions)
+                started = time.perf_counter()
+                changes = await asyncio.to_thread(
+                    self._apply, txn, row, settings, state, at, thumb if decision.infer else None, scored, image
+                )
+                store_s += time.perf_counter() - started
+            self.metrics.store_seconds.observe(store_s)
+            self.metrics.frames.labels("inferred" if decision.infer else "gated", decision.reason).inc()
+            for change in changes:
+                if change.kind != "updated":
+                    self.metrics.events.labels(change.event.behavior, change.kind).inc()
+            return self._outcome(camera_id, at, settings, state, scored, decision.reason, changes)
+
+    def _late(self, state: CameraState, at: float) -> bool:
+        """True for a late frame within the tolerance; 409 beyond it; False for a frame in order."""
+        last = state.last_captured_at
+        if last is None or at >= last:
+            return False
+        if last - at <= self.defaults.cameras.late_tolerance_s:
+            return True
+        raise FrameRefused(
+            409,
+            f"captured_at {rfc3339(at)} is {last - at:.1f} s before this camera's last frame ({rfc3339(last)}); "
+            f"frames more than {self.defaults.cameras.late_tolerance_s:g} s late are refused",
+        )
+
+    def _decide(
+        self, row: Camera, settings: CameraSettings, state: CameraState, at: float, thumb: gate.Thumbnail
+    ) -> gate.Decision:
+        change = None
+        if row.thumbnail is not None and row.thumbnail_width and row.thumbnail_height:
+            before = gate.Thumbnail(row.thumbnail_width, row.thumbnail_height, row.thumbnail)
+            change = gate.changed_fraction(before, thumb, settings.gate.pixel_delta)
+        smoothed = {name: b.smoothed for name, b in state.behaviors.items() if b.smoothed is not None}
+        unscored = any(name not in state.scores for name in settings.behaviors)
+        recent = sum(1 for t in state.inferred_at if at - t < BUDGET_WINDOW_S)
+        return gate.decide(
+            settings.gate,
+            at=at,
+            last_inferred_at=None if unscored else state.last_inferred_at,
+            inferred_last_minute=recent,
+            change=change,
+            uncertain=gate.in_doubt(settings, smoothed),  # type: ignore[arg-type]
+        )
+
+    def _apply(
+        self,
+        txn: FrameTransaction,
+        row: Camera,
+        settings: CameraSettings,
+        state: CameraState,
+        at: float,
+        thumb: gate.Thumbnail | None,
+        scored: Scored | None,
+        image: bytes,
+    ) -> list[EventChange]:
+        """Every write of one frame, in its transaction; runs in a worker thread."""
+        now = self.clock()
+        changes: list[EventChange] = []
+        state.inferred_at = [t for t in state.inferred_at if at - t < BUDGET_WINDOW_S]
+        if scored is not None and thumb is not None:
+            state.last_inferred_at = at
+            state.inferred_at.append(at)
+            state.scores = {**state.scores, **dict(zip(settings.behaviors, scored.scores, strict=True))}
+            row.thumbnail, row.thumbnail_width, row.thumbnail_height = thumb.pixels, thumb.width, thumb.height
+        state.last_captured_at = at
+        for name in [n for n in state.behaviors if n not in settings.behaviors]:
+            self._retire(txn, state.behaviors.pop(name), at, now, changes)
+        keyframe: dict[str, bytes] = {}  # one decode however many behaviours peak on this frame
+
+        def key() -> bytes:
+            if "jpeg" not in keyframe:
+                keyframe["jpeg"] = gate.keyframe(image)
+            return keyframe["jpeg"]
+
+        for index, (name, thresholds) in enumerate(settings.behaviors.items()):
+            score = scored.scores[index] if scored is not None else None
+            before = state.behaviors.get(name, BehaviorState())
+            after, transition = observe(before, score, at, thresholds, settings.events)
+            if transition is Transition.STARTED:
+                if score is None:
+                    raise RuntimeError(f"{name}: the machine started an event on a gated frame")
+                created = txn.new_event(
+                    camera_id=row.id,
+                    behavior=name,
+                    question=self.defaults.questions[name],
+                    state="active",
+                    started_at=at,
+                    ended_at=None,
+                    peak_score=score,
+                    peak_at=at,
+                    frames_inferred=1,
+                    frames_gated=0,
+                    keyframe=key(),
+                    updated_at=now,
+                )
+                after.event_id = created.id
+                self._tell(txn, created, "started", now, changes, notify=True)
+            elif after.active or transition is Transition.ENDED:
+                event_id = after.event_id if after.active else after.last_event_id
+                found = txn.event(event_id) if event_id else None
+                if found is not None:
+                    self._follow(txn, found, transition, score, at, now, after, key, changes)
+            state.behaviors[name] = after
+        row.state = state.model_dump()
+        txn.commit()
+        return changes
+
+    def _follow(
+        self,
+        txn: FrameTransaction,
+        found: Event,
+        transition: Transition | None,
+        score: float | None,
+        at: float,
+        now: float,
+        after: BehaviorState,
+        key: Callable[[], bytes],
+        changes: list[EventChange],
+    ) -> None:
+        """An open event through one more frame: counts, a new peak (and key frame), a reopening or its end."""
+        found.updated_at = now
+        if score is None:
+            found.frames_gated += 1
+        else:
+            found.frames_inferred += 1
+        rose = score is not None and score > found.peak_score
+        if rose:
+            found.peak_score, found.peak_at, found.keyframe = score, at, key()
+        if transition is Transition.REOPENED:
+            found.state, found.ended_at = "active", None
+            self._tell(txn, found, "updated", now, changes, notify=False)
+        elif transition is Transition.ENDED:
+            found.state, found.ended_at = "ended", after.below_since if after.below_since is not None else at
+            self._tell(txn, found, "ended", now, changes, notify=True)
+        elif rose:
+            self._tell(txn, found, "updated", now, changes, notify=False)
+
+    def _retire(
+        self, txn: FrameTransaction, behavior: BehaviorState, at: float, now: float, changes: list[EventChange]
+    ) -> None:
+        """A behaviour the camera stopped watching: its open event ends now."""
+        found = txn.event(behavior.event_id) if behavior.active and behavior.event_id else None
+        if found is not None:
+            found.state, found.ended_at, found.updated_at = "ended", at, now
+            self._tell(txn, found, "ended", now, changes, notify=True)
+
+    def _tell(
+        self, txn: FrameTransaction, found: Event, kind: str, now: float, changes: list[EventChange], *, notify: bool
+    ) -> None:
+        txn.flush()
+        view = event_view(found)
+        if notify:
+            txn.outbox(kind, view, now)
+        txn.change(kind, view, now)
+        changes.append(EventChange(kind=kind, event=view))  # type: ignore[arg-type]
+
+    def _outcome(
+        self,
+        camera_id: str,
+        at: float,
+        settings: CameraSettings,
+        state: CameraState,
+        scored: Scored | None,
+        reason: str,
+        changes: list[EventChange],
+        *,
+        late: bool = False,
+    ) -> FrameOutcome:
+        results = []
+        for index, name in enumerate(settings.behaviors):
+            behavior = state.behaviors.get(name, BehaviorState())
+            if scored is not None:
+                score, source, scored_at = scored.scores[index], "inferred", at
+            elif name in state.scores:
+                score, source, scored_at = state.scores[name], "reused", state.last_inferred_at
+            else:
+                score, source, scored_at = None, "none", None
+            results.append(
+                BehaviorOutcome(
+                    behavior=name,
+                    question=self.defaults.questions[name],
+                    score=None if score is None else round(score, 6),
+                    source=source,  # type: ignore[arg-type]
+                    scored_at=rfc3339(scored_at),
+                    state="active" if behavior.active else "idle",
+                    event_id=behavior.event_id if behavior.active else None,
+                )
+            )
+        extra: dict[str, Any] = {"backend": scored.backend, "attempts": scored.attempts} if scored else {}
+        return FrameOutcome(
+            camera_id=camera_id,
+            captured_at=rfc3339(at) or "",
+            gated=scored is None,
+            reason=reason,
+            late=late,
+            results=results,
+            events=changes,
+            **extra,
+        )

@@ -1,0 +1,156 @@
+"""The outbox's worker: it claims due deliveries, POSTs them signed, and marks each sent, retried or dead.
+
+Every connection goes through ``CheckedResolver``, which resolves the webhook's host itself and refuses an internal
+address at connect time (DNS rebinding: the name that was public when the URL was set may not be now). aiohttp, the
+HTTP client the project already has (tritonclient's), does the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import time
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from blip_events.metrics import EventMetrics
+from blip_events.notify import (
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    WebhookRefused,
+    address_allowed,
+    parse_url,
+    retry_delay,
+    sign,
+)
+from blip_events.settings import WebhooksSection
+from blip_events.store import Claimed, Store
+
+log = logging.getLogger("blip_events.worker")
+
+
+class CheckedResolver(AbstractResolver):
+    """Resolve as the OS does, and refuse the name if any address it gives is internal."""
+
+    def __init__(self, allow_insecure: bool) -> None:
+        self.allow_insecure = allow_insecure
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, family=family)
+        results: list[ResolveResult] = []
+        for fam, _, proto, _, address in infos:
+            ip = str(address[0])
+            if not address_allowed(ip, self.allow_insecure):
+                raise OSError(f"{host} resolves to {ip}, an internal address: no webhook is sent there")
+            results.append(
+                {
+                    "hostname": host,
+                    "host": ip,
+                    "port": int(address[1]),
+                    "family": fam,
+                    "proto": proto,
+                    "flags": socket.AI_NUMERICHOST,
+                }
+            )
+        return results
+
+    async def close(self) -> None:
+        return None
+
+
+class DeliveryWorker:
+    """``run`` until cancelled: claim, send, record; bounded per pass by ``batch`` and each send by ``timeout_s``."""
+
+    LEASE_S = 60.0  # a claimed row comes back to the queue this long after a worker that died with it
+
+    def __init__(self, store: Store, webhooks: WebhooksSection, metrics: EventMetrics) -> None:
+        self.store, self.webhooks, self.metrics = store, webhooks, metrics
+        self._session: aiohttp.ClientSession | None = None
+
+    async def run(self) -> None:
+        connector = aiohttp.TCPConnector(resolver=CheckedResolver(self.webhooks.allow_insecure), limit=64)
+        timeout = aiohttp.ClientTimeout(total=self.webhooks.timeout_s)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            self._session = session
+            while True:
+                try:
+                    sent = await self.pass_once()
+                except Exception:  # a store hiccup must never stop the deliveries
+                    log.exception("delivery pass failed")
+                    sent = 0
+                if not sent:
+                    await asyncio.sleep(self.webhooks.poll_interval_s)
+
+    async def pass_once(self) -> int:
+        """One claim and its sends; returns how many deliveries were attempted."""
+        now = time.time()
+        claimed = await asyncio.to_thread(self.store.claim_due, now, self.webhooks.batch, self.LEASE_S)
+        if claimed:
+            await asyncio.gather(*(self._attempt(item) for item in claimed))
+        oldest = await asyncio.to_thread(self.store.oldest_pending)
+        self.metrics.outbox_age.set(0 if oldest is None else max(time.time() - oldest, 0))
+        return len(claimed)
+
+    async def _attempt(self, item: Claimed) -> None:
+        error = await self._send(item)
+        now = time.time()
+        if error is None:
+            self.metrics.deliveries.labels("sent").inc()
+            await asyncio.to_thread(self.store.delivered, item.id, now)
+            return
+        dead = now - item.created_at >= self.webhooks.give_up_after_s or item.url is None
+        self.metrics.deliveries.labels("dead" if dead else "retried").inc()
+        log.warning(
+            "delivery %s (%s, attempt %d) failed: %s%s",
+            item.id,
+            item.kind,
+            item.attempts,
+            error,
+            " (dead)" if dead else "",
+        )
+        await asyncio.to_thread(
+            self.store.retry_later, item.id, now + retry_delay(item.attempts, self.webhooks), error, dead=dead
+        )
+
+    async def _send(self, item: Claimed) -> str | None:
+        """None on a 2xx; else what went wrong, in one line."""
+        if item.url is None:
+            return "the camera has no webhook_url"
+        if self._session is None:
+            raise RuntimeError("the worker is not running")
+        try:
+            target = parse_url(item.url, self.webhooks.allow_insecure)
+            if _is_ip(target.host) and not address_allowed(target.host, self.webhooks.allow_insecure):
+                raise WebhookRefused(f"{target.host} is an internal address")
+        except WebhookRefused as error:
+            return str(error)
+        body = item.body.encode()
+        headers = {
+            "Content-Type": "application/json",
+            IDEMPOTENCY_HEADER: item.id,
+            SIGNATURE_HEADER: sign(item.secret, body, int(time.time())),
+            "User-Agent": "blip-events-webhooks/1",
+        }
+        try:
+            async with self._session.post(item.url, data=body, headers=headers, allow_redirects=False) as response:
+                await response.read()
+                if 200 <= response.status < 300:
+                    return None
+                return f"HTTP {response.status}"
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            return f"{type(error).__name__}: {error}"[:300]
+
+
+def _is_ip(host: str) -> bool:
+    """aiohttp connects to an address literal without asking the resolver: such a URL is checked here."""
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return True
+    return False

@@ -8,6 +8,7 @@ drive these, kill parts of them, and read their processes' memory, descriptors a
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -42,14 +43,16 @@ def _stop(process: subprocess.Popen, timeout_s: float) -> None:
 class ApiProcess:
     """``python -m blip_api`` on a free loopback port with the test tokens, as ``make api`` runs it."""
 
-    def __init__(self, config: Path, log: Path | None = None) -> None:
+    def __init__(self, config: Path, log: Path | None = None, db_url: str | None = None) -> None:
+        """``db_url``: the event store (default: SQLite beside the config, never in the checkout)."""
         self.config = config
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log or config.with_suffix(".log")
-        env = dict(os.environ, BLIP_API_TOKEN=TOKEN, BLIP_API_ADMIN_TOKEN=ADMIN_TOKEN)
+        self.db_url = db_url or f"sqlite:///{config.parent / 'events.sqlite3'}"
+        env = dict(os.environ, BLIP_API_TOKEN=TOKEN, BLIP_API_ADMIN_TOKEN=ADMIN_TOKEN, BLIP_DB_URL=self.db_url)
         command = [sys.executable, "-m", "blip_api", "--config", str(config), "--port", str(self.port)]
-        with self.log.open("w") as sink:
+        with self.log.open("a") as sink:
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -75,8 +78,10 @@ def write_api_config(
     probe_interval_s: float = 0.5,
     api: dict[str, int] | None = None,
     request_timeout_s: float = 20.0,
+    sections: dict[str, dict[str, object]] | None = None,
 ) -> Path:
-    """An API tier config routing to ``urls`` (fleet name -> Triton HTTP endpoint)."""
+    """An API tier config routing to ``urls`` (fleet name -> Triton HTTP endpoint); ``sections``: more tables
+    (``{"webhooks": {"allow_insecure": True}}``)."""
     lines = [
         "[router]",
         f"probe_interval_s = {probe_interval_s}",
@@ -88,6 +93,8 @@ def write_api_config(
         lines += [f"[backends.{name}]", f'url = "{url}"', f"weight = {(weights or {}).get(name, 1)}"]
     if api:
         lines += ["[api]", *(f"{key} = {value}" for key, value in api.items())]
+    for section, values in (sections or {}).items():
+        lines += [f"[{section}]", *(f"{key} = {json.dumps(value)}" for key, value in values.items())]
     path.write_text("\n".join(lines) + "\n")
     return path
 

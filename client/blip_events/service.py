@@ -176,6 +176,7 @@ class CameraService:
         """Every write of one frame, in its transaction; runs in a worker thread."""
         now = self.clock()
         changes: list[EventChange] = []
+        txn.webhooks = settings.webhook_url is not None  # no receiver, no outbox row
         state.inferred_at = [t for t in state.inferred_at if at - t < BUDGET_WINDOW_S]
         if scored is not None and thumb is not None:
             state.last_inferred_at = at
@@ -269,7 +270,7 @@ class CameraService:
     ) -> None:
         txn.flush()
         view = event_view(found)
-        if notify:
+        if notify and txn.webhooks:
             txn.outbox(kind, view, now)
         txn.change(kind, view, now)
         changes.append(EventChange(kind=kind, event=view))  # type: ignore[arg-type]

@@ -348,6 +348,7 @@ class FrameTransaction:
     def __init__(self, store: Store, session: Session, camera_id: str) -> None:
         self.store, self.session, self.camera_id = store, session, camera_id
         self.row: Camera | None = None
+        self.webhooks = True  # whether event changes go to the outbox: the camera has a webhook_url
 
     def load(self) -> Camera | None:
         self.row = self.session.execute(

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import tritonclient.http as triton_http
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from blip_api.app import create_app
@@ -131,6 +132,18 @@ def test_a_clip_is_inferred_where_it_changed_as_tritons_own_count_says(api, trit
         "captured_at"
     ]
     assert [r["behavior"] for r in gated["results"]] == ["barking", "sleeping"]
+    metrics = {
+        (m.name, tuple(sorted(m.labels.items()))): m.value
+        for family in text_string_to_metric_families(api.get("/metrics").text)
+        for m in family.samples
+    }
+    gated_count = sum(
+        v
+        for (name, labels), v in metrics.items()
+        if name == "blip_camera_frames_total" and ("outcome", "gated") in labels
+    )
+    assert gated_count == len(outcomes) - inferred
+    assert metrics[("blip_store_seconds_count", ())] == len(outcomes)
 
 
 def test_events_reach_the_webhook_signed_and_retried_until_delivered(api, receiver) -> None:

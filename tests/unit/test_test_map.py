@@ -11,6 +11,7 @@ PACKAGES = {
     "blip_api": "client/blip_api",
     "blip_client": "client/blip_client",
     "blip_contract": "contract/blip_contract",
+    "blip_events": "client/blip_events",
     "blip_build": "build/blip_build",
     "blip_bench": "benchmarks/blip_bench",
 }
@@ -18,13 +19,13 @@ MAP = ROOT / "docs" / "development.md"
 
 
 def source_modules() -> dict[str, str]:
-    """Dotted module name -> its file's stem, for every module with code of its own."""
+    """Dotted module name -> its test name (``<package>/test_<stem>`` or ``test_<stem>``), every module with code."""
     found = {}
     for package, folder in PACKAGES.items():
         for path in sorted((ROOT / folder).rglob("*.py")):
             if path.name not in ("__init__.py", "__main__.py"):
                 relative = path.relative_to(ROOT / folder).with_suffix("")
-                found[".".join((package, *relative.parts))] = path.stem
+                found[".".join((package, *relative.parts))] = f"{package}/{path.stem}"
     return found
 
 
@@ -34,13 +35,19 @@ def mapped() -> dict[str, list[str]]:
     return {module: re.findall(r"`(tests/[\w/]+\.py)`", tests) for module, tests in rows}
 
 
-def own_test(stem: str) -> bool:
-    return any((ROOT / "tests" / tier / f"test_{stem}.py").is_file() for tier in ("unit", "integration"))
+def own_test(name: str) -> bool:
+    """``tests/<tier>/<package>/test_<stem>.py``, or ``tests/<tier>/test_<stem>.py`` (the older, flat layout)."""
+    package, stem = name.split("/")
+    return any(
+        (ROOT / "tests" / tier / package / f"test_{stem}.py").is_file()
+        or (ROOT / "tests" / tier / f"test_{stem}.py").is_file()
+        for tier in ("unit", "integration")
+    )
 
 
 def test_every_module_has_its_own_test_file_or_a_row_in_the_map() -> None:
     table = mapped()
-    unplaced = [module for module, stem in source_modules().items() if not own_test(stem) and module not in table]
+    unplaced = [module for module, name in source_modules().items() if not own_test(name) and module not in table]
     assert not unplaced, f"no tests/unit/test_<name>.py and no row in docs/development.md for: {unplaced}"
 
 

@@ -18,11 +18,16 @@ from blip_events.metrics import EventMetrics
 from blip_events.records import CameraState
 from blip_events.schema import Camera, Change, Delivery, Event
 from blip_events.service import CameraService, FrameRefused, Scored
-from blip_events.settings import CameraPatch, EventDefaults, EventsPatch, GatePatch, ThresholdsPatch
+from blip_events.settings import CameraPatch, EventDefaults, EventsPatch, GatePatch, ThresholdsPatch, WebhooksSection
 from blip_events.store import Store
 
 T0 = 1_800_000_000.0  # capture times: a fixed clock, so that no frame is "in the future"
-DEFAULTS = EventDefaults(thresholds={"barking": 0.5}, questions={"barking": "Is the dog barking?"})
+DEFAULTS = EventDefaults(
+    thresholds={"barking": 0.5},
+    questions={"barking": "Is the dog barking?"},
+    webhooks=WebhooksSection(allow_insecure=True),
+)
+HOOK = "http://127.0.0.1:9/hook"  # never called here: the outbox is read from the store
 
 
 class Scorer:
@@ -86,7 +91,7 @@ def test_a_lighting_change_re_baselines(service) -> None:
 
 
 def test_a_behaviour_starts_an_event_notifies_once_and_ends_after_the_cutoff(service) -> None:
-    add(service, CameraPatch(events=EventsPatch(cutoff_s=5), gate=GatePatch(max_age_s=1)))
+    add(service, CameraPatch(events=EventsPatch(cutoff_s=5), gate=GatePatch(max_age_s=1), webhook_url=HOOK))
     frame = static_noise(seconds=1).frames[0]
     scores = Scorer(0.1, 0.9, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)
     outcomes = replay(service, [(i * 1.0, frame) for i in range(14)], scores)
@@ -103,6 +108,14 @@ def test_a_behaviour_starts_an_event_notifies_once_and_ends_after_the_cutoff(ser
     assert body["delivery_id"] == deliveries[0].id and body["event"]["id"] == started.id
     assert event.state == "ended" and event.peak_score == 0.9 and event.frames_inferred >= 4
     assert Image.open(io.BytesIO(event.keyframe)).size[0] == 320
+
+
+def test_a_camera_without_a_webhook_gets_events_but_no_outbox_rows(service) -> None:
+    add(service)
+    frame = static_noise(seconds=1).frames[0]
+    outcomes = replay(service, [(i * 11.0, frame) for i in range(3)], Scorer(0.9))
+    assert [c.kind for o in outcomes for c in o.events] == ["started"]
+    assert count(service, Delivery) == 0 and count(service, Change) == 1
 
 
 def test_a_failed_inference_leaves_no_trace(service) -> None:
@@ -156,6 +169,6 @@ def test_an_unknown_behaviour_or_inverted_thresholds_are_refused(service) -> Non
         add(service, CameraPatch(behaviors={"zoomies": ThresholdsPatch()}))
     with pytest.raises(FrameRefused, match=r"exit 0\.7 is above enter 0\.6"):
         add(service, CameraPatch(behaviors={"barking": ThresholdsPatch(enter=0.6, exit=0.7)}))
-    with pytest.raises(FrameRefused, match="must be https"):
-        add(service, CameraPatch(webhook_url="http://93.184.216.34/hook"))
+    with pytest.raises(FrameRefused, match="resolves to 10.0.0.1"):
+        add(service, CameraPatch(webhook_url="http://10.0.0.1/hook"))
     assert service.store.get_camera("cam-1") is None, "nothing stored from a refused PUT"

@@ -141,6 +141,17 @@ class WebhooksSection(Strict):
     )
     poll_interval_s: PositiveNumber = Field(0.5, description="How often the worker looks for due deliveries.")
     batch: PositiveInteger = Field(32, description="Deliveries claimed at once.")
+    lease_s: PositiveNumber = Field(
+        60.0, description="A claimed delivery comes back to the queue this long after a worker that died with it."
+    )
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_send(self) -> WebhooksSection:
+        if self.lease_s <= self.timeout_s:
+            raise ValueError(
+                f"webhooks.lease_s {self.lease_s:g} must exceed timeout_s {self.timeout_s:g}: a slow send would be sent twice"
+            )
+        return self
 
 
 class StoreSection(Strict):

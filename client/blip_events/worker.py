@@ -68,8 +68,6 @@ class CheckedResolver(AbstractResolver):
 class DeliveryWorker:
     """``run`` until cancelled: claim, send, record; bounded per pass by ``batch`` and each send by ``timeout_s``."""
 
-    LEASE_S = 60.0  # a claimed row comes back to the queue this long after a worker that died with it
-
     def __init__(self, store: Store, webhooks: WebhooksSection, metrics: EventMetrics) -> None:
         self.store, self.webhooks, self.metrics = store, webhooks, metrics
         self._session: aiohttp.ClientSession | None = None
@@ -91,7 +89,7 @@ class DeliveryWorker:
     async def pass_once(self) -> int:
         """One claim and its sends; returns how many deliveries were attempted."""
         now = time.time()
-        claimed = await asyncio.to_thread(self.store.claim_due, now, self.webhooks.batch, self.LEASE_S)
+        claimed = await asyncio.to_thread(self.store.claim_due, now, self.webhooks.batch, self.webhooks.lease_s)
         if claimed:
             await asyncio.gather(*(self._attempt(item) for item in claimed))
         oldest = await asyncio.to_thread(self.store.oldest_pending)

@@ -9,10 +9,8 @@ one idempotency key; every bad input gets a 4xx naming it and stores nothing.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import tritonclient.http as triton_http
@@ -23,53 +21,17 @@ from sqlalchemy import func, select
 from blip_api.app import create_app
 from blip_api.settings import ApiSettings
 from blip_bench.clips import object_enters, static_noise
+from blip_bench.receiver import Receiver
 from blip_events.notify import verify
 from blip_events.schema import Camera, Event
-from blip_serving.triton.process import free_port
 
 ADMIN = {"Authorization": "Bearer admin-token"}
 
 
-class Receiver(ThreadingHTTPServer):
-    """A webhook receiver on loopback: records every request; answers 500 to every other one."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", free_port()), _Handler)
-        self.requests: list[tuple[dict[str, str], bytes, int]] = []
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hooks/blip"
-
-    def delivered(self) -> list[tuple[dict[str, str], bytes]]:
-        with self.lock:
-            return [(h, b) for h, b, status in self.requests if status == 200]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        receiver: Receiver = self.server  # type: ignore[assignment]
-        with receiver.lock:
-            status = 500 if len(receiver.requests) % 2 == 0 else 200
-            receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body, status))
-        self.send_response(status)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def receiver():
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
+    with Receiver(fail_every=2) as server:
+        yield server
 
 
 def app_for(triton_url: str, tmp_path, insecure: bool = True):
@@ -147,8 +109,7 @@ def test_a_clip_is_inferred_where_it_changed_as_tritons_own_count_says(api, trit
 
 
 def test_events_reach_the_webhook_signed_and_retried_until_delivered(api, receiver) -> None:
-    with receiver.lock:
-        receiver.requests.clear()  # the receiver serves both layouts' runs
+    receiver.clear()  # the receiver serves both layouts' runs
     token = camera(
         api,
         "cam-hook",
@@ -171,18 +132,18 @@ def test_events_reach_the_webhook_signed_and_retried_until_delivered(api, receiv
     ended = [c for o in outcomes for c in o["events"] if c["kind"] == "ended"]
     assert len(ended) == 1 and ended[0]["event"]["id"] == started[0]["event"]["id"]
     deadline = time.monotonic() + 20
-    while len({json.loads(b)["kind"] for _, b in receiver.delivered()}) < 2 and time.monotonic() < deadline:
+    while len({json.loads(r.body)["kind"] for r in receiver.delivered()}) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     delivered = receiver.delivered()
-    assert sorted(json.loads(b)["kind"] for _, b in delivered) == ["ended", "started"], receiver.requests
-    for headers, body in delivered:
-        sent = json.loads(body)
-        assert headers["idempotency-key"] == sent["delivery_id"] and sent["camera_id"] == "cam-hook"
-        assert verify(token["secret"], body, headers["blip-signature"], now=time.time())
-    with receiver.lock:
-        keys = {}
-        for headers, body, _ in receiver.requests:
-            keys.setdefault(headers["idempotency-key"], set()).add(body)
+    assert sorted(json.loads(r.body)["kind"] for r in delivered) == ["ended", "started"], receiver.all()
+    assert any(r.status == 500 for r in receiver.all()), "the receiver failed some: they were retried"
+    for received in delivered:
+        sent = json.loads(received.body)
+        assert received.headers["idempotency-key"] == sent["delivery_id"] and sent["camera_id"] == "cam-hook"
+        assert verify(token["secret"], received.body, received.headers["blip-signature"], now=time.time())
+    keys: dict[str, set[bytes]] = {}
+    for received in receiver.all():
+        keys.setdefault(received.headers["idempotency-key"], set()).add(received.body)
     assert all(len(bodies) == 1 for bodies in keys.values()), "a retry carries its first attempt's key and body"
     listed = api.get("/v1/cameras/cam-hook/events", headers={"Authorization": token["Authorization"]}).json()
     (event,) = listed["events"]

@@ -169,6 +169,6 @@ def test_an_unknown_behaviour_or_inverted_thresholds_are_refused(service) -> Non
         add(service, CameraPatch(behaviors={"zoomies": ThresholdsPatch()}))
     with pytest.raises(FrameRefused, match=r"exit 0\.7 is above enter 0\.6"):
         add(service, CameraPatch(behaviors={"barking": ThresholdsPatch(enter=0.6, exit=0.7)}))
-    with pytest.raises(FrameRefused, match="resolves to 10.0.0.1"):
+    with pytest.raises(FrameRefused, match=r"resolves to 10\.0\.0\.1"):
         add(service, CameraPatch(webhook_url="http://10.0.0.1/hook"))
     assert service.store.get_camera("cam-1") is None, "nothing stored from a refused PUT"

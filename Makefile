@@ -31,7 +31,7 @@ BLIP_VARIABLES := TARGET LAYOUT MODEL FORCE FP16 STATIC_SHAPES FAST_RESIZE NEURO
 $(foreach name,$(BLIP_VARIABLES),$(eval export BLIP_$(name) = $$($(name))))
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev lock k8s-render images-check plan capacity cost build-artifacts serve api ask demo bench bench-host perf soak gpu-check gpu-check-carry test test-unit test-integration compat-check mutate lint format clean
+.PHONY: help install install-dev lock k8s-render images-check plan capacity cost build-artifacts serve api ask demo bench bench-events bench-host perf soak gpu-check gpu-check-carry test test-unit test-integration compat-check mutate lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -85,6 +85,9 @@ demo: ## Offline end to end: install, build random-tiny for cpu, serve, ask thre
 bench: install-dev ## Floor vs served vs naive transformers, matmul limit, memory (BENCH_MODEL, default random-base); then bench-host
 	$(BIN)/python -m blip_bench.bench --model $(BENCH_MODEL) --target $(TARGET)
 	$(BIN)/python -m blip_bench.host --target $(TARGET)
+
+bench-events: install-dev ## Change gate, event and webhook figures through the real API tier and a real fleet: gated share per clip, CPU per frame, store time, alert quality, nothing lost under SIGKILL -> benchmarks/results/events-cpu.json
+	$(BIN)/python -m blip_bench.events
 
 bench-host: install-dev ## Host CPU per camera frame by process, requests per execute, stage split, fast-resize agreement -> benchmarks/results/host-<target>.json
 	$(BIN)/python -m blip_bench.host --target $(TARGET)

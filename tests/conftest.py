@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from blip_bench.corpus import generated_images
+from blip_bench.postgres import postgres_server
 from blip_serving.manifest import read_manifest
-from tests.postgres import postgres_server
 
 ROOT = Path(__file__).resolve().parents[1]
 # The project's own images always; the workplace's extra real images beside the clone too, where they exist.
@@ -129,6 +129,6 @@ def tiny_reference(tiny_build: Build) -> Reference:
 
 @pytest.fixture(scope="session")
 def postgres_url():
-    """A real PostgreSQL server for the session (tests/postgres.py)."""
+    """A real PostgreSQL server for the session (blip_bench.postgres)."""
     with postgres_server() as url:
         yield url

@@ -91,7 +91,10 @@ def test_a_lighting_change_re_baselines(service) -> None:
 
 
 def test_a_behaviour_starts_an_event_notifies_once_and_ends_after_the_cutoff(service) -> None:
-    add(service, CameraPatch(events=EventsPatch(cutoff_s=5), gate=GatePatch(max_age_s=1), webhook_url=HOOK))
+    add(
+        service,
+        CameraPatch(events=EventsPatch(cutoff_s=5, min_frames=2), gate=GatePatch(max_age_s=1), webhook_url=HOOK),
+    )
     frame = static_noise(seconds=1).frames[0]
     scores = Scorer(0.1, 0.9, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)
     outcomes = replay(service, [(i * 1.0, frame) for i in range(14)], scores)

@@ -1,4 +1,4 @@
-"""A real PostgreSQL server for the tests: initdb and pg_ctl from Debian's ``postgresql`` package, in a temporary
+"""A real PostgreSQL server for the tests and ``make bench-events``: initdb and pg_ctl from Debian's ``postgresql`` package, in a temporary
 directory, on a loopback port, stopped when the session ends. As root (CI), the server runs as the ``postgres``
 user the package creates, since PostgreSQL refuses to run as root."""
 

@@ -1,0 +1,87 @@
+"""``make bench-events``' measurements, run small against real processes: nothing is lost when the API is killed
+with SIGKILL mid-replay and the webhook receiver fails every other request; the event stream (Server-Sent Events)
+of a real ``blip-api`` process carries an event's changes; the gate section counts Triton's inferences."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from blip_bench.clips import object_enters, static_noise
+from blip_bench.events import QUIET_ROUTER, add_camera, durability, gate_section, post_frame
+from blip_bench.stack import ApiProcess, write_api_config
+from blip_serving.triton.process import TritonServer
+
+
+@pytest.fixture(scope="module")
+def fleet(tiny_build):
+    server = TritonServer(tiny_build.repository, "cpu", layout="colocated")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_no_started_or_ended_is_lost_when_the_api_is_killed_and_the_receiver_fails_half(fleet, tmp_path) -> None:
+    figures = durability(fleet, tmp_path, kills=2, frames=48, flip_every=8)
+    print(json.dumps(figures))
+    assert figures["kills"] == 2 and figures["events"] >= 2
+    assert figures["requests_failed_by_receiver"] >= 1, "the receiver failed some: they had to be retried"
+    assert figures["lost"] == 0 and figures["not_sent_in_store"] == 0
+    assert figures["one_key_per_change"] and figures["one_body_per_key"], "a duplicate carries its first key"
+
+
+def test_the_gate_section_counts_tritons_inferences(fleet, tmp_path) -> None:
+    config = write_api_config(tmp_path / "api.toml", {"fleet": fleet.http_url}, probe_interval_s=QUIET_ROUTER)
+    api = ApiProcess(config, tmp_path / "api.log")
+    try:
+        (row,) = gate_section(api, fleet, [object_enters()], cameras=2, speed=0)
+    finally:
+        api.stop()
+    assert row["frames_posted"] == 160 and row["frames_inferred_triton"] == row["frames_inferred_api"]
+    assert row["gated_fraction"] > 0.5 and row["frames_from_change_to_inference"] == [0, 0]
+
+
+def test_the_event_stream_carries_started_and_ended_in_order(fleet, tmp_path) -> None:
+    sections = {"events": {"cutoff_s": 1.0, "min_frames": 2}, "gate": {"max_age_s": 0.4}}
+    config = write_api_config(
+        tmp_path / "api.toml", {"fleet": fleet.http_url}, probe_interval_s=QUIET_ROUTER, sections=sections
+    )
+    api = ApiProcess(config, tmp_path / "api.log")
+    try:
+        camera = add_camera(api.url, "streamed", behaviors={"barking": {"enter": 0.001, "exit": 0.001}})
+        frames = static_noise(seconds=2).frames
+        start = time.time() - 60
+        seen: list[tuple[str, dict]] = []
+        with (
+            httpx.Client() as client,
+            client.stream(
+                "GET", f"{api.url}/v1/cameras/streamed/events/stream", headers=camera.auth, timeout=30
+            ) as stream,
+        ):
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            for index in range(3):
+                post_frame(client, api.url, camera, frames[index % 2], start + index * 0.5)
+            client.put(
+                f"{api.url}/admin/cameras/streamed",
+                json={"behaviors": {"barking": {"enter": 0.9999, "exit": 0.9999}}},
+                headers={"Authorization": "Bearer admin-token"},
+            ).raise_for_status()
+            for index in range(3, 8):
+                post_frame(client, api.url, camera, frames[index % 2], start + index * 0.5)
+            kind = None
+            deadline = time.monotonic() + 20
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    kind = line.removeprefix("event: ")
+                elif line.startswith("data: ") and kind:
+                    seen.append((kind, json.loads(line.removeprefix("data: "))))
+                if any(k == "ended" for k, _ in seen) or time.monotonic() > deadline:
+                    break
+        kinds = [k for k, _ in seen]
+        assert kinds[0] == "started" and kinds[-1] == "ended", seen
+        assert len({event["id"] for _, event in seen}) == 1
+    finally:
+        api.stop()

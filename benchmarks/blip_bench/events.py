@@ -44,6 +44,8 @@ from blip_bench.postgres import postgres_server
 from blip_bench.receiver import Receiver
 from blip_bench.stack import ADMIN, AUTH, ApiProcess, write_api_config
 from blip_bench.workspace import prepare
+from blip_events import gate
+from blip_events.settings import GateSettings
 from blip_serving.triton.process import TritonServer
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -142,6 +144,45 @@ def gate_section(api: ApiProcess, server: TritonServer, clips: list[Clip], camer
         )
         if clip.name == "static-noise":
             rows[-1]["inferences_per_max_age"] = round(inferred / cameras / (clip.times[-1] / 10.0), 2)
+    return rows
+
+
+def gate_sweep(
+    clips: list[Clip], fractions: tuple[float, ...] = (0.005, 0.01, 0.02, 0.03), deltas: tuple[int, ...] = (15, 20, 30)
+) -> list[dict]:
+    """The gate alone (no model: scores far from any threshold) over every clip, for each changed share and pixel
+    delta: the inferred share per clip and the frames from each labelled change to its inference. What the defaults
+    were chosen from."""
+    thumbs = {
+        clip.name: [gate.thumbnail(frame, GateSettings().thumbnail_height) for frame in clip.frames] for clip in clips
+    }
+    rows = []
+    for fraction in fractions:
+        for delta in deltas:
+            settings = GateSettings(changed_fraction=fraction, pixel_delta=delta)
+            row: dict[str, Any] = {"changed_fraction": fraction, "pixel_delta": delta}
+            for clip in clips:
+                last, last_at, inferred, decisions = None, None, [], []
+                for at, thumb in zip(clip.times, thumbs[clip.name]):
+                    change = None if last is None else gate.changed_fraction(last, thumb, delta)
+                    recent = sum(1 for t in inferred if at - t < 60)
+                    decision = gate.decide(
+                        settings,
+                        at=at,
+                        last_inferred_at=last_at,
+                        inferred_last_minute=recent,
+                        change=change,
+                        uncertain=False,
+                    )
+                    decisions.append({"gated": not decision.infer})
+                    if decision.infer:
+                        last, last_at = thumb, at
+                        inferred.append(at)
+                row[clip.name] = {
+                    "inferred": round(len(inferred) / len(clip.frames), 3),
+                    "late": late_frames(clip, decisions),
+                }
+            rows.append(row)
     return rows
 
 
@@ -307,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"machine": machine(), "model": "random-tiny (the API tier and the store are measured)"}
     results["alert_quality"] = score_corpus.judge(cameras=args.corpus_cameras)
     print("alert quality:", json.dumps(results["alert_quality"]), flush=True)
+    results["gate_sweep"] = gate_sweep(made_clips() + shared_clips())
+    for row in results["gate_sweep"]:
+        print("gate sweep:", json.dumps(row), flush=True)
     workspace = prepare("random-tiny", "cpu", root=args.workspace)
     server = TritonServer(workspace.repository, "cpu", layout="colocated")
     server.start()

@@ -99,17 +99,8 @@ class CameraService:
         lock = self._lock(camera_id)
         async with lock:
             with self.store.frame(camera_id) as txn:
-                started = time.perf_counter()
-                row = await asyncio.to_thread(txn.load)
-                store_s = time.perf_counter() - started
-                if row is None:
-                    raise FrameRefused(404, f"no camera {camera_id!r}")
-                settings = self.defaults.resolve(CameraPatch.model_validate(row.settings))
-                state = CameraState.model_validate(row.state)
-                try:  # before anything else: a late frame that is no image is refused too
-                    thumb = await asyncio.to_thread(gate.thumbnail, image, settings.gate.thumbnail_height)
-                except gate.BadFrame as error:
-                    raise FrameRefused(400, str(error)) from None
+                # One worker-thread hop: the camera's row (locked on PostgreSQL), then the frame's thumbnail.
+                row, settings, state, thumb, store_s = await asyncio.to_thread(self._read, txn, camera_id, image)
                 if self._late(state, at):
                     self.metrics.frames.labels("late", "late").inc()
                     return self._outcome(camera_id, at, settings, state, None, "late", [], late=True)
@@ -129,6 +120,22 @@ class CameraService:
                 if change.kind != "updated":
                     self.metrics.events.labels(change.event.behavior, change.kind).inc()
             return self._outcome(camera_id, at, settings, state, scored, decision.reason, changes)
+
+    def _read(
+        self, txn: FrameTransaction, camera_id: str, image: bytes
+    ) -> tuple[Camera, CameraSettings, CameraState, gate.Thumbnail, float]:
+        started = time.perf_counter()
+        row = txn.load()
+        store_s = time.perf_counter() - started
+        if row is None:
+            raise FrameRefused(404, f"no camera {camera_id!r}")
+        settings = self.defaults.resolve(CameraPatch.model_validate(row.settings))
+        state = CameraState.model_validate(row.state)
+        try:  # before anything else: a late frame that is no image is refused too
+            thumb = gate.thumbnail(image, settings.gate.thumbnail_height)
+        except gate.BadFrame as error:
+            raise FrameRefused(400, str(error)) from None
+        return row, settings, state, thumb, store_s
 
     def _late(self, state: CameraState, at: float) -> bool:
         """True for a late frame within the tolerance; 409 beyond it; False for a frame in order."""

@@ -401,6 +401,9 @@ class FrameTransaction:
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    # WAL with NORMAL: a commit survives the process being killed (SIGKILL, OOM), not a power cut of the host; no
+    # fsync per frame. Several replicas and host failures are PostgreSQL's job.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()

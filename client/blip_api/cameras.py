@@ -31,10 +31,18 @@ CAMERA_ID = re.compile(CAMERA_ID_PATTERN)
 STREAM_POLL_S = 0.5
 STREAM_HEARTBEAT_S = 15.0
 CAMERA_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "malformed camera id, bad image or captured_at"},
+    400: {"description": "malformed camera id, cursor, image or captured_at"},
     401: {"description": "missing or wrong bearer token"},
     403: {"description": "the token is another camera's"},
     404: {"description": "no such camera or event"},
+    422: {"description": "a query parameter of the wrong type or range"},
+}
+ADMIN_CAMERA_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "malformed camera id, a bad setting or a refused webhook URL"},
+    401: {"description": "missing or wrong admin bearer token"},
+    403: {"description": "the admin API is disabled: no admin token is configured"},
+    404: {"description": "no such camera"},
+    422: {"description": "the body is not a camera's settings (an unknown key, a wrong type)"},
 }
 
 
@@ -105,7 +113,7 @@ def _camera_body(svc: CameraService, camera_id: str, patch: CameraPatch, credent
 @cameras.put(
     "/admin/cameras/{camera_id}",
     dependencies=[Depends(admin)],
-    responses={400: {"description": "a bad setting or webhook URL"}, 201: {"description": "created, with credentials"}},
+    responses=ADMIN_CAMERA_RESPONSES | {201: {"description": "created, with the token and webhook secret, once"}},
 )
 async def put_camera(camera_id: str, patch: CameraPatch, state: State, rotate_token: bool = False) -> JSONResponse:
     """Create a camera (every setting optional: ``{}`` takes the defaults) or change the settings it names. The
@@ -118,7 +126,7 @@ async def put_camera(camera_id: str, patch: CameraPatch, state: State, rotate_to
     return JSONResponse(_camera_body(svc, camera_id, record.patch, credentials), status_code=201 if created else 200)
 
 
-@cameras.get("/admin/cameras/{camera_id}", dependencies=[Depends(admin)], responses={404: {"description": "no camera"}})
+@cameras.get("/admin/cameras/{camera_id}", dependencies=[Depends(admin)], responses=ADMIN_CAMERA_RESPONSES)
 async def get_camera(camera_id: str, state: State) -> dict[str, Any]:
     """The camera's whole settings, defaults filled in; never its credentials."""
     svc = service(state)
@@ -129,7 +137,11 @@ async def get_camera(camera_id: str, state: State) -> dict[str, Any]:
 
 
 @cameras.delete(
-    "/admin/cameras/{camera_id}", dependencies=[Depends(admin)], responses={404: {"description": "no camera"}}
+    "/admin/cameras/{camera_id}",
+    dependencies=[Depends(admin)],
+    status_code=204,
+    response_class=Response,
+    responses=ADMIN_CAMERA_RESPONSES,
 )
 async def delete_camera(camera_id: str, state: State) -> Response:
     """The camera, its events and its pending notifications."""
@@ -138,7 +150,7 @@ async def delete_camera(camera_id: str, state: State) -> Response:
     return Response(status_code=204)
 
 
-@cameras.get("/admin/deliveries", dependencies=[Depends(admin)])
+@cameras.get("/admin/deliveries", dependencies=[Depends(admin)], responses=ADMIN_CAMERA_RESPONSES)
 async def deliveries(
     state: State,
     delivery_state: Annotated[Literal["pending", "sent", "dead"], Query(alias="state")] = "dead",
@@ -156,7 +168,13 @@ async def deliveries(
     response_model=FrameOutcome,
     dependencies=[Depends(camera_only)],
     responses=CAMERA_RESPONSES
-    | {409: {"description": "a frame older than the late tolerance"}, 503: {"description": "no fleet could answer"}},
+    | {
+        409: {"description": "a frame older than the late tolerance"},
+        413: {"description": "body over the size limit"},
+        415: {"description": "unsupported Content-Type"},
+        431: {"description": "too many or too large request headers"},
+        503: {"description": "no fleet could answer"},
+    },
 )
 async def camera_frame(camera_id: str, request: Request, state: State) -> FrameOutcome:
     """One frame of this camera: the gate, the fleet where the frame changed or the answer is in doubt, the

@@ -14,7 +14,12 @@ class EventMetrics:
         self.events = Counter(
             "blip_events", "Behaviour events started, reopened and ended", ["behavior", "transition"], registry=r
         )
-        self.deliveries = Counter("blip_deliveries", "Webhook delivery attempts by result", ["result"], registry=r)
+        self.deliveries = Counter(
+            "blip_deliveries",
+            "Webhook delivery attempts: sent, failed; each failure then retried or dead",
+            ["result"],
+            registry=r,
+        )
         self.outbox_age = Gauge(
             "blip_outbox_oldest_pending_seconds", "Age of the oldest undelivered notification", registry=r
         )

@@ -104,6 +104,7 @@ class DeliveryWorker:
             await asyncio.to_thread(self.store.delivered, item.id, now)
             return
         dead = now - item.created_at >= self.webhooks.give_up_after_s or item.url is None
+        self.metrics.deliveries.labels("failed").inc()  # every failed attempt; then retried or dead
         self.metrics.deliveries.labels("dead" if dead else "retried").inc()
         log.warning(
             "delivery %s (%s, attempt %d) failed: %s%s",

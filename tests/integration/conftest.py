@@ -26,3 +26,12 @@ def triton(tiny_build, request):
 def client(triton):
     with BlipVqaClient(triton.http_url) as http_client:
         yield http_client
+
+
+@pytest.fixture(scope="module")
+def colocated_fleet(tiny_build):
+    """One tritonserver in the colocated layout, for a module that starts its own API tier processes."""
+    server = TritonServer(tiny_build.repository, "cpu", layout="colocated")
+    server.start()
+    yield server
+    server.stop()

@@ -13,15 +13,11 @@ import pytest
 from blip_bench.clips import object_enters, static_noise
 from blip_bench.events import QUIET_ROUTER, add_camera, durability, gate_section, post_frame
 from blip_bench.stack import ApiProcess, write_api_config
-from blip_serving.triton.process import TritonServer
 
 
 @pytest.fixture(scope="module")
-def fleet(tiny_build):
-    server = TritonServer(tiny_build.repository, "cpu", layout="colocated")
-    server.start()
-    yield server
-    server.stop()
+def fleet(colocated_fleet):
+    return colocated_fleet
 
 
 def test_no_started_or_ended_is_lost_when_the_api_is_killed_and_the_receiver_fails_half(fleet, tmp_path) -> None:

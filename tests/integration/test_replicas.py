@@ -15,18 +15,14 @@ from sqlalchemy import create_engine, text
 
 from blip_bench.clips import static_noise
 from blip_bench.stack import ADMIN, ApiProcess, write_api_config
-from blip_serving.triton.process import TritonServer
 
 CAMERAS = 16
 FRAMES = 8
 
 
 @pytest.fixture(scope="module")
-def fleet(tiny_build):
-    server = TritonServer(tiny_build.repository, "cpu", layout="colocated")
-    server.start()
-    yield server
-    server.stop()
+def fleet(colocated_fleet):
+    return colocated_fleet
 
 
 def rfc3339(at: float) -> str:

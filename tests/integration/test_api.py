@@ -12,8 +12,10 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import yaml
@@ -33,6 +35,8 @@ TOKEN, ADMIN_TOKEN = "camera-token", "admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LIMIT = 150_000  # bytes: noise_large.jpg (about 200 kB) is over it, photo.jpg under
 PHOTO = next(p for p in VALID_IMAGES if p.name == "photo.jpg")
+# The apps here serve no camera, but each opens the event store: in a temporary folder, never in the checkout.
+EVENT_STORE = f"sqlite:///{Path(tempfile.mkdtemp(prefix='blip-test-events-')) / 'events.sqlite3'}"
 
 
 def settings_for(urls: dict[str, str]) -> ApiSettings:
@@ -42,7 +46,7 @@ def settings_for(urls: dict[str, str]) -> ApiSettings:
             "backends": {name: {"url": url} for name, url in urls.items()},
             "api": {"max_image_bytes": LIMIT, "max_questions": 4},
         },
-        env={"BLIP_API_TOKEN": TOKEN, "BLIP_API_ADMIN_TOKEN": ADMIN_TOKEN},
+        env={"BLIP_API_TOKEN": TOKEN, "BLIP_API_ADMIN_TOKEN": ADMIN_TOKEN, "BLIP_DB_URL": EVENT_STORE},
     )
 
 

@@ -80,6 +80,7 @@ def test_admin_reload_refuses_an_unknown_key_and_keeps_the_running_config(tmp_pa
     path.write_text(good)
     monkeypatch.setenv("BLIP_API_TOKEN", "t")  # a reload reads the tokens from the environment again
     monkeypatch.setenv("BLIP_API_ADMIN_TOKEN", "admin")
+    monkeypatch.setenv("BLIP_DB_URL", f"sqlite:///{tmp_path / 'events.sqlite3'}")
     app = create_app(ApiSettings.load(path))
     admin = {"Authorization": "Bearer admin"}
     with TestClient(app) as client:

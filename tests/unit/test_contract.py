@@ -32,8 +32,9 @@ class FixedScores:
         self.closed = True
 
 
-def test_the_frames_route_alerts_on_a_score_equal_to_the_threshold() -> None:
-    settings = ApiSettings.from_dict({"backends": {"a": {"url": "fleet:1"}}}, env={}, insecure_dev=True)
+def test_the_frames_route_alerts_on_a_score_equal_to_the_threshold(tmp_path) -> None:
+    env = {"BLIP_DB_URL": f"sqlite:///{tmp_path / 'events.sqlite3'}"}
+    settings = ApiSettings.from_dict({"backends": {"a": {"url": "fleet:1"}}}, env=env, insecure_dev=True)
     app = create_app(settings, router=Router(settings.router, connect=FixedScores))
     with TestClient(app) as client:
         response = client.post(

@@ -240,7 +240,15 @@ def test_the_adapter_rule_makes_the_metric_the_hpas_ask_for() -> None:
 def test_the_api_tier_reads_tokens_from_a_secret_and_no_manifest_holds_one() -> None:
     main = container("api")
     secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in main["env"] if "valueFrom" in e}
-    assert secrets == {"BLIP_API_TOKEN": "blip-api-tokens", "BLIP_API_ADMIN_TOKEN": "blip-api-tokens"}
+    assert secrets == {
+        "BLIP_API_TOKEN": "blip-api-tokens",
+        "BLIP_API_ADMIN_TOKEN": "blip-api-tokens",
+        # The replicas share one PostgreSQL: its URL (with its password) and the token-hash key are secrets too.
+        "BLIP_DB_URL": "blip-api-db",
+        "BLIP_TOKEN_HASH_KEY": "blip-api-db",
+    }
+    db_url = next(e for e in main["env"] if e["name"] == "BLIP_DB_URL")
+    assert not db_url["valueFrom"]["secretKeyRef"].get("optional"), "required: no replica falls back on SQLite"
     assert not any("value" in e for e in main["env"] if e["name"].endswith("TOKEN"))
     (hpa,) = objects("api", "HorizontalPodAutoscaler")
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"

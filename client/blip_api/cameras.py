@@ -228,7 +228,7 @@ async def list_events(
         store.list_events, camera_id, since=since_at, behavior=behavior, limit=limit, cursor=_cursor(cursor)
     )
     return {
-        "events": [event.model_dump(exclude={"camera_id"}) | {"camera_id": camera_id} for event in found],
+        "events": [event.model_dump() for event in found],
         "next_cursor": None if following is None else f"{following[0]!r}_{following[1]}",
     }
 

@@ -7,9 +7,9 @@ laid over the defaults at each frame, so that a changed default reaches every ca
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, create_model, model_validator
 
 from blip_contract.records import NonNegativeNumber, PositiveInteger, PositiveNumber, Probability, Strict
 
@@ -68,21 +68,18 @@ class ThresholdsPatch(Strict):
     exit: Probability | None = None
 
 
-class GatePatch(Strict):
-    changed_fraction: Probability | None = None
-    pixel_delta: PositiveInteger | None = Field(None, le=255)
-    max_age_s: PositiveNumber | None = None
-    uncertainty: NonNegativeNumber | None = Field(None, le=0.5)
-    budget_per_minute: PositiveInteger | None = None
-    rebaseline_fraction: Probability | None = None
-    thumbnail_height: PositiveInteger | None = Field(None, le=480)
+def _patch_of(model: type[Strict], name: str) -> type[Strict]:
+    """``model`` with every field optional (None: not set) and its constraints kept: a PUT body's section, whose
+    rules are the defaults' own, written once."""
+    fields: dict[str, Any] = {
+        field_name: (Annotated[field.annotation, *field.metadata] | None, None)
+        for field_name, field in model.model_fields.items()
+    }
+    return create_model(name, __base__=Strict, __doc__=f"{model.__name__}, every key optional.", **fields)
 
 
-class EventsPatch(Strict):
-    smoothing: PositiveInteger | None = Field(None, le=30)
-    min_frames: PositiveInteger | None = None
-    cutoff_s: PositiveNumber | None = None
-    cooldown_s: NonNegativeNumber | None = None
+GatePatch = _patch_of(GateSettings, "GatePatch")
+EventsPatch = _patch_of(EventSettings, "EventsPatch")
 
 
 class CameraPatch(Strict):

@@ -40,7 +40,7 @@ from blip_serving.layouts import LAYOUT_NAMES
 from blip_serving.spec import PUBLIC_MODEL
 from blip_serving.stub.images import decode_image
 from blip_serving.stub.models import PreparedFrame, ServingOptions, load_pipeline
-from blip_serving.triton.process import TritonServer, stub_instance
+from blip_serving.triton.process import STUB_PROGRAM, TritonServer, stub_instance
 
 HOST_MODEL = "random-host"
 # Open questions besides the behaviour ones: their answers are longer, so agreement is tested beyond yes/no.
@@ -58,9 +58,10 @@ def tree_cpu_seconds(pid: int) -> dict[str, float]:
                 args, times = process.cmdline(), process.cpu_times()
         except psutil.Error:
             continue
-        role = TRITONSERVER
-        if args and "triton_python_backend_stub" in args[0]:
-            role = model_of(stub_instance(args))
+        instance = stub_instance(args)
+        if instance is None and args and STUB_PROGRAM in args[0]:
+            continue  # a stub starting or exiting: its instance is not known yet, and its CPU is not tritonserver's
+        role = TRITONSERVER if instance is None else model_of(instance)
         totals[role] = totals.get(role, 0.0) + times.user + times.system
     return totals
 

@@ -27,7 +27,6 @@ from blip_serving.triton.process import free_port, stub_instance
 
 TOKEN, ADMIN_TOKEN = "camera-token", "admin-token"
 AUTH, ADMIN = {"Authorization": f"Bearer {TOKEN}"}, {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-STUB = "triton_python_backend_stub"
 
 
 def _stop(process: subprocess.Popen, timeout_s: float) -> None:
@@ -180,8 +179,8 @@ class Fleet:
                     args = child.cmdline()
                     if args and args[0].endswith("tritonserver"):
                         roles["tritonserver"] = child
-                    elif args and STUB in args[0]:
-                        roles[f"stub:{stub_instance(args)}"] = child
+                    elif (instance := stub_instance(args)) is not None:
+                        roles[f"stub:{instance}"] = child
         return roles
 
     def kill_stub(self, instance: str) -> int:

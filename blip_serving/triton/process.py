@@ -38,10 +38,19 @@ log = logging.getLogger(__name__)
 triton_log = logging.getLogger("tritonserver")
 
 
-def stub_instance(args: list[str]) -> str:
+STUB_PROGRAM = "triton_python_backend_stub"
+
+
+def stub_instance(args: list[str]) -> str | None:
     """The model instance a Python-backend stub serves (``text_decoder_0_0``), from its command line, which ends
-    ``... <shm size> <instance name> <kind>`` (a trailing empty field from /proc's NUL separators aside)."""
+    ``... <shm size> <instance name> <kind>`` (a trailing empty field from /proc's NUL separators aside).
+
+    None for any other process, and for a stub whose command line is not whole: /proc shows a process that is
+    still being started, or is exiting, with its program alone, and a sampler that lists the tree then must skip
+    it rather than fail (the soak's sampler once read ``[stub]`` mid-restart)."""
     fields = [arg for arg in args if arg]
+    if len(fields) < 4 or STUB_PROGRAM not in fields[0]:
+        return None
     return fields[-2]
 
 
@@ -254,8 +263,9 @@ class TritonServer:
                 args = child.cmdline()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            if args and "triton_python_backend_stub" in args[0]:
-                stubs[stub_instance(args)] = (child.pid, args)
+            instance = stub_instance(args)
+            if instance is not None:
+                stubs[instance] = (child.pid, args)
         return stubs
 
     def kill(self) -> None:

@@ -1,11 +1,12 @@
 """Exceptions that cross the boundary between a request and the server.
 
-A request that is wrong gets ``InvalidInputError`` (a 400 at the client); anything else is a server fault (500).
+A request that is wrong gets ``InvalidInputError`` (a 400 at the client; the contract's, so that the API tier and
+the stubs raise one type for one fault); anything else is a server fault (500).
 """
 
+from blip_contract.errors import InvalidInputError
 
-class InvalidInputError(ValueError):
-    """The request itself is wrong: the message names what, and the client gets INVALID_ARG (HTTP 400)."""
+__all__ = ["ArtifactError", "InvalidInputError", "TargetUnavailableError", "TritonProcessError"]
 
 
 class ArtifactError(RuntimeError):

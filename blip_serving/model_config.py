@@ -16,16 +16,10 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
+from blip_contract.pixels import PIXEL_MODEL, PIXEL_SETTINGS
 from blip_serving.deployment import Deployment
 from blip_serving.layouts import Layout, layout_of
-from blip_serving.spec import (
-    IMAGE_ENCODER,
-    PUBLIC_MODEL,
-    TEXT_DECODER,
-    TEXT_ENCODER,
-    BlipSpec,
-    TensorSpec,
-)
+from blip_serving.spec import BlipSpec, TensorSpec
 from blip_serving.stub_parameters import StubParameters
 from blip_serving.targets import get_target
 
@@ -41,6 +35,8 @@ def _add_tensors(container, tensors: tuple[TensorSpec, ...], ragged: bool = Fals
         entry.name = tensor.name
         entry.data_type = pb.DataType.Value(tensor.triton_dtype)
         entry.dims.extend(tensor.dims)
+        if tensor.optional:  # inputs only: an output has no such field
+            entry.optional = True
         if ragged and -1 in tensor.dims:
             entry.allow_ragged_batch = True
 
@@ -88,20 +84,31 @@ def python_model_config(
     return config
 
 
-def ensemble_config(spec: BlipSpec) -> pb.ModelConfig:
-    """``blip_vqa``: IMAGE + QUESTIONS -> ANSWERS through the three steps; the image is encoded once."""
-    config = pb.ModelConfig(name=PUBLIC_MODEL, platform="ensemble", max_batch_size=spec.max_frames)
-    _add_tensors(config.input, spec.ensemble_inputs)
+def ensemble_config(spec: BlipSpec, name: str, steps: tuple[str, ...], fast_resize: bool = False) -> pb.ModelConfig:
+    """A public model as Triton's ensemble of ``steps``: ``blip_vqa`` (IMAGE + QUESTIONS) or ``blip_vqa_pixels``
+    (PIXELS + QUESTIONS), with the same outputs. A step's input is fed by the ensemble's input or an earlier step's
+    output of its name; an optional one nothing feeds is left out (the other form of the frame). The pixel model
+    carries the fleet's ``PixelSettings``, which the API tier reads at connect."""
+    config = pb.ModelConfig(name=name, platform="ensemble", max_batch_size=spec.max_frames)
+    inputs = spec.public_inputs(name)
+    _add_tensors(config.input, inputs)
     _add_tensors(config.output, spec.ensemble_outputs)
-    for component in (IMAGE_ENCODER, TEXT_ENCODER, TEXT_DECODER):
-        component_spec = spec.components[component]
+    fed = {tensor.name for tensor in inputs}
+    for model in steps:
+        step_inputs, step_outputs = spec.model_tensors(model)
         step = config.ensemble_scheduling.step.add()
-        step.model_name = component
+        step.model_name = model
         step.model_version = -1
-        for tensor in component_spec.inputs:
-            step.input_map[tensor.name] = tensor.name
-        for tensor in component_spec.outputs:
+        for tensor in step_inputs:
+            if tensor.name in fed:
+                step.input_map[tensor.name] = tensor.name
+            elif not tensor.optional:
+                raise ValueError(f"{name}: nothing feeds {model}'s input {tensor.name}")
+        for tensor in step_outputs:
             step.output_map[tensor.name] = tensor.name
+            fed.add(tensor.name)
+    if name == PIXEL_MODEL:
+        config.parameters[PIXEL_SETTINGS].string_value = spec.pixel_settings(fast_resize).to_parameter()
     return config
 
 
@@ -126,8 +133,8 @@ class TargetConfigs:
     def python_model(self, name: str) -> pb.ModelConfig:
         return python_model_config(self.spec, name, self.target, self.artifact_dir, self.deployment, self.layout)
 
-    def ensemble(self) -> pb.ModelConfig:
-        return ensemble_config(self.spec)
+    def ensemble(self, name: str, steps: tuple[str, ...]) -> pb.ModelConfig:
+        return ensemble_config(self.spec, name, steps, self.deployment.fast_resize)
 
 
 def repository_configs(
@@ -155,6 +162,7 @@ def write_repository_configs(
     for name, config in configs.items():
         path = repository / name / CONFIGS_DIR / f"{config_name}.pbtxt"
         path.parent.mkdir(parents=True, exist_ok=True)
+        (repository / name / "1").mkdir(exist_ok=True)  # an ensemble's version folder holds nothing, but must exist
         path.write_text(render(config))
         written.append(path)
     return written

@@ -33,11 +33,14 @@ from blip_contract import (
     SCORES_ONLY,
     TensorSpec,
 )
+from blip_contract.pixels import PIXEL_MODEL, PIXELS, PixelSettings, pixel_inputs
 
 # The wire names above are re-exported: serving code reads everything from the spec, callers from blip_contract.
 __all__ = [
     "ANSWERS",
     "IMAGE",
+    "PIXELS",
+    "PIXEL_MODEL",
     "PUBLIC_MODEL",
     "QUESTIONS",
     "SCORES",
@@ -128,6 +131,10 @@ class BlipSpec:
     pixel_rescale: float = 1 / 255
     pixel_mean: tuple[float, ...] = (0.48145466, 0.4578275, 0.40821073)
     pixel_std: tuple[float, ...] = (0.26862954, 0.26130258, 0.27577711)
+    # The processor's resize (Pillow's filter number; 3 is bicubic) and its transparency-onto-white step, which a
+    # stub and the API tier both apply before the artifact (``PixelSettings``).
+    pixel_resample: int = 3
+    pixel_convert_rgb: bool = True
     components: dict[str, ComponentSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -164,9 +171,11 @@ class BlipSpec:
         question_batch_buckets: tuple[int, ...] = DEFAULT_QUESTION_BATCH_BUCKETS,
         max_questions: int = DEFAULT_MAX_QUESTIONS,
         pixel_normalization: tuple[float, tuple[float, ...], tuple[float, ...]] | None = None,
+        pixel_resize: tuple[int, bool] | None = None,
     ) -> BlipSpec:
         """Read the shapes from a ``BlipConfig``, the decoder's generation length and the yes/no token ids;
-        ``pixel_normalization`` is the image processor's (rescale, mean, std)."""
+        ``pixel_normalization`` is the image processor's (rescale, mean, std), ``pixel_resize`` its (filter,
+        convert to RGB)."""
         vision, text = config.vision_config, config.text_config
         height, width = _pair(vision.image_size)
         patch_h, patch_w = _pair(vision.patch_size)
@@ -197,6 +206,7 @@ class BlipSpec:
                 if pixel_normalization
                 else {}
             ),
+            **(dict(zip(("pixel_resample", "pixel_convert_rgb"), pixel_resize)) if pixel_resize else {}),
         )
 
     @classmethod
@@ -236,11 +246,46 @@ class BlipSpec:
         return self.image_batch_buckets[-1]
 
     def model_tensors(self, name: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-        """(inputs, outputs) of a served model: a component, or ``blip_vqa`` (the wire contract)."""
+        """(inputs, outputs) of a Python-backend model: a component, or colocated ``blip_vqa``, which takes either
+        form of the frame (its ``blip_vqa_pixels`` ensemble sends PIXELS, callers of ``blip_vqa`` IMAGE)."""
         if name == PUBLIC_MODEL:
-            return self.ensemble_inputs, self.ensemble_outputs
+            return (*self.frame_inputs, PUBLIC_INPUTS[1]), self.ensemble_outputs
         component = self.components[name]
         return component.inputs, component.outputs
+
+    def public_inputs(self, name: str) -> tuple[TensorSpec, ...]:
+        """The inputs of a public model (an ensemble: none optional): ``blip_vqa`` or ``blip_vqa_pixels``."""
+        if name == PIXEL_MODEL:
+            return pixel_inputs(self.pixel_shape)
+        if name == PUBLIC_MODEL:
+            return PUBLIC_INPUTS
+        raise KeyError(f"{name} is not a public model")
+
+    @property
+    def frame_inputs(self) -> tuple[TensorSpec, ...]:
+        """The two forms of a frame a Python-backend model takes, exactly one per request: IMAGE or PIXELS."""
+        image = PUBLIC_INPUTS[0]
+        pixels = pixel_inputs(self.pixel_shape)[0]
+        return (
+            TensorSpec(image.name, image.dtype, image.dims, optional=True),
+            TensorSpec(pixels.name, pixels.dtype, pixels.dims, optional=True),
+        )
+
+    @property
+    def pixel_shape(self) -> tuple[int, int, int]:
+        return (self.image_height, self.image_width, self.num_channels)
+
+    def pixel_settings(self, fast: bool = False) -> PixelSettings:
+        """How a frame becomes this model's pixels: what a fleet's ``blip_vqa_pixels`` config tells the API tier."""
+        return PixelSettings(
+            height=self.image_height,
+            width=self.image_width,
+            resample=self.pixel_resample,
+            convert_rgb=self.pixel_convert_rgb,
+            fast=fast,
+            max_image_bytes=self.max_image_bytes,
+            max_image_pixels=self.max_image_pixels,
+        )
 
     @property
     def ensemble_inputs(self) -> tuple[TensorSpec, ...]:
@@ -251,7 +296,7 @@ class BlipSpec:
         return PUBLIC_OUTPUTS
 
     def _build_components(self) -> dict[str, ComponentSpec]:
-        image, questions = self.ensemble_inputs
+        questions = self.ensemble_inputs[1]
         answers, scores = self.ensemble_outputs
         c, h, w = self.num_channels, self.image_height, self.image_width
         p, dv, dt = self.image_tokens, self.vision_hidden_size, self.text_hidden_size
@@ -270,7 +315,7 @@ class BlipSpec:
         return {
             IMAGE_ENCODER: ComponentSpec(
                 name=IMAGE_ENCODER,
-                inputs=(image,),
+                inputs=self.frame_inputs,
                 outputs=(image_embeds,),
                 # uint8 pixels, channels last as decoded: the artifact rescales and normalizes them in its graph.
                 traced_inputs=(TensorSpec("pixels", "UINT8", (-1, h, w, c), (BATCH, None, None, None)),),

@@ -34,7 +34,8 @@ MODULES = (
     "blip_serving/layouts/base.py",
     "blip_serving/layouts/ensemble.py",
     "blip_serving/manifest.py",
-    "blip_serving/stub/images.py",
+    "blip_images/decode.py",
+    "blip_images/resize.py",
     "blip_serving/stub/questions.py",
 )
 # The unit tests that reach those modules (the others read files beside the repository root, which the mutants'
@@ -53,7 +54,7 @@ TESTS = (
     "test_preprocessing.py",
 )  # not test_fuzz_inputs.py: its oracle is "a named refusal", and 400 examples per mutant would double the run
 # Package name -> where it lives in the repository; mutmut wants each at the top of its folder.
-PACKAGES = {"blip_client": "client/blip_client", "blip_serving": "blip_serving"}
+PACKAGES = {"blip_client": "client/blip_client", "blip_serving": "blip_serving", "blip_images": "contract/blip_images"}
 # What the mutated modules and the tests read relative to the package folder (prices, perf results, the sample).
 DATA = ("deploy", "benchmarks", "client")
 KILLED = {"killed", "timeout", "segfault"}  # a mutant that hangs or crashes the tests is noticed too

@@ -84,21 +84,21 @@ BUGS = (
     ),
     Bug(
         "JPEG walk skips junk between segments",
-        "blip_serving/stub/images.py",
+        "contract/blip_images/decode.py",
         "        if data[position] != 0xFF:\n",
         '        if data[position] != 0xFF and data.find(b"\\xff", position) == -1:\n',
     ),
     Bug(
         "pixel cap refuses the limit itself",
-        "blip_serving/stub/images.py",
+        "contract/blip_images/decode.py",
         "width * height > max_pixels",
         "width * height >= max_pixels",
     ),
     Bug(
         "byte cap refuses the limit itself",
-        "blip_serving/stub/images.py",
-        "len(data) > max_bytes",
-        "len(data) >= max_bytes",
+        "contract/blip_images/decode.py",
+        "size > max_bytes",
+        "size >= max_bytes",
     ),
     Bug(
         "question count refuses the limit",

@@ -46,6 +46,7 @@ from blip_bench.stack import ADMIN, AUTH, ApiProcess, write_api_config
 from blip_bench.workspace import prepare
 from blip_events import gate
 from blip_events.settings import GateSettings
+from blip_images.frame import Frame
 from blip_serving.triton.process import TritonServer
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -154,7 +155,10 @@ def gate_sweep(
     delta: the inferred share per clip and the frames from each labelled change to its inference. What the defaults
     were chosen from."""
     thumbs = {
-        clip.name: [gate.thumbnail(frame, GateSettings().thumbnail_height) for frame in clip.frames] for clip in clips
+        clip.name: [
+            gate.thumbnail(Frame(frame, max_bytes=len(frame)), GateSettings().thumbnail_height) for frame in clip.frames
+        ]
+        for clip in clips
     }
     rows = []
     for fraction in fractions:

@@ -34,11 +34,11 @@ from blip_bench.corpus import CAMERA_SIZES, camera_frame, generated_images
 from blip_bench.frames import BEHAVIOR_QUESTIONS, RESULTS
 from blip_bench.timing import concurrent
 from blip_bench.workspace import Workspace, prepare
+from blip_images.decode import decode_image
 from blip_serving.deployment import Deployment
 from blip_serving.instance_names import model_of
 from blip_serving.layouts import LAYOUT_NAMES
 from blip_serving.spec import PUBLIC_MODEL
-from blip_serving.stub.images import decode_image
 from blip_serving.stub.models import PreparedFrame, ServingOptions, load_pipeline
 from blip_serving.triton.process import STUB_PROGRAM, TritonServer, stub_instance
 
@@ -161,7 +161,7 @@ class StageClock:
             data = inputs["IMAGE"].reshape(-1)[0]
             image = decode_image(data, max_bytes=spec.max_image_bytes, max_pixels=spec.max_image_pixels)
             self.tick("decode")
-            pixels = pipeline.image_encoder.preprocess(image)
+            pixels = pipeline.image_encoder.resize(image)
             self.tick("resize")
             ids, mask = pipeline.text_encoder.prepare_questions(inputs["QUESTIONS"])
             self.tick("tokenize")

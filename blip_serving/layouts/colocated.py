@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from blip_serving.layouts.base import ConfigBuilder, Context, Layout, Option
-from blip_serving.spec import PUBLIC_MODEL
+from blip_serving.spec import PIXEL_MODEL, PUBLIC_MODEL
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2 as pb
@@ -18,9 +18,12 @@ if TYPE_CHECKING:
 
 class ColocatedLayout(Layout):
     name = "colocated"
-    served_models = (PUBLIC_MODEL,)
+    served_models = (PUBLIC_MODEL, PIXEL_MODEL)
     python_models = (PUBLIC_MODEL,)
-    summary = "blip_vqa is one Python-backend model; each instance runs image encoder, text encoder and decoder"
+    summary = (
+        "blip_vqa is one Python-backend model; each instance runs image encoder, text encoder and decoder "
+        "(blip_vqa_pixels: a one-step ensemble over it)"
+    )
 
     def config_name(self, target: str) -> str:
         return f"{self.name}-{target}"
@@ -39,4 +42,8 @@ class ColocatedLayout(Layout):
         return option
 
     def configs(self, build: ConfigBuilder) -> dict[str, pb.ModelConfig]:
-        return {PUBLIC_MODEL: build.python_model(PUBLIC_MODEL)}
+        # The pixel form: Triton's ensembles take no optional inputs, so one step over blip_vqa sends it PIXELS.
+        return {
+            PUBLIC_MODEL: build.python_model(PUBLIC_MODEL),
+            PIXEL_MODEL: build.ensemble(PIXEL_MODEL, (PUBLIC_MODEL,)),
+        }

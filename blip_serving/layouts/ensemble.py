@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from blip_serving.layouts.base import ConfigBuilder, Context, Layout, Option, balanced_instances
-from blip_serving.spec import COMPONENT_NAMES, PUBLIC_MODEL
+from blip_serving.spec import COMPONENT_NAMES, PIXEL_MODEL, PUBLIC_MODEL
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2 as pb
@@ -13,10 +13,13 @@ if TYPE_CHECKING:
 
 class EnsembleLayout(Layout):
     name = "ensemble"
-    served_models = (PUBLIC_MODEL, *COMPONENT_NAMES)
+    served_models = (PUBLIC_MODEL, PIXEL_MODEL, *COMPONENT_NAMES)
     python_models = COMPONENT_NAMES
     fed_models = COMPONENT_NAMES[1:]
-    summary = "blip_vqa is Triton's ensemble of image_encoder, text_encoder and text_decoder (a stub process each)"
+    summary = (
+        "blip_vqa and blip_vqa_pixels are Triton's ensembles of image_encoder, text_encoder and text_decoder "
+        "(a stub process each)"
+    )
 
     def placement(self, context: Context) -> Option:
         ones = dict.fromkeys(COMPONENT_NAMES, 1)
@@ -42,5 +45,6 @@ class EnsembleLayout(Layout):
 
     def configs(self, build: ConfigBuilder) -> dict[str, pb.ModelConfig]:
         configs = {name: build.python_model(name) for name in self.python_models}
-        configs[PUBLIC_MODEL] = build.ensemble()
+        for public in (PUBLIC_MODEL, PIXEL_MODEL):
+            configs[public] = build.ensemble(public, COMPONENT_NAMES)
         return configs

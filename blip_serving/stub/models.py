@@ -17,6 +17,8 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import torch
 
+from blip_images.decode import decode_image
+from blip_images.resize import Resizer
 from blip_serving.errors import InvalidInputError
 from blip_serving.manifest import Manifest, verify_artifact_files
 from blip_serving.spec import (
@@ -24,6 +26,7 @@ from blip_serving.spec import (
     IMAGE,
     IMAGE_EMBEDS,
     IMAGE_ENCODER,
+    PIXELS,
     PUBLIC_MODEL,
     QUESTION_EMBEDS,
     QUESTION_MASK,
@@ -35,7 +38,6 @@ from blip_serving.spec import (
     BlipSpec,
 )
 from blip_serving.stub.generation import first_step, greedy_decode, yes_probability
-from blip_serving.stub.images import ImagePreprocessor, decode_image
 from blip_serving.stub.questions import CheckpointTokenizer, QuestionTokenizer, decode_questions
 from blip_serving.stub.references import check_reference
 from blip_serving.stub.runners import ImageEncoderRunner, TextDecoderRunner, TextEncoderRunner
@@ -45,7 +47,7 @@ Outputs = dict[str, "np.ndarray | torch.Tensor"]
 Parameters = Mapping[str, Any]
 
 
-_TORCH_DTYPES = {np.float32: torch.float32, np.int64: torch.int64}
+_TORCH_DTYPES = {np.float32: torch.float32, np.int64: torch.int64, np.uint8: torch.uint8}
 
 
 @dataclass(frozen=True)
@@ -148,27 +150,32 @@ class ImageEncoderModel(ComponentModel):
 
     def __init__(self, manifest: Manifest, target: Target, device: str, options: ServingOptions | None = None) -> None:
         super().__init__(manifest, target, device, options)
-        spec = self.spec
-        self.preprocess = ImagePreprocessor.from_directory(
-            manifest.processor_dir, (spec.image_height, spec.image_width, spec.num_channels), self.options.fast_resize
-        )
-        # The JPEG decoder may scale down by 1/2, 1/4 or 1/8 as long as both sides stay at least the input size
-        # (square: an EXIF rotation cannot make a side too short).
-        side = max(spec.image_height, spec.image_width)
-        self.draft = (side, side) if self.options.fast_resize else None
+        self.settings = self.spec.pixel_settings(self.options.fast_resize)
+        self.resize = Resizer(self.settings)
 
     def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> np.ndarray:
-        """IMAGE [1, 1] -> the upright frame resized to the artifact's input, uint8 [H, W, C]."""
-        raw = np.asarray(inputs[IMAGE], dtype=object).reshape(-1)
+        """IMAGE [1, 1] -> the upright frame resized to the artifact's input, uint8 [H, W, C]; or PIXELS
+        [1, H, W, C], resized already by the API tier with this fleet's settings, checked and passed on."""
+        image, pixels = inputs.get(IMAGE), inputs.get(PIXELS)
+        if (image is None) == (pixels is None):
+            raise InvalidInputError(
+                f"send exactly one of {IMAGE} (the encoded frame) and {PIXELS} (uint8 [1, {self.spec.image_height}, "
+                f"{self.spec.image_width}, {self.spec.num_channels}]), got {'both' if image is not None else 'neither'}"
+            )
+        if pixels is not None:
+            return _expect(pixels, PIXELS, (1, *self.settings.shape), np.uint8)[0].cpu().numpy()
+        raw = np.asarray(image, dtype=object).reshape(-1)
         if raw.size != 1:
             raise InvalidInputError(
                 f"IMAGE must hold exactly one encoded image per request (shape [1, 1]), got {raw.size}; the server "
                 "batches concurrent requests itself"
             )
         data = raw[0] if isinstance(raw[0], bytes) else bytes(raw[0])
-        spec = self.spec
-        image = decode_image(data, max_bytes=spec.max_image_bytes, max_pixels=spec.max_image_pixels, draft=self.draft)
-        return self.preprocess(image)
+        settings = self.settings
+        picture = decode_image(
+            data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels, draft=self.resize.draft
+        )
+        return self.resize(picture)
 
     def run(self, items: list[np.ndarray]) -> list[Outputs]:
         # The dynamic batcher hands over several frames: one artifact call, each request gets its own row.
@@ -315,7 +322,7 @@ class PipelineModel:
         self.text_decoder = models[TEXT_DECODER]
 
     def prepare(self, inputs: Mapping[str, Any], parameters: Parameters) -> PreparedFrame:
-        image = self.image_encoder.prepare({IMAGE: inputs[IMAGE]}, parameters)
+        image = self.image_encoder.prepare(inputs, parameters)
         input_ids, attention_mask = self.text_encoder.prepare_questions(inputs[QUESTIONS])
         return PreparedFrame(image, input_ids, attention_mask, scores_only(parameters))
 

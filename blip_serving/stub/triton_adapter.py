@@ -127,6 +127,8 @@ class ServedModel:
         for spec in self.inputs:
             tensor = self.pb_utils.get_input_tensor_by_name(request, spec.name)
             if tensor is None:
+                if spec.optional:
+                    continue  # one of two forms of the frame; the model checks that exactly one came
                 raise InvalidInputError(f"input {spec.name} is missing")
             inputs[spec.name] = tensor.as_numpy() if spec.dtype == "BYTES" else torch.from_dlpack(tensor.to_dlpack())
         return inputs

@@ -12,6 +12,7 @@ import logging
 import shutil
 import string
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -276,3 +277,29 @@ def pixel_normalization(processor: Any, channels: int = 3) -> tuple[float, tuple
     if getattr(settings, "do_normalize", True):
         return rescale, tuple(float(v) for v in settings.image_mean), tuple(float(v) for v in settings.image_std)
     return rescale, (0.0,) * channels, (1.0,) * channels
+
+
+SUPPORTED_IMAGE_PROCESSORS = frozenset({"BlipImageProcessor", "BlipImageProcessorPil"})
+
+
+def pixel_resize(settings: Mapping[str, Any], image_size: int | Sequence[int]) -> tuple[int, bool]:
+    """The image processor's (Pillow filter, convert to RGB) from its saved settings (``image_processor.to_dict()``),
+    the steps a stub and the API tier run before the artifact; a processor whose steps they do not run (another
+    kind, a center crop, padding, no resize, another size than the model's ``image_size``) is
+    refused here, at build, in one line."""
+    input_size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(v) for v in image_size)
+    kind = settings.get("image_processor_type", "BlipImageProcessor")
+    if kind not in SUPPORTED_IMAGE_PROCESSORS:
+        raise ValueError(
+            f"image processor {kind} is not supported; expected one of {sorted(SUPPORTED_IMAGE_PROCESSORS)}"
+        )
+    if settings.get("do_center_crop") or settings.get("do_pad"):
+        raise ValueError("image processor settings ask for center crop or padding, which BLIP does not use")
+    if not settings.get("do_resize", True):
+        raise ValueError("image processor settings turn the resize off; the image encoder takes one input size")
+    size = settings.get("size") or {}
+    if (size.get("height"), size.get("width")) != input_size:
+        raise ValueError(f"image processor resizes to {size}, the vision model takes {input_size[0]}x{input_size[1]}")
+    resample = settings.get("resample", 3)
+    resample = int(getattr(resample, "value", resample))  # an Image.Resampling member or its number
+    return resample, bool(settings.get("do_convert_rgb", True))

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from blip_build.artifacts import Progress, build_target, resolve_max_length, yes_no_token_ids
-from blip_build.checkpoints import RANDOM_MODELS, load_checkpoint, pixel_normalization
+from blip_build.checkpoints import RANDOM_MODELS, load_checkpoint, pixel_normalization, pixel_resize
 from blip_serving.deployment import Deployment
 from blip_serving.layouts import LAYOUT_NAMES
 from blip_serving.manifest import Manifest
@@ -81,6 +81,9 @@ def build(
         max_questions=max_questions,
         pixel_normalization=pixel_normalization(
             checkpoint.processor, getattr(checkpoint.model.config.vision_config, "num_channels", 3)
+        ),
+        pixel_resize=pixel_resize(
+            checkpoint.processor.image_processor.to_dict(), checkpoint.model.config.vision_config.image_size
         ),
     )
     progress(

@@ -18,13 +18,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from blip_api.errors import ApiError
-from blip_api.frames import read_frame
+from blip_api.frames import ask_fleet, frame_of, read_frame
 from blip_api.security import admin, bearer_token
 from blip_api.state import ApiState, State
-from blip_client.errors import InvalidRequestError, NoBackendAvailableError
 from blip_events.records import FrameOutcome
 from blip_events.service import CameraService, FrameRefused, Scored
 from blip_events.settings import CAMERA_ID_PATTERN, CameraPatch
+from blip_images.frame import Frame
 
 cameras = APIRouter()
 CAMERA_ID = re.compile(CAMERA_ID_PATTERN)
@@ -187,17 +187,12 @@ async def camera_frame(camera_id: str, request: Request, state: State) -> FrameO
     image, raw = frame.image, frame.fields.get("captured_at")
     captured_at = parse_time(raw, "captured_at") if raw is not None else None
 
-    async def infer(frame: bytes, asked: list[str]) -> Scored:
-        try:
-            routed = await state.router.ask(frame, asked, scores_only=True)
-        except InvalidRequestError as error:
-            raise ApiError(400, str(error)) from error
-        except NoBackendAvailableError as error:
-            raise ApiError(503, str(error), {"Retry-After": "1"}) from error
+    async def infer(frame: Frame, asked: list[str]) -> Scored:
+        routed = await ask_fleet(state, frame, asked, scores_only=True)
         return Scored(routed.scores, routed.backend, routed.attempts)
 
     try:
-        return await svc.process(camera_id, image, captured_at, infer)
+        return await svc.process(camera_id, frame_of(state, image), captured_at, infer)
     except FrameRefused as error:
         raise _refused(error) from None
 

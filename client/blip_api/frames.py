@@ -1,7 +1,10 @@
-"""Reading a frame request: the body within its limit, multipart or raw, and the questions it asks."""
+"""Reading a frame request: the body within its limit, multipart or raw, and the questions it asks; and sending
+the frame to a fleet, checked and resized here (``[api] send = "pixels"``) or as the encoded file."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +14,10 @@ from starlette.datastructures import UploadFile
 from blip_api.errors import ApiError
 from blip_api.settings import Limits
 from blip_api.state import ApiState
+from blip_client.errors import InvalidRequestError, NoBackendAvailableError
+from blip_client.router_backend import RoutedAnswer
+from blip_contract.errors import InvalidInputError
+from blip_images.frame import Frame
 
 RAW_TYPES = ("image/", "application/octet-stream")
 MAX_FIELD_BYTES_PER_CHAR = 4  # UTF-8: a question field's bytes for its characters
@@ -123,3 +130,28 @@ async def read_frame(request: Request, limits: Limits, extra_fields: tuple[str, 
     if repeated:
         raise ApiError(400, f"{', '.join(repeated)} given more than once")
     return FrameRequest(image, questions, behaviors, {name: given[0] for name, given in values.items() if given})
+
+
+def frame_of(state: ApiState, data: bytes) -> Frame:
+    return Frame(data, max_bytes=state.limits.max_image_bytes)
+
+
+async def ask_fleet(state: ApiState, frame: Frame, questions: Sequence[str], *, scores_only: bool) -> RoutedAnswer:
+    """The fleet's answer for one frame. With ``send = "pixels"`` the frame is decoded and checked here first, so a
+    bad one gets the fleet's own 400 before any fleet is asked, and each fleet gets pixels resized with its own
+    settings; with ``send = "image"`` the encoded file goes as it came and the fleet decodes it. 400 for the
+    caller's mistakes, 503 when no fleet could answer."""
+    if state.limits.send == "pixels":
+        try:
+            await asyncio.to_thread(frame.check)
+        except InvalidInputError as error:
+            raise ApiError(400, str(error)) from error
+        payload: Frame | bytes = frame
+    else:
+        payload = frame.data
+    try:
+        return await state.router.ask(payload, list(questions), scores_only=scores_only)
+    except InvalidRequestError as error:
+        raise ApiError(400, str(error)) from error
+    except NoBackendAvailableError as error:
+        raise ApiError(503, str(error), {"Retry-After": "1"}) from error

@@ -10,12 +10,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from blip_api.errors import ApiError
-from blip_api.frames import read_frame, resolve_questions
+from blip_api.frames import ask_fleet, frame_of, read_frame, resolve_questions
 from blip_api.schemas import BehaviorResult, FrameResult, WeightChange
 from blip_api.security import admin, caller
 from blip_api.settings import SettingsError
 from blip_api.state import State
-from blip_client.errors import InvalidRequestError, NoBackendAvailableError
 from blip_client.router_config import RouterConfigError
 from blip_contract import reaches
 
@@ -38,17 +37,11 @@ routes = APIRouter()
 async def frames(request: Request, state: State) -> FrameResult:
     """Ask behavior questions about one camera frame."""
     frame = await read_frame(request, state.limits)
-    image = frame.image
     asked = resolve_questions(state, frame.questions, frame.behaviors)
     started = time.perf_counter()
     # Behaviors alone need probabilities, not text: one decoder step instead of a generation loop.
     scores_only = all(behavior is not None for behavior, _ in asked)
-    try:
-        routed = await state.router.ask(image, [q for _, q in asked], scores_only=scores_only)
-    except InvalidRequestError as error:
-        raise ApiError(400, str(error)) from error
-    except NoBackendAvailableError as error:
-        raise ApiError(503, str(error), {"Retry-After": "1"}) from error
+    routed = await ask_fleet(state, frame_of(state, frame.image), [q for _, q in asked], scores_only=scores_only)
     state.served.labels("200").inc()
     threshold = state.settings.alert_threshold
     return FrameResult(

@@ -9,7 +9,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -69,6 +69,11 @@ class Limits(Strict):
     # HTTP framing: uvicorn's h11 caps only a header block still arriving; the app caps every request's.
     max_header_bytes: PositiveInteger = Field(16 * 1024, description="Request header block, in bytes (431 above).")
     max_headers: PositiveInteger = Field(64, description="Request headers (431 above).")
+    send: Literal["pixels", "image"] = Field(
+        "pixels",
+        description="pixels: frames are decoded, checked and resized here, for each fleet by its own settings, and "
+        "the fleet does accelerator work only; image: the encoded file goes to the fleet, which decodes it.",
+    )
 
 
 DEFAULT_ALERT_THRESHOLD = 0.5

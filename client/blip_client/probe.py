@@ -71,9 +71,11 @@ def probe_url(url: str, timeout_s: float, connect: Callable[[str, float], BlipVq
 
 
 async def probe_async(client: AsyncBlipVqaClient, timeout_s: float) -> ProbeResult:
-    """Probe through the asyncio client within ``timeout_s``."""
+    """Probe through the asyncio client within ``timeout_s``: the fleet's pixel settings read again (a fleet without
+    them fails here, in one line), then one inference."""
     started = time.perf_counter()
     try:
+        await client.read_pixel_settings(timeout_s)
         result = await client.infer(PROBE_IMAGE, PROBE_QUESTIONS, timeout_s=timeout_s, scores_only=True)
     except (BlipVqaError, OSError) as error:
         return _verdict(started, error=error)

@@ -33,7 +33,7 @@ from blip_client.errors import (
 from blip_client.router_backend import Backend, BackendClient, BackendFailed, RoutedAnswer
 from blip_client.router_config import BackendConfig, RouterConfig, checked_weight
 from blip_client.router_metrics import RouterMetrics
-from blip_client.wire import VqaResult
+from blip_client.wire import FrameInput, VqaResult
 from blip_contract.logs import REQUEST_ID
 
 log = logging.getLogger("blip_client.router")
@@ -165,9 +165,12 @@ class Router:
         chosen.current -= total
         return chosen
 
-    async def ask(self, image: bytes, questions: Sequence[str | bytes], *, scores_only: bool = False) -> RoutedAnswer:
+    async def ask(
+        self, image: FrameInput, questions: Sequence[str | bytes], *, scores_only: bool = False
+    ) -> RoutedAnswer:
         """Scores and answers (scores only if asked) from the first backend that can give them;
-        ``NoBackendAvailableError`` when none can."""
+        ``NoBackendAvailableError`` when none can. ``image``: the encoded frame, or a ``PixelSource`` that each
+        backend's client resizes with that fleet's own settings (again on a failover to a fleet with others)."""
         started = time.perf_counter()
         tried: list[Backend] = []
         failures: list[str] = []
@@ -188,7 +191,7 @@ class Router:
         raise NoBackendAvailableError(f"no backend could answer ({len(tried)} tried): {reason}")
 
     async def _call(
-        self, backend: Backend, image: bytes, questions: Sequence[str | bytes], scores_only: bool
+        self, backend: Backend, image: FrameInput, questions: Sequence[str | bytes], scores_only: bool
     ) -> VqaResult:
         name = backend.name
         self.metrics.requests.labels(name).inc()

@@ -18,7 +18,8 @@ from blip_client.errors import InvalidRequestError
 from blip_client.probe import ProbeResult, probe_async
 from blip_client.router_config import BackendConfig, RouterConfig
 from blip_client.router_metrics import BREAKER_STATES, RouterMetrics
-from blip_client.wire import VqaResult
+from blip_client.wire import FrameInput, VqaResult
+from blip_contract.pixels import PixelSettings
 
 log = logging.getLogger("blip_client.router")
 
@@ -28,9 +29,11 @@ class BackendClient(Protocol):
 
     closed: bool
 
+    async def read_pixel_settings(self, timeout_s: float) -> PixelSettings: ...
+
     async def infer(
         self,
-        image: bytes,
+        image: FrameInput,
         questions: Sequence[str | bytes],
         *,
         timeout_s: float,

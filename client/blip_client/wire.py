@@ -12,7 +12,7 @@ import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from blip_client.errors import (
     ServerUnavailableError,
 )
 from blip_contract import ANSWERS, IMAGE, PUBLIC_INPUTS, QUESTIONS, SCORES, SCORES_ONLY, request_shape
+from blip_contract.pixels import PIXELS, PixelSettings
 
 # A 16x16 PNG: a health probe exercises the whole model (decode, resize, three components) at minimal cost.
 PROBE_IMAGE = base64.b64decode(
@@ -54,6 +55,30 @@ def build_inputs(triton: ModuleType, image: bytes, questions: Sequence[str | byt
     questions_input = triton.InferInput(QUESTIONS, questions_shape, "BYTES")
     questions_input.set_data_from_numpy(np.array(encoded, dtype=np.object_).reshape(questions_shape))
     return [image_input, questions_input]
+
+
+class PixelSource(Protocol):
+    """A frame the caller has decoded and can resize for any fleet (``blip_images.frame.Frame`` in the API tier);
+    the client asks it for the pixels of the fleet it is sending to. Its errors are the caller's: the frame is bad."""
+
+    def pixels(self, settings: PixelSettings) -> np.ndarray: ...
+
+
+# What a call may carry: the encoded frame's bytes (to ``blip_vqa``), or a frame to resize (to ``blip_vqa_pixels``).
+FrameInput = bytes | PixelSource
+
+
+def build_pixel_inputs(triton: ModuleType, pixels: np.ndarray, questions: Sequence[str | bytes]) -> list[Any]:
+    """PIXELS [1, H, W, 3] uint8 and QUESTIONS [1, n] as inputs of ``triton``: the pixel form of one frame."""
+    if pixels.dtype != np.uint8 or pixels.ndim != 3:
+        raise TypeError(f"pixels must be uint8 [H, W, 3], got {pixels.dtype} {list(pixels.shape)}")
+    encoded = encode_questions(questions)
+    pixel_input = triton.InferInput(PIXELS, [1, *pixels.shape], "UINT8")
+    pixel_input.set_data_from_numpy(np.ascontiguousarray(pixels)[None])
+    questions_shape = request_shape(PUBLIC_INPUTS[1], len(encoded))
+    questions_input = triton.InferInput(QUESTIONS, questions_shape, "BYTES")
+    questions_input.set_data_from_numpy(np.array(encoded, dtype=np.object_).reshape(questions_shape))
+    return [pixel_input, questions_input]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from blip_contract.errors import InvalidInputError
 from blip_events import gate
 from blip_events.machine import BehaviorState, Transition, observe
 from blip_events.metrics import EventMetrics
@@ -24,6 +25,7 @@ from blip_events.records import BehaviorOutcome, CameraState, EventChange, Frame
 from blip_events.schema import Camera, Event
 from blip_events.settings import CameraPatch, CameraSettings, EventDefaults
 from blip_events.store import CameraRecord, Credentials, FrameTransaction, Store, event_view
+from blip_images.frame import Frame
 
 BUDGET_WINDOW_S = 60.0
 
@@ -45,7 +47,7 @@ class Scored:
     attempts: int
 
 
-Infer = Callable[[bytes, list[str]], Awaitable[Scored]]
+Infer = Callable[[Frame, list[str]], Awaitable[Scored]]
 
 
 class CameraService:
@@ -89,7 +91,7 @@ class CameraService:
             lock = self._locks[camera_id] = asyncio.Lock()
         return lock
 
-    async def process(self, camera_id: str, image: bytes, captured_at: float | None, infer: Infer) -> FrameOutcome:
+    async def process(self, camera_id: str, image: Frame, captured_at: float | None, infer: Infer) -> FrameOutcome:
         now = self.clock()
         at = now if captured_at is None else captured_at
         if at > now + self.defaults.cameras.max_future_s:
@@ -122,7 +124,7 @@ class CameraService:
             return self._outcome(camera_id, at, settings, state, scored, decision.reason, changes)
 
     def _read(
-        self, txn: FrameTransaction, camera_id: str, image: bytes
+        self, txn: FrameTransaction, camera_id: str, image: Frame
     ) -> tuple[Camera, CameraSettings, CameraState, gate.Thumbnail, float]:
         started = time.perf_counter()
         row = txn.load()
@@ -133,7 +135,7 @@ class CameraService:
         state = CameraState.model_validate(row.state)
         try:  # before anything else: a late frame that is no image is refused too
             thumb = gate.thumbnail(image, settings.gate.thumbnail_height)
-        except gate.BadFrame as error:
+        except InvalidInputError as error:
             raise FrameRefused(400, str(error)) from None
         return row, settings, state, thumb, store_s
 
@@ -178,7 +180,7 @@ class CameraService:
         at: float,
         thumb: gate.Thumbnail | None,
         scored: Scored | None,
-        image: bytes,
+        image: Frame,
     ) -> list[EventChange]:
         """Every write of one frame, in its transaction; runs in a worker thread."""
         now = self.clock()

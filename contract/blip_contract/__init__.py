@@ -32,12 +32,14 @@ DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One tensor: Triton dtype name and dims, ``-1`` where the size varies; ``axes`` names each ``-1``."""
+    """One tensor: Triton dtype name and dims, ``-1`` where the size varies; ``axes`` names each ``-1``.
+    ``optional``: a Python-backend model's input that a request may leave out (one of two forms of one thing)."""
 
     name: str
     dtype: str
     dims: tuple[int, ...]
     axes: tuple[str | None, ...] = ()
+    optional: bool = False
 
     def shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
         """The concrete shape for the given axis sizes."""

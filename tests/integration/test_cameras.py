@@ -201,7 +201,7 @@ def test_every_bad_input_is_a_named_4xx_and_stores_nothing(api, triton, tmp_path
         ),
         (post(api, "cam-a", a, frame, now + 3600), 400, "in the future"),
         (post(api, "cam-a", a, frame, now - 60), 409, "before this camera's last frame"),
-        (post(api, "cam-a", a, b"not a jpeg"), 400, "not a readable image"),
+        (post(api, "cam-a", a, b"not a jpeg"), 400, "IMAGE is not an image Pillow can identify"),
         (api.put("/admin/cameras/cam-c", json={"webhook_url": "http://10.0.0.8/hook"}, headers=ADMIN), 400, "10.0.0.8"),
         (
             api.put("/admin/cameras/cam-c", json={"webhook_url": "https://169.254.169.254/x"}, headers=ADMIN),

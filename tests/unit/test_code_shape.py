@@ -70,12 +70,12 @@ def test_model_repository_readme_shows_what_the_generator_writes() -> None:
     from transformers import BlipConfig
 
     from blip_serving.model_config import ensemble_config, python_model_config, render
-    from blip_serving.spec import BlipSpec
+    from blip_serving.spec import COMPONENT_NAMES, PUBLIC_MODEL, BlipSpec
 
     spec = BlipSpec.from_model_config(BlipConfig(), max_length=21, yes_token_id=2748, no_token_id=2053)
     readme = (ROOT / "model_repository" / "README.md").read_text()
     blocks = [block.split("```", 1)[0] for block in readme.split("```protobuf\n")[1:]]
     assert blocks == [
-        render(ensemble_config(spec)),
+        render(ensemble_config(spec, PUBLIC_MODEL, COMPONENT_NAMES)),
         render(python_model_config(spec, "image_encoder", "cpu", "../artifacts/cpu")),
     ]

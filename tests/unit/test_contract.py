@@ -7,8 +7,9 @@ from fastapi.testclient import TestClient
 from blip_api.app import create_app
 from blip_api.settings import ApiSettings
 from blip_client.router import Router
-from blip_client.wire import VqaResult
+from blip_client.wire import PROBE_IMAGE, VqaResult
 from blip_contract import reaches
+from blip_contract.pixels import PixelSettings
 
 
 def test_a_score_equal_to_the_threshold_reaches_it() -> None:
@@ -25,6 +26,9 @@ class FixedScores:
     def __init__(self, url: str) -> None:
         self.url = url
 
+    async def read_pixel_settings(self, timeout_s):
+        return PixelSettings(height=8, width=8, max_image_bytes=2**20, max_image_pixels=10**6)
+
     async def infer(self, image, questions, *, timeout_s, scores_only=False, request_id=None):
         return VqaResult([0.5, 0.4999999, 0.5000001][: len(questions)], None)
 
@@ -39,7 +43,7 @@ def test_the_frames_route_alerts_on_a_score_equal_to_the_threshold(tmp_path) -> 
     with TestClient(app) as client:
         response = client.post(
             "/v1/frames",
-            content=b"not decoded by a stand-in",
+            content=PROBE_IMAGE,  # a real image: the API tier decodes and checks every frame before a fleet call
             params={"behavior": ["barking", "eating", "sleeping"]},
             headers={"Content-Type": "image/jpeg"},
         )

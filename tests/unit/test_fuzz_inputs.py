@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from blip_images.decode import decode_image
+from blip_images.resize import Resizer
 from blip_serving.errors import InvalidInputError
-from blip_serving.stub.images import ImagePreprocessor, decode_image
 from blip_serving.stub.questions import CheckpointTokenizer, QuestionTokenizer, decode_questions
 from tests.fuzzing import hostile_images, hostile_questions
 
@@ -49,11 +50,7 @@ def hang_guard(seconds: int = HANG_S):
 def preprocess(tiny_build):
     from blip_serving.manifest import read_manifest
 
-    manifest = read_manifest(tiny_build.target_dir())
-    spec = manifest.spec
-    return ImagePreprocessor.from_directory(
-        manifest.processor_dir, (spec.image_height, spec.image_width, spec.num_channels)
-    )
+    return Resizer(read_manifest(tiny_build.target_dir()).spec.pixel_settings())
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +75,7 @@ def test_every_image_input_ends_in_pixels_or_a_named_refusal(preprocess, data: b
             assert str(error).startswith("IMAGE "), f"the refusal names the input: {error}"
             return
         pixels = preprocess(image)
-    assert pixels.shape == preprocess.expected_shape and pixels.dtype == np.uint8
+    assert pixels.shape == preprocess.settings.shape and pixels.dtype == np.uint8
 
 
 @settings(FUZZ, max_examples=300)

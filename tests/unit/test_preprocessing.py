@@ -10,9 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from blip_build.checkpoints import pixel_resize
+from blip_contract.pixels import PixelSettings
+from blip_images.decode import decode_image
+from blip_images.resize import Resizer
 from blip_serving.errors import InvalidInputError
 from blip_serving.manifest import read_manifest
-from blip_serving.stub.images import ImagePreprocessor, decode_image
 from blip_serving.stub.questions import CheckpointTokenizer, QuestionTokenizer, decode_questions
 from tests.conftest import INVALID_IMAGES, VALID_IMAGES
 
@@ -26,11 +29,10 @@ def test_pixels_equal_the_reference_processor(path, tiny_reference, tiny_build) 
     from blip_build.traceable import ImageEncoder
 
     processor = tiny_reference.processor
-    size = processor.image_processor.size
-    preprocess = ImagePreprocessor.from_directory(tiny_reference.checkpoint, (size["height"], size["width"], 3))
-    ours = preprocess(decode_image(path.read_bytes(), **LIMITS))
+    spec = read_manifest(tiny_build.target_dir()).spec  # the build read the processor's resize into the spec
+    ours = Resizer(spec.pixel_settings())(decode_image(path.read_bytes(), **LIMITS))
     assert ours.dtype == np.uint8
-    encoder = ImageEncoder(tiny_reference.model, read_manifest(tiny_build.target_dir()).spec)
+    encoder = ImageEncoder(tiny_reference.model, spec)
     reference = processor(images=tiny_reference.image(path), return_tensors="pt")["pixel_values"]
     assert torch.equal(encoder.pixel_values(torch.from_numpy(ours)[None]), reference)
 
@@ -167,7 +169,7 @@ def test_the_token_limit_accepts_exactly_the_largest_bucket_and_refuses_one_more
 
 
 def test_jpeg_walk_accepts_every_valid_jpeg() -> None:
-    from blip_serving.stub.images import check_jpeg_structure
+    from blip_images.decode import check_jpeg_structure
 
     jpegs = [p for p in VALID_IMAGES if p.read_bytes()[:2] == b"\xff\xd8"]
     assert jpegs, "the shared images hold JPEGs"
@@ -197,60 +199,64 @@ def test_fast_resize_decodes_large_jpegs_at_a_reduced_scale_and_the_default_stay
     assert decode_image(png, **LIMITS, draft=(8, 8)).size == decode_image(png, **LIMITS).size
 
 
-def test_fast_resize_keeps_the_shape_and_stays_close(tiny_reference) -> None:
+def test_fast_resize_keeps_the_shape_and_stays_close(tiny_build) -> None:
     from blip_bench.corpus import camera_frame
 
-    size = tiny_reference.processor.image_processor.size
-    shape = (size["height"], size["width"], 3)
-    exact = ImagePreprocessor.from_directory(tiny_reference.checkpoint, shape)
-    fast = ImagePreprocessor.from_directory(tiny_reference.checkpoint, shape, fast=True)
+    spec = read_manifest(tiny_build.target_dir()).spec
+    exact, fast = Resizer(spec.pixel_settings()), Resizer(spec.pixel_settings(fast=True))
     image = decode_image(camera_frame(1920, 1080), **LIMITS)
     ours, reference = fast(image).astype(int), exact(image).astype(int)
-    assert ours.shape == reference.shape == shape
+    assert ours.shape == reference.shape == spec.pixel_shape
     assert np.abs(ours - reference).mean() < 3, "a reduced resize, not another picture"
 
 
 SETTINGS = {"image_processor_type": "BlipImageProcessor", "size": {"height": 8, "width": 12}, "resample": 2}
 
 
-def test_image_processor_settings_are_read_and_unsupported_ones_refused() -> None:
-    ours = ImagePreprocessor(SETTINGS, (8, 12, 3))
-    assert (ours.size, ours.resample, ours.convert_rgb, ours.reducing_gap) == ((12, 8), 2, True, None)
-    assert ImagePreprocessor(SETTINGS, (8, 12, 3), fast=True).reducing_gap == 2.0
-    defaults = ImagePreprocessor({"size": {"height": 8, "width": 12}}, (8, 12, 3))
-    assert defaults.resample == Image.Resampling.BICUBIC and defaults.convert_rgb and defaults.size == (12, 8)
-    assert ImagePreprocessor({**SETTINGS, "do_resize": False}, (8, 12, 3)).size is None
-    assert not ImagePreprocessor({**SETTINGS, "do_convert_rgb": False}, (8, 12, 3)).convert_rgb
-    assert ImagePreprocessor({**SETTINGS, "image_processor_type": "BlipImageProcessorPil"}, (8, 12, 3)).size == (12, 8)
+def test_the_processors_resize_is_read_at_build_and_unsupported_ones_refused() -> None:
+    assert pixel_resize(SETTINGS, (8, 12)) == (2, True)
+    assert pixel_resize({"size": {"height": 8, "width": 8}}, 8) == (Image.Resampling.BICUBIC, True), "defaults"
+    assert pixel_resize({**SETTINGS, "do_convert_rgb": False}, (8, 12)) == (2, False)
+    assert pixel_resize({**SETTINGS, "image_processor_type": "BlipImageProcessorPil"}, (8, 12)) == (2, True)
+    assert pixel_resize({**SETTINGS, "resample": Image.Resampling.LANCZOS}, (8, 12)) == (1, True), "an enum member"
     with pytest.raises(
         ValueError,
         match=r"^image processor CLIPImageProcessor is not supported; expected one of \['BlipImageProcessor', 'BlipImageProcessorPil'\]$",
     ):
-        ImagePreprocessor({**SETTINGS, "image_processor_type": "CLIPImageProcessor"}, (8, 12, 3))
+        pixel_resize({**SETTINGS, "image_processor_type": "CLIPImageProcessor"}, (8, 12))
     for setting in ("do_center_crop", "do_pad"):
         with pytest.raises(
             ValueError, match=r"^image processor settings ask for center crop or padding, which BLIP does not use$"
         ):
-            ImagePreprocessor({**SETTINGS, setting: True}, (8, 12, 3))
+            pixel_resize({**SETTINGS, setting: True}, (8, 12))
+    with pytest.raises(ValueError, match=r"^image processor settings turn the resize off"):
+        pixel_resize({**SETTINGS, "do_resize": False}, (8, 12))
+    with pytest.raises(ValueError, match=r"the vision model takes 8x8$"):
+        pixel_resize(SETTINGS, 8)
 
 
-def test_the_preprocessor_resizes_composites_and_checks_its_output() -> None:
+def settings(**changes) -> PixelSettings:
+    return PixelSettings(height=8, width=12, resample=2, max_image_bytes=2**20, max_image_pixels=10**6, **changes)
+
+
+def test_the_resizer_composites_resizes_with_the_filter_and_checks_its_output() -> None:
     transparent = Image.new("RGBA", (30, 20), (0, 0, 0, 0))
-    pixels = ImagePreprocessor(SETTINGS, (8, 12, 3))(transparent)
+    pixels = Resizer(settings())(transparent)
     assert pixels.shape == (8, 12, 3) and pixels.dtype == np.uint8 and (pixels == 255).all(), "onto white"
-    with pytest.raises(RuntimeError, match=r"^image processor produced \(8, 12, 4\), the artifact takes \(8, 12, 3\)$"):
-        ImagePreprocessor({**SETTINGS, "do_convert_rgb": False}, (8, 12, 3))(transparent)
-    same = ImagePreprocessor({**SETTINGS, "do_resize": False}, (20, 30, 3))(Image.new("RGB", (30, 20), (1, 2, 3)))
-    assert same.shape == (20, 30, 3) and same[0, 0].tolist() == [1, 2, 3], "no resize asked, none done"
+    with pytest.raises(RuntimeError, match=r"^the resize produced \(8, 12, 4\), the model takes \(8, 12, 3\)$"):
+        Resizer(settings(convert_rgb=False))(transparent)
+    same = Resizer(settings())(Image.new("RGB", (12, 8), (1, 2, 3)))
+    assert same.shape == (8, 12, 3) and same[0, 0].tolist() == [1, 2, 3], "already the input size"
     picture = Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 60, 3), dtype=np.uint8))
     expected = np.asarray(picture.resize((12, 8), resample=2))
-    assert np.array_equal(ImagePreprocessor(SETTINGS, (8, 12, 3))(picture), expected), "the checkpoint's filter"
-    fast = ImagePreprocessor(SETTINGS, (8, 12, 3), fast=True)(picture)
-    assert np.array_equal(fast, np.asarray(picture.resize((12, 8), resample=2, reducing_gap=2.0)))
+    assert np.array_equal(Resizer(settings())(picture), expected), "the checkpoint's filter"
+    fast = Resizer(settings(fast=True))
+    assert np.array_equal(fast(picture), np.asarray(picture.resize((12, 8), resample=2, reducing_gap=2.0)))
+    assert fast.draft == (12, 12) and Resizer(settings()).draft is None
 
 
 def test_composite_on_white_leaves_opaque_pictures_as_they_are() -> None:
-    from blip_serving.stub.images import composite_on_white
+    from blip_images.decode import composite_on_white
 
     rgb = Image.new("RGB", (4, 4), (9, 8, 7))
     assert composite_on_white(rgb) is rgb
@@ -262,24 +268,6 @@ def test_composite_on_white_leaves_opaque_pictures_as_they_are() -> None:
     assert composite_on_white(palette).getpixel((0, 0)) == (255, 255, 255), "a palette's transparent entry too"
     half = composite_on_white(Image.new("RGBA", (4, 4), (0, 0, 0, 128)))
     assert half.mode == "RGB" and half.getpixel((0, 0)) == (127, 127, 127)
-
-
-def test_processor_settings_are_found_in_either_file(tmp_path) -> None:
-    import json
-
-    combined = tmp_path / "combined"
-    combined.mkdir()
-    (combined / "processor_config.json").write_text(json.dumps({"image_processor": SETTINGS}))
-    assert ImagePreprocessor.from_directory(combined, (8, 12, 3), fast=True).reducing_gap == 2.0
-    alone = tmp_path / "alone"
-    alone.mkdir()
-    (alone / "processor_config.json").write_text(json.dumps({"tokenizer": {}}))  # no image_processor entry
-    (alone / "preprocessor_config.json").write_text(json.dumps({**SETTINGS, "resample": 1}))
-    read = ImagePreprocessor.from_directory(alone, (8, 12, 3), fast=True)
-    assert (read.resample, read.reducing_gap, read.expected_shape) == (1, 2.0, (8, 12, 3))
-    assert ImagePreprocessor.from_directory(alone, (8, 12, 3)).reducing_gap is None
-    with pytest.raises(FileNotFoundError, match=f"^no image processor settings in {tmp_path}$"):
-        ImagePreprocessor.from_directory(tmp_path, (8, 12, 3))
 
 
 SOI, SOS = b"\xff\xd8", b"\xff\xda\x00\x0c"
@@ -301,7 +289,7 @@ SOI, SOS = b"\xff\xd8", b"\xff\xda\x00\x0c"
     ],
 )
 def test_the_jpeg_walk_names_what_is_wrong(data: bytes, message: str) -> None:
-    from blip_serving.stub.images import check_jpeg_structure
+    from blip_images.decode import check_jpeg_structure
 
     with pytest.raises(InvalidInputError, match=f"^{re.escape(message)}$"):
         check_jpeg_structure(data)
@@ -317,7 +305,7 @@ def test_the_jpeg_walk_names_what_is_wrong(data: bytes, message: str) -> None:
     ],
 )
 def test_the_jpeg_walk_accepts_well_formed_segments(data: bytes) -> None:
-    from blip_serving.stub.images import check_jpeg_structure
+    from blip_images.decode import check_jpeg_structure
 
     check_jpeg_structure(data)
 

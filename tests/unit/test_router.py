@@ -28,8 +28,12 @@ from blip_client.router import Router
 from blip_client.router_config import BackendConfig, RouterConfig, RouterConfigError
 from blip_client.wire import PROBE_IMAGE, PROBE_QUESTIONS, VqaResult
 from blip_contract.logs import REQUEST_ID
+from blip_contract.pixels import PixelSettings
 
 IMAGE = b"\xff\xd8 a frame"
+
+
+PIXEL_SETTINGS = PixelSettings(height=8, width=8, max_image_bytes=2**20, max_image_pixels=10**6)
 
 
 @dataclass
@@ -42,6 +46,9 @@ class Fleet:
     closed: bool = False
     delay_s: float = 0.0
     request_ids: list[str | None] = field(default_factory=list)
+
+    async def read_pixel_settings(self, timeout_s: float) -> PixelSettings:
+        return PIXEL_SETTINGS
 
     async def infer(
         self,

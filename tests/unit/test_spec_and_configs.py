@@ -7,6 +7,7 @@ import torch
 from transformers import BlipConfig
 from tritonclient.grpc import model_config_pb2 as pb
 
+from blip_contract.pixels import PIXEL_SETTINGS, PixelSettings
 from blip_serving import spec as names
 from blip_serving.deployment import Deployment
 from blip_serving.model_config import ensemble_config, parse, python_model_config, render
@@ -108,7 +109,7 @@ def test_every_python_model_batches_frames_with_the_dynamic_batcher(model) -> No
 
 
 def test_the_ensemble_batches_frames_as_its_steps_do() -> None:
-    assert ensemble_config(base_spec()).max_batch_size == 8
+    assert ensemble_config(base_spec(), names.PUBLIC_MODEL, names.COMPONENT_NAMES).max_batch_size == 8
 
 
 def test_pixel_normalization_reaches_the_spec_and_is_checked() -> None:
@@ -129,7 +130,7 @@ def test_pixel_normalization_reaches_the_spec_and_is_checked() -> None:
 
 # What each step hands the next, written out by hand: a dtype the generator gets wrong fails here, not at load.
 WIRE_DTYPES = {
-    names.IMAGE_ENCODER: ({"IMAGE": "TYPE_STRING"}, {"IMAGE_EMBEDS": "TYPE_FP32"}),
+    names.IMAGE_ENCODER: ({"IMAGE": "TYPE_STRING", "PIXELS": "TYPE_UINT8"}, {"IMAGE_EMBEDS": "TYPE_FP32"}),
     names.TEXT_ENCODER: (
         {"QUESTIONS": "TYPE_STRING", "IMAGE_EMBEDS": "TYPE_FP32"},
         {"QUESTION_EMBEDS": "TYPE_FP32", "QUESTION_MASK": "TYPE_INT64"},
@@ -159,7 +160,7 @@ def test_python_model_configs_carry_the_spec_for_every_target(target: str) -> No
 
 def test_ensemble_chains_the_three_steps_by_name() -> None:
     spec = base_spec()
-    config = ensemble_config(spec)
+    config = ensemble_config(spec, names.PUBLIC_MODEL, names.COMPONENT_NAMES)
     assert [t.name for t in config.input] == [names.IMAGE, names.QUESTIONS]
     assert [(t.name, list(t.dims)) for t in config.output] == [(names.ANSWERS, [-1]), (names.SCORES, [-1])]
     assert _dtypes(config.input) == {names.IMAGE: "TYPE_STRING", names.QUESTIONS: "TYPE_STRING"}
@@ -169,6 +170,41 @@ def test_ensemble_chains_the_three_steps_by_name() -> None:
         assert set(step.input_map.values()) <= produced, f"{step.model_name} reads a tensor nobody produced"
         produced |= set(step.output_map.values())
     assert {names.ANSWERS, names.SCORES} <= produced
+    assert dict(config.ensemble_scheduling.step[0].input_map) == {names.IMAGE: names.IMAGE}, "not the other form"
+    assert not config.parameters, "the encoded form carries no pixel settings"
+
+
+def test_the_pixel_ensembles_send_pixels_and_carry_the_fleets_pixel_settings() -> None:
+    spec = base_spec(pixel_resize=(2, False))
+    for steps in (names.COMPONENT_NAMES, (names.PUBLIC_MODEL,)):  # the ensemble layout's, the colocated one's
+        config = ensemble_config(spec, names.PIXEL_MODEL, steps, fast_resize=True)
+        assert [(t.name, list(t.dims)) for t in config.input] == [
+            (names.PIXELS, [spec.image_height, spec.image_width, 3]),
+            (names.QUESTIONS, [-1]),
+        ]
+        assert _dtypes(config.input) == {names.PIXELS: "TYPE_UINT8", names.QUESTIONS: "TYPE_STRING"}
+        assert not any(t.optional for t in config.input), "Triton's ensembles take no optional inputs"
+        assert config.ensemble_scheduling.step[0].input_map[names.PIXELS] == names.PIXELS
+        assert names.IMAGE not in config.ensemble_scheduling.step[0].input_map
+        settings = PixelSettings.from_parameter(config.parameters[PIXEL_SETTINGS].string_value, "test")
+        assert settings == spec.pixel_settings(fast=True)
+        assert (settings.resample, settings.convert_rgb, settings.fast, settings.shape) == (
+            2,
+            False,
+            True,
+            (384, 384, 3),
+        )
+    with pytest.raises(ValueError, match=r"^blip_vqa_pixels: nothing feeds text_encoder's input IMAGE_EMBEDS$"):
+        ensemble_config(spec, names.PIXEL_MODEL, (names.TEXT_ENCODER,))
+
+
+def test_the_frame_forms_are_optional_inputs_of_the_python_models() -> None:
+    spec = base_spec()
+    for model in (names.IMAGE_ENCODER, names.PUBLIC_MODEL):
+        config = python_model_config(spec, model, "cpu", "../artifacts/cpu")
+        optional = {t.name for t in config.input if t.optional}
+        assert optional == {names.IMAGE, names.PIXELS}, model
+    assert not any(t.optional for t in python_model_config(spec, names.TEXT_ENCODER, "cpu", "a").input)
 
 
 def test_a_static_build_runs_questions_in_chunks_of_its_largest_bucket_padding_only_the_last() -> None:

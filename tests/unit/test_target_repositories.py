@@ -26,7 +26,7 @@ from blip_serving.errors import ArtifactError
 from blip_serving.instance_names import instance_index
 from blip_serving.manifest import MANIFEST, read_manifest
 from blip_serving.model_config import repository_configs, write_repository_configs
-from blip_serving.spec import COMPONENT_NAMES, PUBLIC_MODEL, BlipSpec
+from blip_serving.spec import COMPONENT_NAMES, PIXEL_MODEL, PUBLIC_MODEL, BlipSpec
 from blip_serving.targets import TARGET_NAMES
 from blip_serving.targets.neuron import (
     NEURON_VISIBLE_CORES_ENV,
@@ -47,7 +47,7 @@ def test_the_three_targets_expose_identical_models_inputs_and_outputs(tiny_build
     spec = read_manifest(tiny_build.target_dir()).spec
     per_target = {target: repository_configs(spec, target, f"../artifacts/{target}") for target in TARGET_NAMES}
     reference = per_target["cpu"]
-    assert set(reference) == {PUBLIC_MODEL, *COMPONENT_NAMES}
+    assert set(reference) == {PUBLIC_MODEL, PIXEL_MODEL, *COMPONENT_NAMES}
     for target, configs in per_target.items():
         assert configs.keys() == reference.keys(), target
         for name, config in configs.items():
@@ -58,7 +58,8 @@ def test_the_three_targets_expose_identical_models_inputs_and_outputs(tiny_build
         for t in TARGET_NAMES
     }
     assert kinds == {"cpu": {"KIND_CPU"}, "gpu": {"KIND_GPU"}, "neuron": {"KIND_MODEL"}}
-    assert per_target["neuron"][PUBLIC_MODEL] == per_target["gpu"][PUBLIC_MODEL] == reference[PUBLIC_MODEL]
+    for public in (PUBLIC_MODEL, PIXEL_MODEL):  # the ensembles, their pixel settings included, are target-free
+        assert per_target["neuron"][public] == per_target["gpu"][public] == reference[public]
 
 
 def test_neuron_core_blocks_are_disjoint_and_split_evenly_per_instance() -> None:

@@ -11,6 +11,7 @@ PACKAGES = {
     "blip_api": "client/blip_api",
     "blip_client": "client/blip_client",
     "blip_contract": "contract/blip_contract",
+    "blip_images": "contract/blip_images",
     "blip_events": "client/blip_events",
     "blip_build": "build/blip_build",
     "blip_bench": "benchmarks/blip_bench",

@@ -20,6 +20,7 @@ from blip_events.schema import Camera, Change, Delivery, Event
 from blip_events.service import CameraService, FrameRefused, Scored
 from blip_events.settings import CameraPatch, EventDefaults, EventsPatch, GatePatch, ThresholdsPatch, WebhooksSection
 from blip_events.store import Store
+from blip_images.frame import Frame
 
 T0 = 1_800_000_000.0  # capture times: a fixed clock, so that no frame is "in the future"
 DEFAULTS = EventDefaults(
@@ -55,9 +56,13 @@ def add(service: CameraService, patch: CameraPatch | None = None, camera: str = 
     asyncio.run(service.put_camera(camera, patch or CameraPatch(), rotate=False))
 
 
+def as_frame(data: bytes) -> Frame:
+    return Frame(data, max_bytes=20 * 2**20)
+
+
 def replay(service: CameraService, frames, infer, camera: str = "cam-1", start: float = T0):
     async def body():
-        return [await service.process(camera, frame, start + t, infer) for t, frame in frames]
+        return [await service.process(camera, as_frame(data), start + t, infer) for t, data in frames]
 
     return asyncio.run(body())
 
@@ -162,7 +167,7 @@ def test_a_bad_frame_is_refused_and_stores_nothing(service) -> None:
     add(service)
     with pytest.raises(FrameRefused) as refused:
         replay(service, [(0.0, b"not an image")], Scorer(0.9))
-    assert refused.value.status == 400 and "not a readable image" in refused.value.message
+    assert refused.value.status == 400 and "IMAGE is not an image Pillow can identify" in refused.value.message
     with service.store.session() as session:
         assert session.get(Camera, "cam-1").thumbnail is None
 

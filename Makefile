@@ -31,7 +31,7 @@ BLIP_VARIABLES := TARGET LAYOUT MODEL FORCE FP16 STATIC_SHAPES FAST_RESIZE NEURO
 $(foreach name,$(BLIP_VARIABLES),$(eval export BLIP_$(name) = $$($(name))))
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev lock k8s-render images-check plan capacity cost build-artifacts serve api ask demo bench bench-events bench-host perf soak gpu-check gpu-check-carry test test-unit test-integration compat-check mutate lint format clean
+.PHONY: help install install-dev lock k8s-render images-check plan capacity cost build-artifacts serve api ask demo bench bench-events bench-pixels bench-host perf soak gpu-check gpu-check-carry test test-unit test-integration compat-check mutate lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -88,6 +88,9 @@ bench: install-dev ## Floor vs served vs naive transformers, matmul limit, memor
 
 bench-events: install-dev ## Change gate, event and webhook figures through the real API tier and a real fleet: gated share per clip, CPU per frame, store time, alert quality, nothing lost under SIGKILL -> benchmarks/results/events-cpu.json
 	$(BIN)/python -m blip_bench.events
+
+bench-pixels: install-dev ## Frames sent encoded vs as pixels resized in the API tier, one run: fleet and API CPU per frame at 1080p and 360p, inf2.xlarge ceiling, wire bytes -> benchmarks/results/pixels-cpu.json
+	$(BIN)/python -m blip_bench.pixels
 
 bench-host: install-dev ## Host CPU per camera frame by process, requests per execute, stage split, fast-resize agreement -> benchmarks/results/host-<target>.json
 	$(BIN)/python -m blip_bench.host --target $(TARGET)

@@ -101,7 +101,8 @@ def replay(api_url: str, camera: Camera, clip: Clip, start: float, speed: float)
 
 
 def triton_inferences(server: TritonServer) -> int:
-    stats = triton_http.InferenceServerClient(server.http_url).get_inference_statistics("blip_vqa")
+    """Frames the fleet ran, in either form: its first Python model's count (the one that takes the frame)."""
+    stats = triton_http.InferenceServerClient(server.http_url).get_inference_statistics(server.layout.python_models[0])
     return sum(int(model.get("inference_count", 0)) for model in stats["model_stats"])
 
 

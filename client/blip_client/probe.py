@@ -1,4 +1,5 @@
-"""The health probe: one real scores-only inference of a known-good 16x16 image through ``blip_vqa``.
+"""The health probe: one real scores-only inference of a known-good frame (a 16x16 image through ``blip_vqa``; for
+the router, flat pixels through ``blip_vqa_pixels``, the path the API tier's frames take).
 
 One rule for every prober (the router's probe loop, the supervisor, ``blip-client probe`` for Kubernetes, the
 benchmarks' fleets): Triton's ``/v2/health/ready`` stays 200 when a Python stub has died and every inference fails;
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from blip_client.errors import BlipVqaError, InvalidRequestError
-from blip_client.wire import PROBE_IMAGE, PROBE_QUESTIONS
+from blip_client.wire import PROBE_IMAGE, PROBE_PIXELS, PROBE_QUESTIONS
 
 if TYPE_CHECKING:
     from blip_client.async_client import AsyncBlipVqaClient
@@ -71,12 +72,13 @@ def probe_url(url: str, timeout_s: float, connect: Callable[[str, float], BlipVq
 
 
 async def probe_async(client: AsyncBlipVqaClient, timeout_s: float) -> ProbeResult:
-    """Probe through the asyncio client within ``timeout_s``: the fleet's pixel settings read again (a fleet without
-    them fails here, in one line), then one inference."""
+    """Probe through the asyncio client within ``timeout_s``, on the path the API tier's frames take: the fleet's
+    pixel settings read again (a fleet without them fails here, in one line), then one inference of a flat frame
+    through ``blip_vqa_pixels``."""
     started = time.perf_counter()
     try:
         await client.read_pixel_settings(timeout_s)
-        result = await client.infer(PROBE_IMAGE, PROBE_QUESTIONS, timeout_s=timeout_s, scores_only=True)
+        result = await client.infer(PROBE_PIXELS, PROBE_QUESTIONS, timeout_s=timeout_s, scores_only=True)
     except (BlipVqaError, OSError) as error:
         return _verdict(started, error=error)
     return _verdict(started, list(result.scores))

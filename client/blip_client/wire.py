@@ -64,6 +64,15 @@ class PixelSource(Protocol):
     def pixels(self, settings: PixelSettings) -> np.ndarray: ...
 
 
+class FlatPixels:
+    """A flat grey frame at any fleet's input size: the router's probe of the pixel path, with no decoder needed."""
+
+    def pixels(self, settings: PixelSettings) -> np.ndarray:
+        return np.full(settings.shape, 128, dtype=np.uint8)
+
+
+PROBE_PIXELS = FlatPixels()
+
 # What a call may carry: the encoded frame's bytes (to ``blip_vqa``), or a frame to resize (to ``blip_vqa_pixels``).
 FrameInput = bytes | PixelSource
 

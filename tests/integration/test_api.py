@@ -25,6 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from blip_api.app import create_app
 from blip_api.settings import DEFAULT_BEHAVIORS, ApiSettings
 from blip_client.async_client import AsyncBlipVqaClient
+from blip_client.client import BlipVqaClient
+from blip_client.errors import InvalidRequestError
 from blip_contract.logs import RequestIdFilter
 from blip_serving.capacity import SCALING_METRIC
 from blip_serving.triton.process import free_port
@@ -118,12 +120,27 @@ def test_an_oversize_body_is_refused_with_413_declared_or_streamed(api) -> None:
     assert streamed.status_code == 413, streamed.text
 
 
+def inferences(triton) -> int:
+    """Requests the fleet's Python models have run, all of them: what a frame refused by the API tier never adds."""
+    with BlipVqaClient(triton.http_url) as fleet:
+        stats = fleet._client.get_inference_statistics()["model_stats"]
+    return sum(int(model.get("inference_count", 0)) for model in stats)
+
+
 @pytest.mark.parametrize("path", INVALID_IMAGES, ids=lambda p: p.name)
-def test_a_bad_image_is_400_with_tritons_reason(api, path) -> None:
-    response = post_raw(api, path.read_bytes(), behavior="barking")
+def test_a_bad_image_is_400_with_the_fleets_own_reason_before_any_fleet_call(api, triton, path) -> None:
+    data = path.read_bytes()
+    before = inferences(triton)
+    response = post_raw(api, data, behavior="barking")
     assert response.status_code == 400, response.text
-    # Triton names its input (IMAGE); an empty body is refused by the API tier before any fleet is asked.
-    assert "IMAGE" in response.json()["error"] or (not path.stat().st_size and "image is empty" in response.text)
+    assert inferences(triton) == before, "refused in the API tier: the fleet did no work for it"
+    if not data:  # an empty body never reaches the image checks
+        assert "image is empty" in response.text
+        return
+    with BlipVqaClient(triton.http_url) as fleet, pytest.raises(InvalidRequestError) as refused:
+        fleet.scores(data, ["Is the dog barking?"])  # what a direct tritonclient caller is told
+    message = response.json()["error"]
+    assert message.startswith("IMAGE ") and message in str(refused.value), (message, str(refused.value))
 
 
 def test_bad_requests_are_named(api) -> None:

@@ -74,8 +74,10 @@ def post(api, camera_id: str, token: dict[str, str], frame: bytes, at: float | N
 
 
 def inferences(triton) -> int:
+    """Frames the fleet ran, in either form: the count of the layout's first Python model (the one that takes
+    the frame: image_encoder, or colocated blip_vqa, which the pixel ensemble feeds too)."""
     client = triton_http.InferenceServerClient(triton.http_url)
-    stats = client.get_inference_statistics("blip_vqa")["model_stats"]
+    stats = client.get_inference_statistics(triton.layout.python_models[0])["model_stats"]
     return sum(int(model.get("inference_count", 0)) for model in stats)
 
 

@@ -26,7 +26,7 @@ from blip_client.errors import (
 )
 from blip_client.router import Router
 from blip_client.router_config import BackendConfig, RouterConfig, RouterConfigError
-from blip_client.wire import PROBE_IMAGE, PROBE_QUESTIONS, VqaResult
+from blip_client.wire import PROBE_PIXELS, PROBE_QUESTIONS, VqaResult
 from blip_contract.logs import REQUEST_ID
 from blip_contract.pixels import PixelSettings
 
@@ -412,7 +412,7 @@ def test_health_changes_after_exactly_the_configured_probe_counts() -> None:
             history.append(backend.healthy)
         assert history == [False, True], "healthy again after exactly 2 passed probes in a row"
         assert 0 <= backend.last_probe.seconds < 1
-        assert client.calls[-1][:2] == (PROBE_IMAGE, PROBE_QUESTIONS) and client.calls[-1][3] == 0.5
+        assert client.calls[-1][:2] == (PROBE_PIXELS, PROBE_QUESTIONS) and client.calls[-1][3] == 0.5
         assert sample(router, "blip_router_probes_total", backend="gpu", result="failed") == 4
         assert sample(router, "blip_router_probes_total", backend="gpu", result="ok") == 3
         assert sample(router, "blip_router_healthy", backend="gpu") == 1
@@ -484,7 +484,7 @@ def test_the_probe_loop_probes_on_its_interval_and_at_once_after_a_failed_call()
                 if len(gpu.calls) >= 3:
                     break
                 await asyncio.sleep(0.01)
-            assert gpu.calls[2][:2] == (PROBE_IMAGE, PROBE_QUESTIONS), "the failed call brought a probe at once"
+            assert gpu.calls[2][:2] == (PROBE_PIXELS, PROBE_QUESTIONS), "the failed call brought a probe at once"
             router.apply_config(config(backends=(("neuron", 1), ("gpu", 1), ("cpu", 1)), probe_interval_s=60))
             await asyncio.sleep(0.05)
             assert router.backends["cpu"].probe_task is not None and len(fleet(router, "cpu").calls) == 1, (

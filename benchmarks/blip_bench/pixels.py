@@ -1,0 +1,210 @@
+"""``make bench-pixels``: what a frame costs each tier, sent encoded (the fleet decodes) or as pixels (the API tier
+decodes, checks and resizes), in one run on one machine.
+
+It serves ``random-host`` (random-tiny's layers at blip-vqa-base's 384 px input, so the model's own compute is
+small and the host work around it shows) in the colocated layout, puts the real API tier (``python -m blip_api``,
+its own process) in front of it, and drives ``/v1/frames`` with camera JPEGs at 1920x1080 and 640x360 from
+``--concurrency`` callers, asking the three behaviour questions (scores only). Per form and size it reports:
+
+- frames/s; CPU-ms per frame of the fleet (tritonserver and its stubs, psutil over the tree) and of the API tier;
+- requests per execute (Triton's statistics);
+- the fleet's host-only CPU per frame (the fleet's CPU less the model's own compute, measured in process at one
+  torch thread: on Inferentia that compute runs on the NeuronCores) and the frames/s an inf2.xlarge's 4 vCPUs
+  could feed at that cost, beside the chip's estimate (issue 30: about 450 frames/s);
+- bytes per frame on the wire to the fleet, and what the API tier would send an inf2.xlarge at that ceiling.
+
+``[api] send = "image"`` is the path before issue 30 (the API tier forwards the encoded file); ``"pixels"`` after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from blip_bench.bench import machine
+from blip_bench.corpus import camera_frame
+from blip_bench.frames import RESULTS
+from blip_bench.host import HOST_MODEL, execution_counts, in_process, tree_cpu_seconds
+from blip_bench.stack import AUTH, ApiProcess, write_api_config
+from blip_bench.workspace import prepare
+from blip_serving.deployment import Deployment
+from blip_serving.spec import COMPONENT_NAMES, PUBLIC_MODEL
+from blip_serving.triton.process import TritonServer
+
+BEHAVIORS = ("barking", "chewing_furniture", "on_the_couch")
+INF2_VCPUS = 4
+CHIP_FPS = 450  # issue 30: the Neuron SDK's ViT-B/16 figures scaled to 384 px, the text steps added
+
+
+def drive(api_url: str, image: bytes, concurrency: int, seconds: float) -> tuple[int, int, float]:
+    """``concurrency`` callers posting the frame for ``seconds``: (answered, failed, elapsed seconds)."""
+    counts = {"ok": 0, "failed": 0}
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def caller() -> None:
+        with httpx.Client(timeout=60) as client:
+            while time.monotonic() < stop:
+                response = client.post(
+                    f"{api_url}/v1/frames",
+                    content=image,
+                    params={"behavior": list(BEHAVIORS)},
+                    headers=AUTH | {"Content-Type": "image/jpeg"},
+                )
+                with lock:
+                    counts["ok" if response.status_code == 200 else "failed"] += 1
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=caller) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return counts["ok"], counts["failed"], time.monotonic() - started
+
+
+def cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def point(server: TritonServer, api: ApiProcess, image: bytes, concurrency: int, seconds: float) -> dict[str, Any]:
+    import tritonclient.grpc as grpc
+
+    drive(api.url, image, concurrency, 2.0)  # warm: connections, the fleet's settings, the stubs' first frames
+    stats = grpc.InferenceServerClient(server.grpc_url)
+    api_process = psutil.Process(api.process.pid)
+    fleet_before, api_before, counts_before = (
+        tree_cpu_seconds(server.process.pid),
+        cpu_s(api_process),
+        execution_counts(stats),
+    )
+    ok, failed, elapsed = drive(api.url, image, concurrency, seconds)
+    fleet_after, api_after, counts_after = (
+        tree_cpu_seconds(server.process.pid),
+        cpu_s(api_process),
+        execution_counts(stats),
+    )
+    stats.close()
+    frames = counts_after[PUBLIC_MODEL][0] - counts_before[PUBLIC_MODEL][0]  # the python model: both forms reach it
+    fleet = {role: (fleet_after[role] - fleet_before.get(role, 0.0)) * 1000 / frames for role in fleet_after}
+    per_execute = {}
+    for model, (inferences, executions) in counts_after.items():
+        done = executions - counts_before.get(model, (0, 0))[1]
+        if done:
+            per_execute[model] = round((inferences - counts_before.get(model, (0, 0))[0]) / done, 2)
+    return {
+        "frames": frames,
+        "answered": ok,
+        "failed": failed,
+        "fps": round(ok / elapsed, 1),
+        "fleet_cpu_ms_per_frame": round(sum(fleet.values()), 2),
+        "fleet_cpu_ms_by_process": {role: round(ms, 2) for role, ms in fleet.items()},
+        "api_cpu_ms_per_frame": round((api_after - api_before) * 1000 / frames, 2),
+        "requests_per_execute": per_execute,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="blip-bench-pixels", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--workspace", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS / "pixels-cpu.json")
+    args = parser.parse_args(argv)
+    workspace = prepare(HOST_MODEL, "cpu", **({"root": args.workspace} if args.workspace else {}))
+    workspace.deploy(Deployment(layout="colocated"))
+    spec = workspace.manifest.spec
+    sizes = {"1920x1080": camera_frame(1920, 1080), "640x360": camera_frame(640, 360)}
+    info = machine()
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores; {HOST_MODEL}, colocated, {args.concurrency} callers",
+        flush=True,
+    )
+    # The model's own compute per frame, in process at one torch thread: what a NeuronCore would do instead.
+    model_ms = {}
+    for name, image in sizes.items():
+        stages = in_process(workspace, image, 1, 10)
+        model_ms[name] = round(sum(stages[c] for c in COMPONENT_NAMES), 2)
+    pixel_bytes = spec.image_height * spec.image_width * spec.num_channels
+    report: dict[str, Any] = {
+        "machine": info,
+        "model": HOST_MODEL,
+        "layout": "colocated",
+        "concurrency": args.concurrency,
+        "seconds_per_point": args.seconds,
+        "behaviors": list(BEHAVIORS),
+        "model_compute_ms_per_frame": model_ms,
+        "wire_bytes_per_frame": {"pixels": pixel_bytes, **{name: len(image) for name, image in sizes.items()}},
+        "forms": {},
+    }
+    work = workspace.artifacts.parent / "bench-pixels"
+    work.mkdir(parents=True, exist_ok=True)
+    with TritonServer(workspace.repository, "cpu", layout="colocated") as server:
+        for form in ("image", "pixels"):
+            config = write_api_config(
+                work / f"api-{form}.toml", {"fleet": server.http_url}, sections={"api": {"send": form}}
+            )
+            api = ApiProcess(config, work / f"api-{form}.log", db_url=f"sqlite:///{work / 'events.sqlite3'}")
+            try:
+                report["forms"][form] = {}
+                for name, image in sizes.items():
+                    measured = point(server, api, image, args.concurrency, args.seconds)
+                    host_only = measured["fleet_cpu_ms_per_frame"] - model_ms[name]
+                    measured["fleet_host_only_cpu_ms_per_frame"] = round(host_only, 2)
+                    measured["inf2_xlarge_fps_its_vcpus_feed"] = round(INF2_VCPUS * 1000 / max(host_only, 0.01))
+                    measured["total_cpu_ms_per_frame"] = round(
+                        measured["fleet_cpu_ms_per_frame"] + measured["api_cpu_ms_per_frame"], 2
+                    )
+                    wire = pixel_bytes if form == "pixels" else len(image)
+                    ceiling = min(measured["inf2_xlarge_fps_its_vcpus_feed"], CHIP_FPS)
+                    measured["wire_bytes_per_frame"] = wire
+                    measured["api_to_inf2_mbit_s_at_its_ceiling"] = round(wire * 8 * ceiling / 1e6, 1)
+                    measured["api_cpu_cores_to_feed_one_inf2_at_its_ceiling"] = round(
+                        measured["api_cpu_ms_per_frame"] * ceiling / 1000, 2
+                    )
+                    report["forms"][form][name] = measured
+                    print(
+                        f"{form:6} {name:9}: {measured['fps']:6.1f} frames/s, fleet {measured['fleet_cpu_ms_per_frame']:5.1f} "
+                        f"CPU-ms/frame (host only {host_only:5.1f}: an inf2.xlarge's 4 vCPUs feed "
+                        f"{measured['inf2_xlarge_fps_its_vcpus_feed']} frames/s, the chip about {CHIP_FPS}), API tier "
+                        f"{measured['api_cpu_ms_per_frame']:5.1f}, total {measured['total_cpu_ms_per_frame']:5.1f}; "
+                        f"{wire} bytes/frame on the wire; per execute {measured['requests_per_execute']}",
+                        flush=True,
+                    )
+            finally:
+                api.stop()
+    pixels, image = report["forms"]["pixels"], report["forms"]["image"]
+    report["goals"] = {
+        "fleet_cpu_ms_1080p_at_most_10": pixels["1920x1080"]["fleet_cpu_ms_per_frame"],
+        "fleet_1080p_over_360p_at_most_1.2": round(
+            pixels["1920x1080"]["fleet_cpu_ms_per_frame"] / pixels["640x360"]["fleet_cpu_ms_per_frame"], 3
+        ),
+        "total_not_above_before": {
+            name: [image[name]["total_cpu_ms_per_frame"], pixels[name]["total_cpu_ms_per_frame"]] for name in sizes
+        },
+        "inf2_ceiling_before_after_1080p": [
+            image["1920x1080"]["inf2_xlarge_fps_its_vcpus_feed"],
+            pixels["1920x1080"]["inf2_xlarge_fps_its_vcpus_feed"],
+        ],
+    }
+    print(f"goals: {json.dumps(report['goals'])}", flush=True)
+    report["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -119,11 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--fast-resize",
+        action="store_true",
+        help="a fleet deployed with fast resize (reduced JPEG decode, box reduction first): the API tier follows it",
+    )
     parser.add_argument("--workspace", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=RESULTS / "pixels-cpu.json")
+    parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results/pixels-cpu[-fast].json")
     args = parser.parse_args(argv)
     workspace = prepare(HOST_MODEL, "cpu", **({"root": args.workspace} if args.workspace else {}))
-    workspace.deploy(Deployment(layout="colocated"))
+    workspace.deploy(Deployment(layout="colocated", fast_resize=args.fast_resize))
     spec = workspace.manifest.spec
     sizes = {"1920x1080": camera_frame(1920, 1080), "640x360": camera_frame(640, 360)}
     info = machine()
@@ -141,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "model": HOST_MODEL,
         "layout": "colocated",
+        "fast_resize": args.fast_resize,
         "concurrency": args.concurrency,
         "seconds_per_point": args.seconds,
         "behaviors": list(BEHAVIORS),
@@ -200,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"goals: {json.dumps(report['goals'])}", flush=True)
     report["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    out = args.out or RESULTS / f"pixels-cpu{'-fast' if args.fast_resize else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
     return 0
 
 

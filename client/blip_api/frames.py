@@ -3,7 +3,6 @@ the frame to a fleet, checked and resized here (``[api] send = "pixels"``) or as
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,6 @@ from blip_api.settings import Limits
 from blip_api.state import ApiState
 from blip_client.errors import InvalidRequestError, NoBackendAvailableError
 from blip_client.router_backend import RoutedAnswer
-from blip_contract.errors import InvalidInputError
 from blip_images.frame import Frame
 
 RAW_TYPES = ("image/", "application/octet-stream")
@@ -137,18 +135,12 @@ def frame_of(state: ApiState, data: bytes) -> Frame:
 
 
 async def ask_fleet(state: ApiState, frame: Frame, questions: Sequence[str], *, scores_only: bool) -> RoutedAnswer:
-    """The fleet's answer for one frame. With ``send = "pixels"`` the frame is decoded and checked here first, so a
-    bad one gets the fleet's own 400 before any fleet is asked, and each fleet gets pixels resized with its own
-    settings; with ``send = "image"`` the encoded file goes as it came and the fleet decodes it. 400 for the
-    caller's mistakes, 503 when no fleet could answer."""
-    if state.limits.send == "pixels":
-        try:
-            await asyncio.to_thread(frame.check)
-        except InvalidInputError as error:
-            raise ApiError(400, str(error)) from error
-        payload: Frame | bytes = frame
-    else:
-        payload = frame.data
+    """The fleet's answer for one frame. With ``send = "pixels"`` the router's client decodes, checks and resizes the
+    frame here for the fleet it chose, at that fleet's own scale (a fast fleet's JPEG is decoded at a reduced DCT
+    scale, never at full scale), before that fleet is called: a bad frame gets the fleet's own 400 and costs no
+    fleet anything. With ``send = "image"`` the encoded file goes as it came and the fleet decodes it. 400 for the
+    caller's mistakes, 503 when no fleet could answer (a bad frame too, when no fleet is up to be chosen)."""
+    payload: Frame | bytes = frame if state.limits.send == "pixels" else frame.data
     try:
         return await state.router.ask(payload, list(questions), scores_only=scores_only)
     except InvalidRequestError as error:

@@ -1,9 +1,9 @@
 """One camera frame as the API tier holds it: its bytes, checked once, decoded at most once per scale.
 
-``Frame.check`` decodes it at full scale before any fleet call, so a bad frame gets the fleet's own 400 without
-costing the fleet anything. ``Frame.pixels(settings)`` resizes that same picture for the fleet a request is routed
-to, once per distinct ``PixelSettings`` (a failover to a fleet with other settings resizes again; a JPEG for a
-``fast`` fleet is decoded again at its reduced DCT scale, never again at full scale). The change gate's luma and an
+``Frame.pixels(settings)`` decodes it at the scale the fleet a request is routed to needs (full, or a ``fast``
+fleet's reduced DCT scale) and resizes it with that fleet's settings, before the fleet is called, so a bad frame
+gets the fleet's own 400 without costing the fleet anything. Each decode and each resize happens once per frame: a
+failover to a fleet with other settings resizes the same picture again. The change gate's luma and an
 event's key frame come from reduced-scale decodes of the same bytes, with the same checks.
 """
 
@@ -42,10 +42,6 @@ class Frame:
                 self.data, max_bytes=self.max_bytes, max_pixels=self.max_pixels, draft=draft
             )
         return self._pictures[draft]
-
-    def check(self) -> None:
-        """Decode at full scale now: ``InvalidInputError`` with the fleet's own message if the frame is bad."""
-        self.picture()
 
     def pixels(self, settings: PixelSettings) -> np.ndarray:
         """uint8 ``[H, W, 3]`` for a fleet with ``settings``, bit for bit what its stub would make of the bytes."""

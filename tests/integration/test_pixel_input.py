@@ -29,7 +29,7 @@ def both_forms(url: str, data: bytes, scores_only: bool):
         try:
             encoded = await client.infer(data, QUESTIONS, timeout_s=30, scores_only=scores_only)
             frame = Frame(data, max_bytes=20 * 2**20)
-            frame.check()
+            frame.picture()
             pixels = await client.infer(frame, QUESTIONS, timeout_s=30, scores_only=scores_only)
             return encoded, pixels, client.pixel_settings
         finally:

@@ -30,7 +30,7 @@ def stub_pixels(data: bytes, settings: PixelSettings) -> np.ndarray:
 def test_the_api_tiers_pixels_are_the_stubs_bit_for_bit(path) -> None:
     data = path.read_bytes()
     frame = Frame(data, **LIMITS)
-    frame.check()
+    frame.picture()
     for settings in (EXACT, FAST, SMALL):
         assert np.array_equal(frame.pixels(settings), stub_pixels(data, settings)), settings
 
@@ -48,7 +48,7 @@ def test_a_bad_frame_is_refused_with_the_message_the_fleet_gives(path) -> None:
     with pytest.raises(InvalidInputError) as fleet:
         decode_image(data, **LIMITS)
     with pytest.raises(InvalidInputError) as ours:
-        Frame(data, **LIMITS).check()
+        Frame(data, **LIMITS).picture()
     assert str(ours.value) == str(fleet.value) and str(ours.value).startswith("IMAGE ")
 
 
@@ -61,15 +61,18 @@ def test_a_frame_is_decoded_once_at_full_scale_and_resized_once_per_fleet_settin
     frame.pixels(FAST)
     assert list(frame._pictures) == [None, (384, 384)], "a fast fleet's JPEG: a reduced-scale decode, not full"
     assert frame._pictures[(384, 384)].size == (960, 540)
+    fast_only = Frame(camera_frame(1920, 1080), **LIMITS)
+    fast_only.pixels(FAST)
+    assert list(fast_only._pictures) == [(384, 384)], "a frame routed to fast fleets alone is never decoded in full"
 
 
 def test_the_fleets_own_limits_hold_for_its_pixels() -> None:
     data = camera_frame(640, 360)
     frame = Frame(data, **LIMITS)
-    frame.check()
+    frame.picture()
     with pytest.raises(InvalidInputError, match=rf"^IMAGE is {len(data)} bytes; the limit is 1000 bytes$"):
         frame.pixels(EXACT.model_copy(update={"max_image_bytes": 1000}))
     with pytest.raises(InvalidInputError, match=r"^IMAGE declares 640x360 = 230400 pixels; the limit is 1000 "):
         frame.pixels(EXACT.model_copy(update={"max_image_pixels": 1000}))
     with pytest.raises(InvalidInputError, match=r"^IMAGE is \d+ bytes; the limit is 100 bytes$"):
-        Frame(data, max_bytes=100).check()
+        Frame(data, max_bytes=100).picture()

@@ -16,7 +16,7 @@ from PIL import Image
 
 from blip_contract import DEFAULT_MAX_IMAGE_PIXELS
 from blip_contract.pixels import PixelSettings
-from blip_images.decode import check_bytes, check_pixels, decode_image, luma, thumbnail_jpeg
+from blip_images.decode import decode_image, luma, open_image, thumbnail_jpeg
 from blip_images.resize import Resizer
 
 
@@ -47,8 +47,8 @@ class Frame:
         """uint8 ``[H, W, 3]`` for a fleet with ``settings``, bit for bit what its stub would make of the bytes."""
         if settings not in self._pixels:
             # The fleet's own limits too: a frame it would refuse is refused here with its message.
-            check_bytes(len(self.data), settings.max_image_bytes)
-            check_pixels(*self.picture().size, settings.max_image_pixels)
+            # Its header read again, not decoded: the byte and pixel caps are the fleet's own.
+            open_image(self.data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
             resize = resizer(settings)
             self._pixels[settings] = resize(self.picture(resize.draft))
         return self._pixels[settings]

@@ -11,6 +11,7 @@ from blip_bench.bench import BEHAVIOR_QUESTIONS, SAMPLE
 from blip_bench.contention import idle_cpu_percent
 from blip_client.client import BlipVqaClient
 from blip_contract import PUBLIC_INPUTS, PUBLIC_OUTPUTS
+from blip_contract.pixels import PIXEL_MODEL, PIXELS, pixel_inputs
 from blip_serving.deployment import Deployment
 from blip_serving.errors import TritonProcessError
 from blip_serving.manifest import read_manifest
@@ -36,15 +37,21 @@ def test_an_idle_server_burns_no_cpu_after_serving(triton) -> None:
     assert idle_cpu_percent(triton.process.pid, seconds=2.0) < 25, "percent of one core, with nothing in flight"
 
 
-def test_blip_vqa_metadata_is_the_wire_contract_in_every_layout(triton) -> None:
-    """What callers see is the contract, whichever layout serves it; the colocated layout serves blip_vqa alone."""
+def test_blip_vqa_metadata_is_the_wire_contract_in_every_layout(triton, tiny_build) -> None:
+    """What callers see is the contract, whichever layout serves it: blip_vqa and blip_vqa_pixels, the same outputs.
+    One difference a caller can see: colocated blip_vqa is the Python model itself, and its metadata also lists the
+    optional PIXELS that its pixel ensemble feeds (a request with IMAGE and QUESTIONS is answered alike)."""
+    spec = read_manifest(tiny_build.target_dir()).spec
     client = triton_http.InferenceServerClient(triton.http_url)
     try:
         # Frames batch: every tensor leads with the batch dimension (-1), one frame a request.
-        assert _metadata(client, PUBLIC_MODEL) == {
-            "inputs": [(t.name, t.dtype, [-1, *t.dims]) for t in PUBLIC_INPUTS],
-            "outputs": [(t.name, t.dtype, [-1, *t.dims]) for t in PUBLIC_OUTPUTS],
-        }
+        outputs = [(t.name, t.dtype, [-1, *t.dims]) for t in PUBLIC_OUTPUTS]
+        contract = [(t.name, t.dtype, [-1, *t.dims]) for t in PUBLIC_INPUTS]
+        if triton.layout.name == "colocated":
+            contract.insert(1, (PIXELS, "UINT8", [-1, *spec.pixel_shape]))
+        assert _metadata(client, PUBLIC_MODEL) == {"inputs": contract, "outputs": outputs}
+        pixel_form = [(t.name, t.dtype, [-1, *t.dims]) for t in pixel_inputs(spec.pixel_shape)]
+        assert _metadata(client, PIXEL_MODEL) == {"inputs": pixel_form, "outputs": outputs}
         served = {entry["name"] for entry in client.get_model_repository_index() if entry.get("state") == "READY"}
         assert served == set(triton.layout.served_models)
     finally:

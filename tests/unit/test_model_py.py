@@ -130,3 +130,36 @@ def test_question_tokens_off_the_buckets_are_refused(models) -> None:
     (response,) = models["text_decoder"].execute([bad])
     assert response.error.code() == pb_utils.TritonError.INVALID_ARG
     assert "has 20 tokens; the question buckets are [16, 32]" in response.error.message()
+
+
+def test_freed_memory_goes_back_after_load_and_after_executes_at_most_once_a_second(monkeypatch) -> None:
+    """A trim after every execute cost about 5 CPU-ms a frame once frames came as pixels (make bench-pixels)."""
+    from blip_serving.stub import triton_adapter
+
+    class Libc:
+        trims = 0
+
+        def malloc_trim(self, pad: int) -> None:
+            Libc.trims += 1
+
+    clock = [100.0]
+    monkeypatch.setattr(triton_adapter, "_libc", Libc)
+    monkeypatch.setattr(triton_adapter.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(triton_adapter, "_trimmed_at", float("-inf"))
+    triton_adapter.release_freed_memory()  # after the artifacts load: always
+    for _ in range(50):  # 50 executes within the second
+        triton_adapter.release_freed_memory(after_execute=True)
+    assert Libc.trims == 1
+    clock[0] += triton_adapter.TRIM_INTERVAL_S
+    triton_adapter.release_freed_memory(after_execute=True)
+    assert Libc.trims == 2
+    monkeypatch.setenv("BLIP_MALLOC_TRIM", "load")
+    clock[0] += 10
+    triton_adapter.release_freed_memory(after_execute=True)
+    assert Libc.trims == 2, "load: never after an execute"
+    triton_adapter.release_freed_memory()
+    assert Libc.trims == 3
+    monkeypatch.setenv("BLIP_MALLOC_TRIM", "execute")
+    for _ in range(5):
+        triton_adapter.release_freed_memory(after_execute=True)
+    assert Libc.trims == 8, "execute: after every one"

@@ -6,7 +6,10 @@ checkout's. The serving packages never look for a checkout.
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
+from typing import Any
 
 from blip_api.settings import DEFAULT_BEHAVIORS
 
@@ -19,3 +22,11 @@ SAVED_RANDOM_BASE = ROOT / ".bench" / "artifacts" / "checkpoints" / "random-base
 # The questions the API tier asks of a frame by default: its first three behaviours, scores only unless a
 # benchmark says otherwise.
 BEHAVIOR_QUESTIONS: tuple[str, ...] = tuple(DEFAULT_BEHAVIORS.values())[:3]
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """A benchmark's JSON, stamped with its time (UTC), where the results go; the path is printed."""
+    report["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")

@@ -18,7 +18,6 @@ Frames carry the 3 behaviour questions in scores-only mode, as the alerting path
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 from blip_bench.bench import machine
 from blip_bench.callers import frame_callers
 from blip_bench.corpus import CAMERA_SIZES, camera_frame, generated_images
-from blip_bench.frames import BEHAVIOR_QUESTIONS, RESULTS
+from blip_bench.frames import BEHAVIOR_QUESTIONS, RESULTS, write_report
 from blip_bench.timing import concurrent
 from blip_bench.workspace import Workspace, prepare
 from blip_images.decode import decode_image
@@ -294,11 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                             flush=True,
                         )
                     report[key][layout][name] = points
-    report["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    out = args.out or RESULTS / f"host-{args.target}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(report, args.out or RESULTS / f"host-{args.target}.json")
     return 0
 
 

@@ -34,7 +34,7 @@ import psutil
 
 from blip_bench.bench import machine
 from blip_bench.corpus import camera_frame
-from blip_bench.frames import RESULTS
+from blip_bench.frames import RESULTS, write_report
 from blip_bench.host import HOST_MODEL, execution_counts, in_process, tree_cpu_seconds
 from blip_bench.stack import AUTH, ApiProcess, write_api_config
 from blip_bench.workspace import prepare
@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="blip-bench-pixels", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
+    parser.add_argument("--model", default=HOST_MODEL, help="default random-host (the host path of the real model)")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--in-process-frames", type=int, default=10, help="frames timed in process per size")
     parser.add_argument(
         "--fast-resize",
         action="store_true",
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results/pixels-cpu[-fast].json")
     args = parser.parse_args(argv)
-    workspace = prepare(HOST_MODEL, "cpu", **({"root": args.workspace} if args.workspace else {}))
+    workspace = prepare(args.model, "cpu", **({"root": args.workspace} if args.workspace else {}))
     workspace.deploy(Deployment(layout="colocated", fast_resize=args.fast_resize))
     spec = workspace.manifest.spec
     sizes = {"1920x1080": camera_frame(1920, 1080), "640x360": camera_frame(640, 360)}
@@ -144,12 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     # The model's own compute per frame, in process at one torch thread: what a NeuronCore would do instead.
     model_ms = {}
     for name, image in sizes.items():
-        stages = in_process(workspace, image, 1, 10)
+        stages = in_process(workspace, image, 1, args.in_process_frames)
         model_ms[name] = round(sum(stages[c] for c in COMPONENT_NAMES), 2)
     pixel_bytes = spec.image_height * spec.image_width * spec.num_channels
     report: dict[str, Any] = {
         "machine": info,
-        "model": HOST_MODEL,
+        "model": args.model,
         "layout": "colocated",
         "fast_resize": args.fast_resize,
         "concurrency": args.concurrency,
@@ -211,11 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
     }
     print(f"goals: {json.dumps(report['goals'])}", flush=True)
-    report["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    out = args.out or RESULTS / f"pixels-cpu{'-fast' if args.fast_resize else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(report, args.out or RESULTS / f"pixels-cpu{'-fast' if args.fast_resize else ''}.json")
     return 0
 
 

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 
-from blip_bench import bench, host, perf
+from blip_bench import bench, host, perf, pixels
 
 
 def test_perf_sweeps_with_perf_analyzer_and_writes_csv_chart_and_knee(tmp_path, capsys) -> None:
@@ -123,3 +123,30 @@ def test_host_section_measures_cpu_by_process_and_requests_per_execute(tmp_path,
     agreement = report["fast_resize_agreement"]
     assert 0 < agreement["agreement"] <= 1 and "frame_1920x1080.jpg" in agreement["images"]
     assert "CPU-ms/frame" in capsys.readouterr().out
+
+
+def test_bench_pixels_measures_every_variant_through_the_real_api_tier(tmp_path, capsys) -> None:
+    out = tmp_path / "pixels.json"
+    args = ["--model", "random-tiny", "--workspace", str(tmp_path / "ws"), "--out", str(out)]
+    assert pixels.main([*args, "--concurrency", "2", "--seconds", "1", "--in-process-frames", "2"]) == 0
+    report = json.loads(out.read_text())
+    assert list(report["forms"]) == ["before", "image", "pixels"]
+    assert [(v["send"], v["malloc_trim"]) for v in report["forms"].values()] == [
+        ("image", "execute"),
+        ("image", "always"),
+        ("pixels", "always"),
+    ]
+    for variant in report["forms"].values():
+        for size in ("1920x1080", "640x360"):
+            point = variant[size]
+            assert point["frames"] > 0 and point["answered"] > 0 and point["failed"] == 0, point
+            assert point["fleet_cpu_ms_per_frame"] > 0 and point["api_cpu_ms_per_frame"] > 0
+            assert point["requests_per_execute"]["blip_vqa"] >= 1
+    assert report["forms"]["pixels"]["640x360"]["wire_bytes_per_frame"] == report["wire_bytes_per_frame"]["pixels"]
+    assert set(report["goals"]) == {
+        "fleet_cpu_ms_1080p_at_most_10",
+        "fleet_1080p_over_360p_at_most_1.2",
+        "total_not_above_before",
+        "inf2_ceiling_before_after_1080p",
+    }
+    assert "goals:" in capsys.readouterr().out

@@ -29,7 +29,7 @@ from blip_client.client import BlipVqaClient
 from blip_client.errors import InvalidRequestError
 from blip_contract.logs import RequestIdFilter
 from blip_serving.capacity import SCALING_METRIC
-from blip_serving.triton.process import free_port
+from blip_serving.triton.process import TritonServer, free_port
 from tests.conftest import INVALID_IMAGES, ROOT, VALID_IMAGES
 from tests.unit.test_kubernetes import objects
 
@@ -129,25 +129,33 @@ def inferences(triton) -> int:
 
 
 @pytest.fixture(scope="module")
-def quiet_api(triton):
+def quiet_fleet(tiny_build, triton):
+    """A fleet of its own in the session's layout, which only ``quiet_api`` calls: the other apps of this module
+    probe the session's fleet every half second."""
+    with TritonServer(tiny_build.repository, "cpu", layout=triton.layout.name) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def quiet_api(quiet_fleet):
     """The API tier with its probes an hour apart after the first: the fleet's counts move only with the test's
     own requests (a refused frame asks for no probe: it is the caller's fault, not the fleet's)."""
-    app = create_app(settings_for({"neuron": triton.http_url}, probe_interval_s=3600))
+    app = create_app(settings_for({"neuron": quiet_fleet.http_url}, probe_interval_s=3600))
     with TestClient(app) as client:
         yield client
 
 
 @pytest.mark.parametrize("path", INVALID_IMAGES, ids=lambda p: p.name)
-def test_a_bad_image_is_400_with_the_fleets_own_reason_before_any_fleet_call(quiet_api, triton, path) -> None:
+def test_a_bad_image_is_400_with_the_fleets_own_reason_before_any_fleet_call(quiet_api, quiet_fleet, path) -> None:
     data = path.read_bytes()
-    before = inferences(triton)
+    before = inferences(quiet_fleet)
     response = post_raw(quiet_api, data, behavior="barking")
     assert response.status_code == 400, response.text
-    assert inferences(triton) == before, "refused in the API tier: the fleet never saw it"
+    assert inferences(quiet_fleet) == before, "refused in the API tier: the fleet never saw it"
     if not data:  # an empty body never reaches the image checks
         assert "image is empty" in response.text
         return
-    with BlipVqaClient(triton.http_url) as fleet, pytest.raises(InvalidRequestError) as refused:
+    with BlipVqaClient(quiet_fleet.http_url) as fleet, pytest.raises(InvalidRequestError) as refused:
         fleet.scores(data, ["Is the dog barking?"])  # what a direct tritonclient caller is told
     message = response.json()["error"]
     assert message.startswith("IMAGE ") and message in str(refused.value), (message, str(refused.value))

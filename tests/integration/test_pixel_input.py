@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 
 import numpy as np
 import pytest
@@ -12,10 +13,15 @@ from tritonclient.utils import InferenceServerException
 
 from blip_bench.corpus import camera_frame
 from blip_client.async_client import AsyncBlipVqaClient
+from blip_client.errors import ServerError
+from blip_client.probe import probe_async
 from blip_contract import PUBLIC_MODEL
 from blip_contract.pixels import PIXEL_MODEL
 from blip_images.frame import Frame
+from blip_serving.deployment import Deployment
 from blip_serving.manifest import read_manifest
+from blip_serving.model_config import parse, render, write_repository_configs
+from blip_serving.triton.process import TritonServer
 from tests.conftest import QUESTIONS, VALID_IMAGES
 
 FRAMES = [(path.name, path.read_bytes()) for path in VALID_IMAGES] + [
@@ -89,3 +95,38 @@ def test_a_python_model_given_both_forms_or_neither_refuses_it_in_one_line(trito
     assert both.status() == "400" and "send exactly one of IMAGE" in both.message() and "got both" in both.message()
     neither = raw_infer(triton, PUBLIC_MODEL, [questions_input()])
     assert neither.status() == "400" and "got neither" in neither.message()
+
+
+def test_a_fleet_without_pixel_settings_is_refused_at_connect_in_one_line(tiny_build, tmp_path) -> None:
+    """A fleet whose ``blip_vqa_pixels`` carries no settings (one built before them, or edited by hand) answers,
+    but the router's first probe fails it with one line naming the fleet, and it is never sent pixels."""
+    repository = tmp_path / "model_repository"
+    shutil.copytree(tiny_build.repository, repository, ignore=shutil.ignore_patterns("configs"))
+    artifacts = tiny_build.target_dir()
+    write_repository_configs(
+        read_manifest(artifacts).spec, "cpu", repository, artifacts, Deployment(layout="colocated")
+    )
+    path = repository / PIXEL_MODEL / "configs" / "colocated-cpu.pbtxt"
+    config = parse(path.read_text())
+    del config.parameters["pixel_settings"]
+    path.write_text(render(config))
+    with TritonServer(repository, "cpu", layout="colocated") as server:
+
+        async def body():
+            client = AsyncBlipVqaClient(server.http_url)
+            try:
+                with pytest.raises(ServerError) as refused:
+                    await client.read_pixel_settings(5)
+                probed = await probe_async(client, 5)
+                encoded = await client.infer(FRAMES[0][1], QUESTIONS, timeout_s=30, scores_only=True)
+                return str(refused.value), probed, encoded
+            finally:
+                await client.close()
+
+        message, probed, encoded = asyncio.run(body())
+    assert message == (
+        f"fleet {server.http_url}: blip_vqa_pixels has no pixel_settings parameter (a fleet built before pixel "
+        "input: rebuild its repository with make build-artifacts)"
+    )
+    assert not probed.ok and "has no pixel_settings parameter" in probed.error and "\n" not in probed.error
+    assert len(encoded.scores) == len(QUESTIONS), "the encoded form still answers: only the pixel path is refused"

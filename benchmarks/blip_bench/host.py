@@ -74,6 +74,16 @@ def execution_counts(client: Any) -> dict[str, tuple[int, int]]:
     }
 
 
+def requests_per_execute(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> dict[str, float]:
+    """Model -> mean requests per execute between two ``execution_counts``; models that ran no execute left out."""
+    per_execute = {}
+    for model, (inferences, executions) in after.items():
+        done = executions - before.get(model, (0, 0))[1]
+        if done:
+            per_execute[model] = round((inferences - before.get(model, (0, 0))[0]) / done, 2)
+    return per_execute
+
+
 def served_point(server: TritonServer, image: bytes, concurrency: int, seconds: float) -> dict[str, Any]:
     """One concurrency level: frames/s, CPU-ms per frame by process, requests per execute by model."""
     import tritonclient.grpc as grpc
@@ -97,18 +107,13 @@ def served_point(server: TritonServer, image: bytes, concurrency: int, seconds: 
     # Every frame Triton served in the interval (the callers' warm-up calls too) shares the CPU measured over it.
     frames = counts_after[PUBLIC_MODEL][0] - counts_before[PUBLIC_MODEL][0]
     cpu_ms = {role: round((cpu_after[role] - cpu_before.get(role, 0.0)) * 1000 / frames, 2) for role in cpu_after}
-    per_execute = {}
-    for model, (inferences, executions) in counts_after.items():
-        done = executions - counts_before.get(model, (0, 0))[1]
-        if done:
-            per_execute[model] = round((inferences - counts_before.get(model, (0, 0))[0]) / done, 2)
     own = (own_after.user + own_after.system - own_before.user - own_before.system) * 1000 / frames
     return {
         **run.summary(),
         "cpu_ms_per_frame": round(sum(cpu_ms.values()), 2),
         "cpu_ms_by_process": cpu_ms,
         "load_generator_cpu_ms_per_frame": round(own, 2),
-        "requests_per_execute": per_execute,
+        "requests_per_execute": requests_per_execute(counts_before, counts_after),
     }
 
 

@@ -35,7 +35,7 @@ import psutil
 from blip_bench.bench import machine
 from blip_bench.corpus import camera_frame
 from blip_bench.frames import RESULTS, write_report
-from blip_bench.host import HOST_MODEL, execution_counts, in_process, tree_cpu_seconds
+from blip_bench.host import HOST_MODEL, execution_counts, in_process, requests_per_execute, tree_cpu_seconds
 from blip_bench.stack import AUTH, ApiProcess, write_api_config
 from blip_bench.workspace import prepare
 from blip_serving.deployment import Deployment
@@ -101,11 +101,6 @@ def point(server: TritonServer, api: ApiProcess, image: bytes, concurrency: int,
     stats.close()
     frames = counts_after[PUBLIC_MODEL][0] - counts_before[PUBLIC_MODEL][0]  # the python model: both forms reach it
     fleet = {role: (fleet_after[role] - fleet_before.get(role, 0.0)) * 1000 / frames for role in fleet_after}
-    per_execute = {}
-    for model, (inferences, executions) in counts_after.items():
-        done = executions - counts_before.get(model, (0, 0))[1]
-        if done:
-            per_execute[model] = round((inferences - counts_before.get(model, (0, 0))[0]) / done, 2)
     return {
         "frames": frames,
         "answered": ok,
@@ -114,7 +109,7 @@ def point(server: TritonServer, api: ApiProcess, image: bytes, concurrency: int,
         "fleet_cpu_ms_per_frame": round(sum(fleet.values()), 2),
         "fleet_cpu_ms_by_process": {role: round(ms, 2) for role, ms in fleet.items()},
         "api_cpu_ms_per_frame": round((api_after - api_before) * 1000 / frames, 2),
-        "requests_per_execute": per_execute,
+        "requests_per_execute": requests_per_execute(counts_before, counts_after),
     }
 
 

@@ -3,7 +3,9 @@
 ``ensemble``: the ensemble and three Python-backend models, one stub process per instance of each. ``colocated``:
 ``blip_vqa`` itself is one Python-backend model whose every instance runs the three components in its own process
 (one NeuronCore or one CUDA context per instance). Both expose the same models (``blip_vqa`` and its pixel form
-``blip_vqa_pixels``, an ensemble on both), tensors and request parameters, so a caller cannot tell them apart. Nothing outside ``blip_serving.layouts`` compares layout names.
+``blip_vqa_pixels``, an ensemble on both), outputs and request parameters, and answer the same requests alike; the
+one difference a caller can see is that colocated ``blip_vqa``'s metadata also lists the optional PIXELS its pixel
+ensemble feeds. Nothing outside ``blip_serving.layouts`` compares layout names.
 
 A layout sits below the targets and the config generator: it says which configs it needs through a
 ``ConfigBuilder`` it is handed, and how it places itself through the ``Context`` the plan gives it.

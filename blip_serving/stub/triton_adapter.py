@@ -37,8 +37,9 @@ from blip_serving.targets import get_target
 
 # When freed memory goes back to the system: "always" (after the artifacts load, and after executes at most once
 # per TRIM_INTERVAL_S: about 120 MiB less resident for random-base colocated), "execute" (after every execute, the
-# rule before 2026-12-03, for a host short of memory), "load" (after the artifacts load only), "0" never. A trim after every execute cost 8.7% of a busy colocated stub's CPU once frames came as pixels
-# (py-spy, random-host at 8 callers: about 1 CPU-ms a frame); once a second keeps the memory and drops the cost.
+# rule before 2026-12-03, for a host short of memory), "load" (after the artifacts load only), "0" never. Once
+# frames came as pixels, a trim after every execute cost random-host's colocated stub about 5 CPU-ms a frame
+# (10.4-11.3 against 5.7-6.4 once a second, docs/performance.md): the next execute faulted the freed buffers in again.
 TRIM_SETTING = "MALLOC_TRIM"  # BLIP_MALLOC_TRIM
 TRIM_INTERVAL_S = 1.0
 _trimmed_at = float("-inf")

@@ -131,6 +131,7 @@ async def read_frame(request: Request, limits: Limits, extra_fields: tuple[str, 
 
 
 def frame_of(state: ApiState, data: bytes) -> Frame:
+    """A request's frame, held to this tier's byte cap (a fleet's own caps apply again when it is resized for it)."""
     return Frame(data, max_bytes=state.limits.max_image_bytes)
 
 

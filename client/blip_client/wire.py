@@ -48,13 +48,19 @@ def build_inputs(triton: ModuleType, image: bytes, questions: Sequence[str | byt
     or .grpc)."""
     if not isinstance(image, bytes | bytearray):
         raise TypeError(f"image must be the encoded file's bytes, got {type(image).__name__}")
-    encoded = encode_questions(questions)
-    image_shape, questions_shape = (request_shape(tensor, len(encoded)) for tensor in PUBLIC_INPUTS)
+    image_shape = request_shape(PUBLIC_INPUTS[0])
     image_input = triton.InferInput(IMAGE, image_shape, "BYTES")
     image_input.set_data_from_numpy(np.array([bytes(image)], dtype=np.object_).reshape(image_shape))
-    questions_input = triton.InferInput(QUESTIONS, questions_shape, "BYTES")
-    questions_input.set_data_from_numpy(np.array(encoded, dtype=np.object_).reshape(questions_shape))
-    return [image_input, questions_input]
+    return [image_input, questions_input(triton, questions)]
+
+
+def questions_input(triton: ModuleType, questions: Sequence[str | bytes]) -> Any:
+    """QUESTIONS [1, n] as a BYTES input of ``triton``: the same in both forms of a frame."""
+    encoded = encode_questions(questions)
+    shape = request_shape(PUBLIC_INPUTS[1], len(encoded))
+    tensor = triton.InferInput(QUESTIONS, shape, "BYTES")
+    tensor.set_data_from_numpy(np.array(encoded, dtype=np.object_).reshape(shape))
+    return tensor
 
 
 class PixelSource(Protocol):
@@ -81,13 +87,9 @@ def build_pixel_inputs(triton: ModuleType, pixels: np.ndarray, questions: Sequen
     """PIXELS [1, H, W, 3] uint8 and QUESTIONS [1, n] as inputs of ``triton``: the pixel form of one frame."""
     if pixels.dtype != np.uint8 or pixels.ndim != 3:
         raise TypeError(f"pixels must be uint8 [H, W, 3], got {pixels.dtype} {list(pixels.shape)}")
-    encoded = encode_questions(questions)
     pixel_input = triton.InferInput(PIXELS, [1, *pixels.shape], "UINT8")
     pixel_input.set_data_from_numpy(np.ascontiguousarray(pixels)[None])
-    questions_shape = request_shape(PUBLIC_INPUTS[1], len(encoded))
-    questions_input = triton.InferInput(QUESTIONS, questions_shape, "BYTES")
-    questions_input.set_data_from_numpy(np.array(encoded, dtype=np.object_).reshape(questions_shape))
-    return [pixel_input, questions_input]
+    return [pixel_input, questions_input(triton, questions)]
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
 #            MAX_QUEUE_DELAY_US STEP_QUEUE_DELAY_US *_BUCKETS (build-artifacts)  HEAL_INTERVAL_S LOG_JSON=1 (serve)
 #            HOST_TYPE=inf2.xlarge|g5.xlarge|local|... (plan)  LISTEN_ADDRESS=127.0.0.1|0.0.0.0 (serve, api)
 #            HTTP_PORT GRPC_PORT METRICS_PORT (serve)  API_CONFIG API_PORT API_METRICS_PORT INSECURE_DEV=1 (api)
-#            BENCH_MODEL BENCH_SECONDS BENCH_FRAMES (bench)  SLO_MS RATE PERF_INSTANCES PERF_CONCURRENCY (perf)  SOAK_SECONDS (soak)
+#            BENCH_MODEL BENCH_SECONDS BENCH_FRAMES (bench)  SLO_MS RATE PERF_INSTANCES PERF_CONCURRENCY URL GRPC_URL HOST_TYPE (perf)
+#            SOAK_SECONDS (soak)
 #            PYTEST_ARGS
 
 PYTHON ?= python3.11
@@ -95,8 +96,8 @@ bench-pixels: install-dev ## Frames sent encoded vs as pixels resized in the API
 bench-host: install-dev ## Host CPU per camera frame by process, requests per execute, stage split, fast-resize agreement -> benchmarks/results/host-<target>.json
 	$(BIN)/python -m blip_bench.host --target $(TARGET)
 
-perf: install-dev ## perf_analyzer sweep of instances x concurrency: CSV, PNG chart, knee under SLO_MS, capacity for RATE
-	$(BIN)/python -m blip_bench.perf --model $(BENCH_MODEL) --target $(TARGET)
+perf: install-dev ## perf_analyzer sweep: knee under SLO_MS, capacity for RATE; URL=host:port measures a deployed fleet as it runs (HOST_TYPE=)
+	$(BIN)/python -m blip_bench.perf $(if $(URL),--url $(URL) $(if $(GRPC_URL),--grpc-url $(GRPC_URL)),--model $(BENCH_MODEL) --target $(TARGET)) $(if $(filter-out file,$(origin HOST_TYPE))$(HOST),--host-type $(HOST_TYPE))
 
 gpu-check-carry: install-dev ## Here: pack what a GPU machine lacks (Triton, tritonclient wheels) into .gpucarry/
 	benchmarks/gpu_check.sh carry
@@ -113,7 +114,7 @@ k8s-render: ## Render OVERLAY (default: every overlay) with images from REGISTRY
 images-check: install ## Build the cpu fleet and API images with buildah (local Debian base), run them, ask through the API
 	tools/images_check.sh
 
-capacity: install ## HPA per-pod target from make perf's knee x headroom -> the measured fleet's overlays/<fleet>/capacity.yaml (PERF=)
+capacity: install ## HPA per-pod target from make perf's knee x headroom -> overlays/<fleet>-autoscaling/capacity.yaml, only from that fleet's target and host type (PERF=)
 	$(BIN)/python -m blip_serving.capacity capacity $(if $(PERF),--perf $(PERF))
 
 cost: install ## $/h, $ per million frames and questions per fleet for RATE frames/s, from perf results and deploy/prices.toml

@@ -2,8 +2,9 @@
 
 - capacity: the per-pod target of a fleet's HorizontalPodAutoscaler is the knee ``make perf`` measured (the highest
   frames/s whose p99 stays under the SLO, one pod being one host) times a stated headroom, so that a pod scales out
-  before it leaves the SLO. It is written into the fleet's overlay as ``capacity.yaml``, with where it came from,
-  only from a measurement of that fleet's target: until one exists the overlay carries a placeholder that the
+  before it leaves the SLO. It is written into the fleet's autoscaling overlay (``overlays/<fleet>-autoscaling``) as
+  ``capacity.yaml``, with where it came from,
+  only from a measurement of that fleet's target on that fleet's host type: until one exists the overlay carries a placeholder that the
   Kubernetes API refuses, so an unmeasured target cannot be applied by accident.
 - cost: per fleet, frames/s per instance at the SLO, the instances ``RATE`` frames/s needs plus one spare, $/h,
   $ per million frames and per million questions, and the saving of each fleet against the others. A fleet without
@@ -48,6 +49,11 @@ FLEETS = {
 }
 
 
+def capacity_file(overlays: Path, fleet: str) -> Path:
+    """Where a fleet's HPA target goes: its autoscaling overlay, applied after the perf Job measured the fleet."""
+    return overlays / f"{FLEETS[fleet]['overlay']}-autoscaling" / "capacity.yaml"
+
+
 class CapacityError(ValueError):
     """A perf result without a knee, or an unknown fleet: the message says which."""
 
@@ -64,6 +70,7 @@ class Measured:
     questions_per_frame: int
     layout: str
     instances: int
+    host_type: str | None
 
 
 def read_perf(path: Path) -> Measured:
@@ -83,6 +90,7 @@ def read_perf(path: Path) -> Measured:
         questions_per_frame=data.questions_per_frame,
         layout=knee.layout,
         instances=knee.instances,
+        host_type=data.host_type,
     )
 
 
@@ -118,8 +126,9 @@ def capacity_patch(fleet: str, measured: Measured | None, headroom: float = DEFA
     if measured is None:
         header = (
             f"# Written by `make capacity`: NOT MEASURED. No `make perf` result of the {fleet} fleet's hardware\n"
-            f"# ({FLEETS[fleet]['host']}) exists, so the HPA target is a placeholder the Kubernetes API refuses. On that\n"
-            f"# hardware: make perf TARGET={fleet}, then make capacity PERF=benchmarks/results/perf-{fleet}.json.\n"
+            f"# ({FLEETS[fleet]['host']}) exists, so the HPA target is a placeholder the Kubernetes API refuses. Measure the\n"
+            f"# deployed fleet with its perf Job (docs/kubernetes.md), then\n"
+            f"# make capacity PERF=perf-{fleet}.json (the Job's last log line).\n"
         )
     else:
         header = (
@@ -229,6 +238,29 @@ def _measured_fleets(specs: list[str]) -> dict[str, Measured | None]:
     return measured
 
 
+def overlay_for(measured: Measured, source: Path) -> str:
+    """The overlay a measurement may size: the one whose fleet runs the measured target on the measured host type.
+    ``CapacityError`` in one line otherwise: a target measured on other hardware is never written."""
+    spec = FLEETS.get(measured.target, {})
+    overlay = spec.get("overlay")
+    if not overlay:
+        runs = ", ".join(f for f, s in FLEETS.items() if s["overlay"])
+        raise CapacityError(
+            f"{source} measured the {measured.target} target, which no overlay runs; a target measured on other "
+            f"hardware is never written (overlays for {runs})"
+        )
+    if measured.host_type is None:
+        raise CapacityError(
+            f"{source} records no host type (it is older than the field): run make perf again on {spec['host']}"
+        )
+    if measured.host_type != spec["host"]:
+        raise CapacityError(
+            f"{source} measured host type {measured.host_type}, but overlays/{overlay} runs {spec['host']}: a "
+            f"target measured on other hardware is never written (make perf URL=... HOST_TYPE={spec['host']} on it)"
+        )
+    return overlay
+
+
 def main_capacity(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="blip-capacity", description=__doc__)
     parser.add_argument("--perf", type=Path, default=RESULTS / "perf-cpu.json", help="a make perf summary JSON")
@@ -243,29 +275,22 @@ def main_capacity(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.unmeasured:
         for fleet in args.unmeasured:
-            path = args.overlays / FLEETS[fleet]["overlay"] / "capacity.yaml"
+            path = capacity_file(args.overlays, fleet)
             path.write_text(capacity_patch(fleet, None))
             print(f"wrote {path} (placeholder: not measured)")
         return 0
     try:
         measured = read_perf(args.perf)
         target = per_pod_target(measured, args.headroom)
+        overlay_for(measured, args.perf)  # refuses another target or host type
     except (CapacityError, OSError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    overlay = FLEETS.get(measured.target, {}).get("overlay")
-    if not overlay:
-        print(
-            f"error: {args.perf} measured the {measured.target} target, which no overlay runs; a target measured on "
-            f"other hardware is never written (overlays for {', '.join(f for f, s in FLEETS.items() if s['overlay'])})",
-            file=sys.stderr,
-        )
         return 2
     print(
         f"knee {measured.fps:g} frames/s (p99 {measured.p99_ms:g} ms <= {measured.slo_ms:g} ms, {measured.layout}) "
         f"x headroom {args.headroom:g} = {target:g} frames/s per pod"
     )
-    path = args.overlays / overlay / "capacity.yaml"
+    path = capacity_file(args.overlays, measured.target)
     path.write_text(capacity_patch(measured.target, measured, args.headroom))
     print(f"wrote {path}")
     return 0

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,6 +56,15 @@ class PerfSummary(BaseModel):
     capacity: dict[str, Any] = Field(description="Instances and machines for the --rate asked for.")
     points: list[PerfPoint]
     seconds: float = Field(description="Wall time of the sweep.")
+    host_type: str | None = Field(
+        None,
+        description="The host type measured (the flag, EC2 instance metadata, else local); make capacity writes an "
+        "overlay's target only from a summary of that overlay's host type, and refuses one without it (older).",
+    )
+    host_type_source: Literal["flag", "ec2-metadata", "default"] | None = None
+    fleet_url: str | None = Field(
+        None, description="The deployed fleet measured (make perf URL=); None: a server the sweep built and started."
+    )
 
     @classmethod
     def read(cls, path: Path) -> PerfSummary:

@@ -4,6 +4,12 @@ Each point is one perf_analyzer run (tritonclient 2.50's binary) on a real frame
 with their 4-byte length prefixes in the input JSON. It writes a CSV and a chart (latency bars and throughput by
 "layout instances-concurrency", as the seeds' "#server threads - #client threads" figure) and prints the knee: the
 highest throughput whose p99 stays under ``SLO_MS``, and how many instances (or machines) a rate ``RATE`` needs.
+
+Two ways to run it. ``make perf`` builds ``MODEL`` into a workspace and sweeps servers of its own (layouts x
+instances). ``make perf URL=host:port`` (and the perf Job, ``deploy/kubernetes/base/perf``) measures a deployed fleet
+as it runs: its model, layout and instances are read from its Triton (``blip_bench.deployed``), nothing is built and
+no server is started; only the concurrency is swept. Both record the host type (``blip_bench.host_type``), which is
+what ``make capacity`` matches an overlay against.
 """
 
 from __future__ import annotations
@@ -14,12 +20,15 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from blip_bench.bench import machine
 from blip_bench.corpus import CAMERA_SIZES, camera_frame
+from blip_bench.deployed import GRPC_PORT, FleetUnreadable, describe
 from blip_bench.frames import BEHAVIOR_QUESTIONS, RESULTS, SAMPLE
+from blip_bench.host_type import host_type
 from blip_bench.perf_analyzer import input_data, library_directory, run_point
 from blip_bench.workspace import Workspace, prepare
 from blip_client.client import BlipVqaClient
@@ -27,6 +36,7 @@ from blip_contract.env import env_default
 from blip_serving.deployment import Deployment
 from blip_serving.layouts import LAYOUT_NAMES
 from blip_serving.perf_summary import Machine, PerfPoint, PerfSummary
+from blip_serving.spec import PUBLIC_MODEL
 from blip_serving.triton.process import TritonServer
 
 Point = PerfPoint
@@ -39,35 +49,51 @@ def perf_frames() -> dict[str, bytes]:
     return frames
 
 
-def sweep(workspace: Workspace, args: argparse.Namespace) -> list[Point]:
-
-    frames = perf_frames()
-    image = frames[SAMPLE.name]
-    work = workspace.repository.parent / "perf"
+def prepare_inputs(work: Path) -> tuple[Path, dict[str, str]]:
+    """perf_analyzer's input JSON (every frame, the behaviours' questions) and its environment (its libraries)."""
     work.mkdir(parents=True, exist_ok=True)
     data_path = work / "input.json"
-    data_path.write_text(json.dumps(input_data(list(frames.values()), BEHAVIOR_QUESTIONS)))
+    data_path.write_text(json.dumps(input_data(list(perf_frames().values()), BEHAVIOR_QUESTIONS)))
     env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(library_directory(work)), env.get("LD_LIBRARY_PATH")]))
-    total, done, points = len(args.layouts) * len(args.instances) * len(args.concurrency), 0, []
-    for layout, instances in ((layout, instances) for layout in args.layouts for instances in args.instances):
+    libraries = library_directory(work)
+    if libraries is not None:
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libraries), env.get("LD_LIBRARY_PATH")]))
+    return data_path, env
+
+
+def measure(
+    http_url: str, grpc_url: str, layout: str, instances: int, args: argparse.Namespace, work: Path, progress: str
+) -> list[Point]:
+    """One fleet, every concurrency: its first calls warmed (each instance's), then one perf_analyzer run each."""
+    data_path, env = prepare_inputs(work)
+    image = SAMPLE.read_bytes()
+    with BlipVqaClient(http_url, timeout_s=600) as client:
+        for _ in range(2 * instances):
+            client.infer(image, BEHAVIOR_QUESTIONS, scores_only=args.scores_only)
+    points = []
+    for concurrency in args.concurrency:
+        started = time.perf_counter()
+        figures = run_point(grpc_url, data_path, concurrency, args, env, work)
+        points.append(Point(instances=instances, concurrency=concurrency, **figures, layout=layout))
+        print(
+            f"[{progress}] {layout}, instances {instances}, concurrency {concurrency}: "
+            f"{figures['throughput']:.3f} frames/s, p50 {figures['p50_ms']:.0f} ms, "
+            f"p99 {figures['p99_ms']:.0f} ms ({time.perf_counter() - started:.0f} s)"
+            + ("" if figures["stable"] else f"; UNSTABLE: windows disagreed by over {args.stability}%"),
+            flush=True,
+        )
+    return points
+
+
+def sweep(workspace: Workspace, args: argparse.Namespace) -> list[Point]:
+    """Every layout x instances the flags name, each on a server of the sweep's own over the workspace's build."""
+    work = workspace.repository.parent / "perf"
+    shapes = [(layout, instances) for layout in args.layouts for instances in args.instances]
+    points: list[Point] = []
+    for done, (layout, instances) in enumerate(shapes, 1):
         workspace.deploy(Deployment(layout=layout, instances=instances))
         with TritonServer(workspace.repository, workspace.target, layout=layout) as server:
-            with BlipVqaClient(server.http_url, timeout_s=600) as client:  # warm every instance's first calls
-                for _ in range(2 * instances):
-                    client.infer(image, BEHAVIOR_QUESTIONS, scores_only=args.scores_only)
-            for concurrency in args.concurrency:
-                started = time.perf_counter()
-                figures = run_point(server.grpc_url, data_path, concurrency, args, env, work)
-                points.append(Point(instances=instances, concurrency=concurrency, **figures, layout=layout))
-                done += 1
-                print(
-                    f"[{done}/{total}] {layout}, instances {instances}, concurrency {concurrency}: "
-                    f"{figures['throughput']:.3f} frames/s, p50 {figures['p50_ms']:.0f} ms, "
-                    f"p99 {figures['p99_ms']:.0f} ms ({time.perf_counter() - started:.0f} s)"
-                    + ("" if figures["stable"] else f"; UNSTABLE: windows disagreed by over {args.stability}%"),
-                    flush=True,
-                )
+            points += measure(server.http_url, server.grpc_url, layout, instances, args, work, f"{done}/{len(shapes)}")
     return points
 
 
@@ -110,8 +136,13 @@ def write_csv(points: list[Point], path: Path) -> None:
         writer.writerows(p.model_dump() for p in points)
 
 
-def chart(points: list[Point], path: Path, slo_ms: float, title: str) -> None:
-    import matplotlib
+def chart(points: list[Point], path: Path, slo_ms: float, title: str) -> bool:
+    """The chart, where matplotlib is installed (the dev extras; a fleet image's perf Job has none): whether one
+    was written."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -139,6 +170,7 @@ def chart(points: list[Point], path: Path, slo_ms: float, title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+    return True
 
 
 def _sizes(text: str) -> list[int]:
@@ -151,6 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", default=env_default("MODEL") or "random-base")
     parser.add_argument("--target", default=env_default("TARGET") or "cpu")
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="a deployed fleet's HTTP host:port: measure it as it runs (its own model, layout and instances, read "
+        "from its Triton); nothing is built and no server is started, so --model, --target, --layouts, "
+        "--instances and --workspace do not apply",
+    )
+    parser.add_argument("--grpc-url", default=None, help=f"with --url: its gRPC host:port (default: port {GRPC_PORT})")
+    parser.add_argument(
+        "--host-type",
+        default=None,
+        help="the measured host's type (inf2.xlarge, g5.xlarge, ...); default: EC2 instance metadata, else local "
+        "(not BLIP_HOST_TYPE, which the Makefile always sets for make plan)",
+    )
     parser.add_argument(
         "--layouts",
         type=lambda text: [part for part in text.split(",") if part],
@@ -167,29 +213,52 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--point-timeout-s", type=float, default=300)
     parser.add_argument("--workspace", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for perf-<target>.csv/.png/.json")
+    parser.add_argument(
+        "--print-summary",
+        action="store_true",
+        help="end with the summary as one JSON line (a perf Job's: kubectl logs job/... | tail -n 1 > perf.json)",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    workspace = prepare(args.model, args.target, **({"root": args.workspace} if args.workspace else {}))
+    host = host_type(args.host_type)
     info = machine()
     mode = "scores only" if args.scores_only else "answers"
-    print(
-        f"perf: {args.model} on {args.target}, {info['cpu']} ({info['cores']} cores); layouts {args.layouts} x "
-        f"instances {args.instances} x "
-        f"concurrency {args.concurrency}; {len(BEHAVIOR_QUESTIONS)} questions per frame, {mode}",
-        flush=True,
-    )
-    points = sweep(workspace, args)
+    if args.url:
+        try:
+            fleet = describe(args.url, args.grpc_url)
+        except FleetUnreadable as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        model, target = f"deployed {PUBLIC_MODEL} ({fleet.artifact_dir})", fleet.target
+        print(
+            f"perf: the fleet at {fleet.url} as deployed ({fleet.target} target, {fleet.layout} layout, "
+            f"{fleet.instances} instance(s)) on {host.name} ({host.source}); concurrency {args.concurrency}; "
+            f"{len(BEHAVIOR_QUESTIONS)} questions per frame, {mode}",
+            flush=True,
+        )
+        with tempfile.TemporaryDirectory(prefix="blip-perf-") as work:
+            points = measure(fleet.url, fleet.grpc_url, fleet.layout, fleet.instances, args, Path(work), fleet.url)
+    else:
+        workspace = prepare(args.model, args.target, **({"root": args.workspace} if args.workspace else {}))
+        model, target = args.model, args.target
+        print(
+            f"perf: {args.model} on {args.target}, {info['cpu']} ({info['cores']} cores, {host.name}); layouts "
+            f"{args.layouts} x instances {args.instances} x concurrency {args.concurrency}; "
+            f"{len(BEHAVIOR_QUESTIONS)} questions per frame, {mode}",
+            flush=True,
+        )
+        points = sweep(workspace, args)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"perf-{args.target}"
+    stem = args.out / f"perf-{target}"
     write_csv(points, stem.with_suffix(".csv"))
-    title = f"blip_vqa {args.model} on {args.target}: {info['cpu']}, {info['cores']} cores ({mode}, 3 questions/frame)"
-    chart(points, stem.with_suffix(".png"), args.slo_ms, title)
+    title = f"blip_vqa {model} on {target}, {host.name}: {info['cpu']}, {info['cores']} cores ({mode})"
+    charted = chart(points, stem.with_suffix(".png"), args.slo_ms, title)
     best = knee(points, args.slo_ms)
     capacity = capacity_for_rate(points, args.slo_ms, args.rate)
     summary = PerfSummary(
         machine=Machine(**info),
-        model=args.model,
-        target=args.target,
+        model=model,
+        target=target,
         mode=mode,
         questions_per_frame=len(BEHAVIOR_QUESTIONS),
         frames=list(perf_frames()),
@@ -198,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         capacity=capacity,
         points=points,
         seconds=round(time.perf_counter() - started, 1),
+        host_type=host.name,
+        host_type_source=host.source,
+        fleet_url=args.url,
     )
     summary.write(stem.with_suffix(".json"))
     if best:
@@ -213,7 +285,10 @@ def main(argv: list[str] | None = None) -> int:
             f"rate {args.rate:g} frames/s: {capacity['machines']} machine(s) like this one with "
             f"{capacity['instances']} {capacity['layout']} instance(s) each"
         )
-    print(f"wrote {stem}.csv, {stem}.png, {stem}.json in {summary.seconds:.0f} s")
+    written = ", ".join(f"{stem}{suffix}" for suffix in (".csv", ".png" if charted else "", ".json") if suffix)
+    print(f"wrote {written} in {summary.seconds:.0f} s" + ("" if charted else " (no chart: matplotlib is absent)"))
+    if args.print_summary:
+        print(summary.model_dump_json(), flush=True)
     return 0
 
 

@@ -49,9 +49,13 @@ def perf_analyzer_binary() -> Path:
     return binary
 
 
-def library_directory(root: Path) -> Path:
-    """A directory with the sonames perf_analyzer needs, linked to the copies in the nvidia-pytriton wheel."""
-    import pytriton
+def library_directory(root: Path) -> Path | None:
+    """A directory with the sonames perf_analyzer needs, linked to the copies in the nvidia-pytriton wheel; None
+    where that wheel is not installed (a GPU or Neuron fleet image, whose own libraries are on the loader's path)."""
+    try:
+        import pytriton
+    except ImportError:
+        return None
 
     wheel_libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
     directory = root / "perf_analyzer_libs"

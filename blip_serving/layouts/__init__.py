@@ -23,6 +23,7 @@ __all__ = [
     "balanced_instances",
     "get_layout",
     "layout_of",
+    "layout_serving",
 ]
 
 
@@ -38,3 +39,13 @@ def layout_of(deployment: Deployment) -> Layout:
     layout = get_layout(deployment.layout)
     layout.check(deployment)
     return layout
+
+
+def layout_serving(models: set[str]) -> Layout:
+    """The layout whose served models are exactly ``models`` (a running fleet's ready models): how a measurement of
+    a deployed fleet learns its layout from the fleet itself. ``ValueError`` in one line when none is."""
+    for layout in LAYOUTS.values():
+        if set(layout.served_models) == models:
+            return layout
+    known = "; ".join(f"{name}: {', '.join(sorted(lay.served_models))}" for name, lay in LAYOUTS.items())
+    raise ValueError(f"the fleet serves {', '.join(sorted(models)) or 'no model'}, which is no layout's set ({known})")

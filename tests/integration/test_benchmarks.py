@@ -13,6 +13,8 @@ import os
 import shutil
 
 from blip_bench import bench, host, perf, pixels
+from blip_serving.capacity import main_capacity
+from blip_serving.perf_summary import PerfSummary
 
 
 def test_perf_sweeps_with_perf_analyzer_and_writes_csv_chart_and_knee(tmp_path, capsys) -> None:
@@ -37,6 +39,50 @@ def test_perf_sweeps_with_perf_analyzer_and_writes_csv_chart_and_knee(tmp_path, 
     best = max(rows, key=lambda r: float(r["throughput"]))
     assert summary["knee"]["throughput"] == float(best["throughput"]) and "knee (p99 <= 5000 ms)" in printed
     assert summary["capacity"]["machines"] == 1
+
+
+def test_perf_measures_a_deployed_fleet_as_it_runs_without_building_or_serving(
+    tmp_path, triton, capsys, monkeypatch
+) -> None:
+    """`make perf URL=`: the fleet the test started is measured with its own layout, instances and target, read from
+    its Triton; nothing is prepared and no server is started (either would fail the run here)."""
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("make perf URL= built or served something")
+
+    monkeypatch.setattr(perf, "prepare", refused)
+    monkeypatch.setattr(perf, "TritonServer", refused)
+    out = tmp_path / "results"
+    argv = ["--url", triton.http_url, "--grpc-url", triton.grpc_url, "--host-type", "inf2.24xlarge"]
+    assert perf.main([*argv, "--concurrency", "1,2", "--slo-ms", "60000", "--out", str(out), "--print-summary"]) == 0
+    printed = capsys.readouterr().out
+    summary = PerfSummary.read(out / "perf-cpu.json")
+    assert PerfSummary.model_validate_json(printed.splitlines()[-1]) == summary, "the Job's last log line"
+    assert f"the fleet at {triton.http_url} as deployed (cpu target, {triton.layout.name} layout" in printed
+    assert (summary.fleet_url, summary.target, summary.host_type) == (triton.http_url, "cpu", "inf2.24xlarge")
+    assert summary.host_type_source == "flag" and summary.model.startswith("deployed blip_vqa (")
+    assert [(p.layout, p.instances, p.concurrency) for p in summary.points] == [
+        (triton.layout.name, 1, 1),
+        (triton.layout.name, 1, 2),
+    ]
+    assert all(p.throughput > 0 and 0 < p.p50_ms <= p.p99_ms for p in summary.points)
+    # No overlay runs the cpu target; as a neuron fleet's run it is still of the wrong host type: nothing written.
+    overlays = tmp_path / "overlays"
+    (overlays / "neuron-inf2-xlarge-autoscaling").mkdir(parents=True)
+    assert main_capacity(["--perf", str(out / "perf-cpu.json"), "--overlays", str(overlays)]) == 2
+    as_neuron = tmp_path / "perf-neuron.json"
+    summary.model_copy(update={"target": "neuron"}).write(as_neuron)
+    assert main_capacity(["--perf", str(as_neuron), "--overlays", str(overlays)]) == 2
+    err = capsys.readouterr().err
+    assert "measured host type inf2.24xlarge, but overlays/neuron-inf2-xlarge runs inf2.xlarge" in err
+    assert not list(overlays.rglob("capacity.yaml"))
+
+
+def test_perf_refuses_a_url_where_no_fleet_answers(tmp_path, capsys) -> None:
+    closed = "127.0.0.1:9"
+    assert perf.main(["--url", closed, "--host-type", "local", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: the fleet at {closed}")
+    assert not list(tmp_path.iterdir()), "nothing written"
 
 
 def test_a_point_whose_windows_never_agree_is_measured_and_flagged_unstable(tmp_path, triton) -> None:

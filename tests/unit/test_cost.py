@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from blip_serving.capacity import (
+    FLEETS,
     PRICES,
     RESULTS,
     CapacityError,
@@ -39,11 +40,19 @@ retrieved = "2026-11-29"
 
 
 def perf_summary(
-    path: Path, fps: float, p99_ms: float = 900.0, questions: int = 3, knee: bool = True, target: str = "cpu"
+    path: Path,
+    fps: float,
+    p99_ms: float = 900.0,
+    questions: int = 3,
+    knee: bool = True,
+    target: str = "cpu",
+    host_type: str | None = "fleet's",
 ) -> Path:
+    """The committed summary with its figures replaced; measured on the target's fleet's host type unless told."""
     data = json.loads((RESULTS / "perf-cpu.json").read_text())
     data["questions_per_frame"] = questions
     data["target"] = target
+    data["host_type"] = FLEETS[target]["host"] if host_type == "fleet's" else host_type
     data["knee"] = (data["knee"] | {"throughput": fps, "p99_ms": p99_ms}) if knee else None
     path.write_text(json.dumps(data))
     return path
@@ -167,19 +176,21 @@ def test_the_hpa_target_is_the_knee_times_the_headroom_written_to_the_measured_f
         with pytest.raises(CapacityError, match=f"headroom must be in \\(0, 1\\], got {headroom}"):
             per_pod_target(measured, headroom)
     overlays = tmp_path / "overlays"
-    for name in ("neuron-inf2-xlarge", "gpu-g5-xlarge"):
+    for name in ("neuron-inf2-xlarge-autoscaling", "gpu-g5-xlarge-autoscaling"):
         (overlays / name).mkdir(parents=True)
     code = main_capacity(["--perf", str(tmp_path / "n.json"), "--headroom", "0.5", "--overlays", str(overlays)])
     assert code == 0 and "x headroom 0.5 = 10 frames/s per pod" in capsys.readouterr().out
-    patch = yaml.safe_load((overlays / "neuron-inf2-xlarge" / "capacity.yaml").read_text())
+    patch = yaml.safe_load((overlays / "neuron-inf2-xlarge-autoscaling" / "capacity.yaml").read_text())
     (metric,) = patch["spec"]["metrics"]
     assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "10"}, "a quantity string"
     assert metric["external"]["metric"]["selector"] == {"matchLabels": {"backend": "neuron"}}
-    assert not (overlays / "gpu-g5-xlarge" / "capacity.yaml").exists(), "a neuron measurement never sizes the gpu fleet"
+    assert not (overlays / "gpu-g5-xlarge-autoscaling" / "capacity.yaml").exists(), (
+        "a neuron measurement never sizes the gpu fleet"
+    )
     # A cpu measurement sizes no overlay; the placeholder is written only when asked for.
     assert main_capacity(["--perf", str(perf_summary(tmp_path / "c.json", 5.0)), "--overlays", str(overlays)]) == 2
     assert main_capacity(["--unmeasured", "gpu", "--overlays", str(overlays)]) == 0
-    assert "NOT MEASURED" in (overlays / "gpu-g5-xlarge" / "capacity.yaml").read_text()
+    assert "NOT MEASURED" in (overlays / "gpu-g5-xlarge-autoscaling" / "capacity.yaml").read_text()
 
 
 def test_read_perf_takes_the_knee_and_its_source(tmp_path) -> None:
@@ -198,6 +209,7 @@ def test_read_perf_takes_the_knee_and_its_source(tmp_path) -> None:
         questions_per_frame=3,
         layout="ensemble",
         instances=data["knee"]["instances"],
+        host_type=None,
     )
     data["knee"]["layout"] = "colocated"
     path.write_text(json.dumps(data))
@@ -243,18 +255,18 @@ def test_the_table_goes_on_after_a_fleet_without_a_price(tmp_path, capsys) -> No
 
 def test_make_capacity_writes_the_measured_fleets_overlay_and_refuses_a_kneeless_result(tmp_path, capsys) -> None:
     overlays = tmp_path / "overlays"
-    for name in ("neuron-inf2-xlarge", "gpu-g5-xlarge"):
+    for name in ("neuron-inf2-xlarge-autoscaling", "gpu-g5-xlarge-autoscaling"):
         (overlays / name).mkdir(parents=True)
     perf = perf_summary(tmp_path / "g.json", 20.0, target="gpu")
     assert main_capacity(["--perf", str(perf), "--overlays", str(overlays)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == [
         "knee 20 frames/s (p99 900 ms <= 2000 ms, ensemble) x headroom 0.7 = 14 frames/s per pod",
-        f"wrote {overlays / 'gpu-g5-xlarge' / 'capacity.yaml'}",
+        f"wrote {overlays / 'gpu-g5-xlarge-autoscaling' / 'capacity.yaml'}",
     ]
-    patch = (overlays / "gpu-g5-xlarge" / "capacity.yaml").read_text()
+    patch = (overlays / "gpu-g5-xlarge-autoscaling" / "capacity.yaml").read_text()
     assert patch.startswith(f"# Written by `make capacity` on {time.strftime('%Y-%m-%d')}: the HPA's per-pod target.")
-    assert not (overlays / "neuron-inf2-xlarge" / "capacity.yaml").exists(), "only the measured fleet"
+    assert not (overlays / "neuron-inf2-xlarge-autoscaling" / "capacity.yaml").exists(), "only the measured fleet"
     kneeless = perf_summary(tmp_path / "k.json", 1.0, knee=False, target="gpu")
     assert main_capacity(["--perf", str(kneeless), "--overlays", str(overlays)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {kneeless}: no point kept p99 under")
@@ -262,8 +274,36 @@ def test_make_capacity_writes_the_measured_fleets_overlay_and_refuses_a_kneeless
     assert "error: headroom must be in (0, 1], got 1.5" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("host_type", "message"),
+    [
+        (
+            "inf2.24xlarge",
+            "measured host type inf2.24xlarge, but overlays/neuron-inf2-xlarge runs inf2.xlarge: a target measured on "
+            "other hardware is never written",
+        ),
+        ("local", "measured host type local, but overlays/neuron-inf2-xlarge runs inf2.xlarge"),
+        (None, "records no host type (it is older than the field): run make perf again on inf2.xlarge"),
+    ],
+)
+def test_make_capacity_writes_an_overlay_only_from_a_summary_of_its_host_type(
+    tmp_path, capsys, host_type, message
+) -> None:
+    """An inf2.24xlarge run of the neuron target is not an inf2.xlarge pod's figure: refused, nothing written."""
+    overlays = tmp_path / "overlays"
+    (overlays / "neuron-inf2-xlarge-autoscaling").mkdir(parents=True)
+    other = perf_summary(tmp_path / "n.json", 90.0, target="neuron", host_type=host_type)
+    assert main_capacity(["--perf", str(other), "--overlays", str(overlays)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {other} {message}") and err.count("\n") == 1, err
+    assert not list(overlays.rglob("capacity.yaml"))
+    same = perf_summary(tmp_path / "m.json", 90.0, target="neuron", host_type="inf2.xlarge")
+    assert main_capacity(["--perf", str(same), "--overlays", str(overlays)]) == 0
+    assert "averageValue: '63'" in (overlays / "neuron-inf2-xlarge-autoscaling" / "capacity.yaml").read_text()
+
+
 def test_make_capacity_refuses_the_committed_cpu_result_for_every_overlay(tmp_path, capsys) -> None:
-    (tmp_path / "neuron-inf2-xlarge").mkdir()
+    (tmp_path / "neuron-inf2-xlarge-autoscaling").mkdir()
     assert main_capacity(["--overlays", str(tmp_path)]) == 2
     assert "measured the cpu target, which no overlay runs" in capsys.readouterr().err
     assert not list(tmp_path.rglob("capacity.yaml"))

@@ -17,7 +17,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from blip_serving.capacity import FLEETS, SCALING_METRIC, UNMEASURED, capacity_patch, per_pod_target, read_perf
+from blip_serving.capacity import (
+    FLEETS,
+    SCALING_METRIC,
+    UNMEASURED,
+    capacity_file,
+    capacity_patch,
+    per_pod_target,
+    read_perf,
+)
 from blip_serving.placement import make_plan
 from blip_serving.targets.neuron import neuron_cores_needed
 from tests.conftest import ROOT
@@ -26,6 +34,8 @@ KUBERNETES = ROOT / "deploy" / "kubernetes"
 OVERLAYS = sorted(p.name for p in (KUBERNETES / "overlays").iterdir())
 FLEET_OVERLAYS = {spec["overlay"]: fleet for fleet, spec in FLEETS.items() if spec["overlay"]}
 BUILD_OVERLAYS = {f"{overlay}-build": fleet for overlay, fleet in FLEET_OVERLAYS.items()}
+PERF_OVERLAYS = {f"{overlay}-perf": fleet for overlay, fleet in FLEET_OVERLAYS.items()}
+STORAGE_OVERLAYS = {f"{overlay}-storage": fleet for overlay, fleet in FLEET_OVERLAYS.items()}
 IMAGES = tomllib.loads((ROOT / "docker" / "images.toml").read_text())["images"]
 KUBERNETES_VERSION = "1.30.0"
 # Kinds the Kubernetes schemas do not hold (CRDs), checked by hand below.
@@ -134,12 +144,12 @@ def test_api_pods_stay_ready_while_the_fleets_are_down() -> None:
     assert main["readinessProbe"]["httpGet"]["path"] == main["livenessProbe"]["httpGet"]["path"] == "/livez"
 
 
-@pytest.mark.parametrize("overlay", [*FLEET_OVERLAYS, *BUILD_OVERLAYS, "api"])
+@pytest.mark.parametrize("overlay", [*FLEET_OVERLAYS, *BUILD_OVERLAYS, *PERF_OVERLAYS, "api"])
 def test_overlays_name_the_images_docker_builds(overlay) -> None:
     built = {f"{image['name']}:0.1.0" for image in IMAGES.values()}
     images = {c["image"] for doc in render(overlay) for c in _containers(doc)}
     assert images and images <= built, images
-    fleet = FLEET_OVERLAYS.get(overlay) or BUILD_OVERLAYS.get(overlay) or "api"
+    fleet = FLEET_OVERLAYS.get(overlay) or BUILD_OVERLAYS.get(overlay) or PERF_OVERLAYS.get(overlay) or "api"
     assert images == {f"{IMAGES[fleet]['name']}:0.1.0"}
     assert all(c["imagePullPolicy"] == "IfNotPresent" for doc in render(overlay) for c in _containers(doc))
 
@@ -158,8 +168,11 @@ def test_rendering_for_a_registry_rewrites_every_image_and_changes_nothing_commi
 
 @pytest.mark.parametrize("overlay", list(FLEET_OVERLAYS))
 def test_the_model_volume_is_the_one_the_build_job_writes(overlay) -> None:
-    (claim,) = objects(overlay, "PersistentVolumeClaim")
+    (claim,) = objects(f"{overlay}-storage", "PersistentVolumeClaim")
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    # The volume is a step of its own: neither the fleet nor the Job owns it, so deleting either keeps the model.
+    assert not objects(overlay, "PersistentVolumeClaim") and not objects(f"{overlay}-build", "PersistentVolumeClaim")
+    assert [doc["kind"] for doc in render(f"{overlay}-storage")] == ["PersistentVolumeClaim"]
     spec = objects(overlay, "Deployment")[0]["spec"]["template"]["spec"]
     model = next(v for v in spec["volumes"] if v["name"] == "model")["persistentVolumeClaim"]
     assert model == {"claimName": claim["metadata"]["name"], "readOnly": True}
@@ -195,12 +208,19 @@ def test_the_neuron_fleet_takes_the_cores_and_layout_of_its_plan() -> None:
 @pytest.mark.parametrize("overlay", list(FLEET_OVERLAYS))
 def test_the_hpa_scales_on_callers_frames_with_a_target_measured_on_its_hardware_or_none(overlay) -> None:
     fleet = FLEET_OVERLAYS[overlay]
-    (hpa,) = objects(overlay, "HorizontalPodAutoscaler")
+    assert not objects(overlay, "HorizontalPodAutoscaler"), "the HPA is its own step, after the perf Job"
+    (hpa,) = objects(f"{overlay}-autoscaling", "HorizontalPodAutoscaler")
+    (deployment,) = objects(overlay, "Deployment")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     (metric,) = hpa["spec"]["metrics"]
     assert metric["type"] == "External"
     assert metric["external"]["metric"] == {"name": SCALING_METRIC, "selector": {"matchLabels": {"backend": fleet}}}
     assert metric["external"]["target"]["type"] == "AverageValue"
-    text = (KUBERNETES / "overlays" / overlay / "capacity.yaml").read_text()
+    text = capacity_file(KUBERNETES / "overlays", fleet).read_text()
     target = metric["external"]["target"]["averageValue"]
     if target == UNMEASURED:
         # No perf result of this hardware exists: the placeholder, which the API server refuses (not a quantity).
@@ -221,7 +241,7 @@ def test_make_capacity_never_writes_another_hardwares_target_into_an_overlay(tmp
     from blip_serving.capacity import main_capacity
 
     for overlay in FLEET_OVERLAYS:
-        (tmp_path / overlay).mkdir()
+        (tmp_path / f"{overlay}-autoscaling").mkdir()
     code = main_capacity(
         ["--perf", str(ROOT / "benchmarks" / "results" / "perf-cpu.json"), "--overlays", str(tmp_path)]
     )
@@ -276,9 +296,11 @@ def _envs(doc: dict) -> list[dict]:
     return [env for c in _containers(doc) for env in c.get("env", [])]
 
 
-def test_the_network_policy_admits_only_the_api_tier_and_prometheus_to_the_fleets() -> None:
+def test_the_network_policy_admits_only_the_api_tier_the_perf_job_and_prometheus_to_the_fleets() -> None:
     api_labels = objects("api", "Deployment")[0]["spec"]["template"]["metadata"]["labels"]
     for overlay in FLEET_OVERLAYS:
+        (perf_job,) = objects(f"{overlay}-perf", "Job")
+        perf_labels = perf_job["spec"]["template"]["metadata"]["labels"]
         (policy,) = objects(overlay, "NetworkPolicy")
         pod_labels = objects(overlay, "Deployment")[0]["spec"]["template"]["metadata"]["labels"]
         assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
@@ -286,7 +308,8 @@ def test_the_network_policy_admits_only_the_api_tier_and_prometheus_to_the_fleet
         # matchExpressions, which kustomize's fleet labels leave alone: the API pods carry no fleet label.
         (expression,) = inference["from"][0]["podSelector"]["matchExpressions"]
         assert "matchLabels" not in inference["from"][0]["podSelector"]
-        assert api_labels[expression["key"]] in expression["values"] and expression["operator"] == "In"
+        assert expression["operator"] == "In"
+        assert expression["values"] == [api_labels[expression["key"]], perf_labels[expression["key"]]]
         assert {p["port"] for p in inference["ports"]} == {8000, 8001}
         assert {p["port"] for p in metrics["ports"]} == {8002, 8003}
         assert "namespaceSelector" in metrics["from"][0]

@@ -2,6 +2,7 @@
 # Variables: TARGET=cpu|gpu|neuron  LAYOUT=ensemble|colocated  MODEL=random-tiny|random-base|<dir>|<hub id>  FORCE=1  FP16=1
 #            STATIC_SHAPES=1 FAST_RESIZE=1 NEURON_COMPILER_ARGS INSTANCES NEURON_CORES_PER_INSTANCE INTRA_OP_THREADS
 #            MAX_QUEUE_DELAY_US STEP_QUEUE_DELAY_US *_BUCKETS (build-artifacts)  HEAL_INTERVAL_S LOG_JSON=1 (serve)
+#            KEEP_VERSIONS (build-artifacts)  MODEL_VERSION MODEL_VERSION_FILE (serve, model-version)
 #            HOST_TYPE=inf2.xlarge|g5.xlarge|local|... (plan)  LISTEN_ADDRESS=127.0.0.1|0.0.0.0 (serve, api)
 #            HTTP_PORT GRPC_PORT METRICS_PORT (serve)  API_CONFIG API_PORT API_METRICS_PORT INSECURE_DEV=1 (api)
 #            BENCH_MODEL BENCH_SECONDS BENCH_FRAMES (bench)  SLO_MS RATE PERF_INSTANCES PERF_CONCURRENCY URL GRPC_URL HOST_TYPE (perf)
@@ -28,11 +29,11 @@ BLIP_VARIABLES := TARGET LAYOUT MODEL FORCE FP16 STATIC_SHAPES FAST_RESIZE NEURO
 	HOST_TYPE LISTEN_ADDRESS HTTP_PORT GRPC_PORT METRICS_PORT HEAL_INTERVAL_S SUPERVISOR_METRICS_PORT \
 	API_PORT API_METRICS_PORT INSECURE_DEV TRITON_URL LOG_LEVEL LOG_JSON \
 	BENCH_SECONDS BENCH_FRAMES BENCH_LAYOUTS BENCH_OMP_VARIANTS NAIVE_FRAMES NEIGHBOUR_FRAMES \
-	SLO_MS RATE PERF_INSTANCES PERF_LAYOUTS PERF_CONCURRENCY GPU_CHECK_BUDGET_S
+	SLO_MS RATE PERF_INSTANCES PERF_LAYOUTS PERF_CONCURRENCY GPU_CHECK_BUDGET_S MODEL_VERSION MODEL_VERSION_FILE KEEP_VERSIONS
 $(foreach name,$(BLIP_VARIABLES),$(eval export BLIP_$(name) = $$($(name))))
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev lock k8s-render images-check plan capacity cost build-artifacts serve api ask demo bench bench-events bench-pixels bench-host perf soak gpu-check gpu-check-carry test test-unit test-integration compat-check mutate lint format clean
+.PHONY: help install install-dev lock k8s-render images-check plan capacity cost build-artifacts serve model-version api ask demo bench bench-events bench-pixels bench-host perf soak gpu-check gpu-check-carry test test-unit test-integration compat-check mutate lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -72,6 +73,9 @@ build-artifacts: install ## Trace, verify and write artifacts/$(TARGET) + config
 
 serve: install ## Run Triton for TARGET and LAYOUT (default: the plan's) on LISTEN_ADDRESS (HTTP_PORT, GRPC_PORT, METRICS_PORT)
 	$(BIN)/python -m blip_serving.serve --target $(TARGET) --listen-address $(LISTEN_ADDRESS)
+
+model-version: install ## Serve VERSION from now on: every make serve reading MODEL_VERSION_FILE switches live (rollback: the old VERSION)
+	$(BIN)/python -m blip_serving.serve --target $(TARGET) --set-model-version $(VERSION)
 
 api: install ## Run the API tier (router + FastAPI) on LISTEN_ADDRESS:API_PORT for the fleets in API_CONFIG
 	$(BIN)/python -m blip_api --config $(API_CONFIG)

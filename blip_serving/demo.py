@@ -14,8 +14,8 @@ from pathlib import Path
 from blip_client.client import BlipVqaClient
 from blip_contract.env import env_default
 from blip_serving.errors import TritonProcessError
-from blip_serving.manifest import read_manifest
 from blip_serving.triton.process import TritonServer
+from blip_serving.versions import VersionStore
 
 # The checkout's sample photo: `make demo` runs from the checkout (an installed package never looks for one).
 SAMPLE = Path("client/samples/chelsea.png")
@@ -30,7 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed requests after the first")
     args = parser.parse_args(argv)
 
-    source = read_manifest(Path("artifacts", args.target)).record.checkpoint.source
+    store = VersionStore(Path("artifacts", args.target))
+    newest = store.latest()
+    if newest is None:
+        print(
+            f"error: no model version in {store.root}: run make build-artifacts TARGET={args.target}", file=sys.stderr
+        )
+        return 1
+    source = store.manifest(newest).record.checkpoint.source
     print(f"model: {source} ({args.target}); image: {args.image}")
     if source.startswith("random-"):
         print(f"NOTE: {source} has random weights, so these answers are meaningless; the serving path is real.")

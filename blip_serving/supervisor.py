@@ -17,6 +17,12 @@ feature, HTTP and gRPC): the supervisor holds the secret, every other client of 
 400 never counts: the probe sends a known-good image, and only a server-side failure is a failed probe.
 Recoveries are counted in ``blip_supervisor_recoveries_total`` (by reason and action) on the supervisor's own
 metrics port.
+
+Model versions: with ``version_file`` (``blip-serve --model-version-file``, in a cluster a ConfigMap's key), every
+round also reads the version the file names and, when it is not the one served, switches to it live
+(``TritonServer.switch_version``: no request refused). Rollback is the same with the old version. A version that
+cannot be served is refused in the log, once per value, and the served one keeps serving. The served version is
+``blip_supervisor_model_version``; switches are ``blip_supervisor_version_switches_total`` by outcome.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -35,6 +42,7 @@ from blip_client.probe import probe_url
 from blip_serving.errors import TritonProcessError
 from blip_serving.instance_names import model_of
 from blip_serving.triton.process import TritonServer
+from blip_serving.versions import VersionError, read_version_file
 
 logger = logging.getLogger("blip_serving.supervisor")
 
@@ -61,10 +69,13 @@ class Supervisor:
     # in tritonserver (measured: 35 threads and 0.8 MiB per reload, every time). After this many reloads, the next
     # recovery restarts Triton instead, which frees them.
     reloads_per_restart: int = 3
+    # The file naming the model version to serve (a ConfigMap key in a cluster); None: the version never changes.
+    version_file: Path | None = None
     recoveries: list[Recovery] = field(default_factory=list)
     _reloads: int = 0
     _failed: int = 0
     _stubs: set[str] = field(default_factory=set)
+    _refused: str | None = None  # the last version-file value refused, so that it is logged once
 
     def __post_init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -82,6 +93,56 @@ class Supervisor:
             "Seconds the last recovery took until ready",
             registry=self.registry,
         )
+        self.version = Gauge(
+            "blip_supervisor_model_version",
+            "The model version served (0: artifacts outside any version store)",
+            registry=self.registry,
+        )
+        self.switches = Counter(
+            "blip_supervisor_version_switches",
+            "Live model-version switches, by outcome (switched, refused, failed)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self._show_version()
+
+    def _show_version(self) -> None:
+        served = self.server.served
+        self.version.set((served.version or 0) if served is not None else 0)
+
+    def follow_version(self) -> None:
+        """Switch to the version ``version_file`` names when it is not the one served."""
+        if self.version_file is None:
+            return
+        try:
+            wanted = read_version_file(self.version_file)
+        except VersionError as error:
+            self._refuse(str(error), str(error))
+            return
+        served = self.server.served
+        if wanted is None or (served is not None and served.version == wanted):
+            return
+        try:
+            self.server.switch_version(wanted)
+        except VersionError as error:
+            self._refuse(
+                f"version {wanted}", f"supervisor: model version {wanted} refused, keeping what is served: {error}"
+            )
+            return
+        except TritonProcessError as error:
+            self.switches.labels("failed").inc()
+            self.log(f"supervisor: switching to model version {wanted} failed, the previous version serves: {error}")
+            return
+        self._refused = None
+        self.switches.labels("switched").inc()
+        self._show_version()
+        self.log(f"supervisor: serving model version {wanted}")
+
+    def _refuse(self, value: str, message: str) -> None:
+        if self._refused != value:
+            self._refused = value
+            self.switches.labels("refused").inc()
+            self.log(message)
 
     def probe(self) -> str | None:
         """None when the model answered; else why not. A refusal of the probe's own request is not a failure."""
@@ -166,5 +227,6 @@ class Supervisor:
         while not stop.wait(self.interval_s):
             try:
                 self.check()
+                self.follow_version()
             except TritonProcessError as error:
                 self.log(f"supervisor: restart failed, trying again in {self.interval_s:g} s: {error}")

@@ -13,7 +13,7 @@ import pytest
 
 from blip_bench.corpus import generated_images
 from blip_bench.postgres import postgres_server
-from blip_serving.manifest import read_manifest
+from blip_serving.versions import VersionStore
 
 ROOT = Path(__file__).resolve().parents[1]
 # The project's own images always; the workplace's extra real images beside the clone too, where they exist.
@@ -40,7 +40,9 @@ class Build:
     checkpoint: Path
 
     def target_dir(self, target: str = "cpu") -> Path:
-        return self.artifacts / target
+        """The newest model version of ``target`` (the one its configs name)."""
+        store = VersionStore(self.artifacts / target)
+        return store.path(store.latest() or 1)
 
 
 def make_build(root: Path, model: str, **options) -> Build:
@@ -68,7 +70,8 @@ def session_build(tmp_path_factory: pytest.TempPathFactory, name: str, model: st
         make_build(root, model, **options)
         (root / "complete").write_text("")
     artifacts = root / "artifacts"
-    checkpoint = Path(read_manifest(artifacts / "cpu").checkpoint_location)
+    store = VersionStore(artifacts / "cpu")
+    checkpoint = Path(store.manifest(store.latest() or 1).checkpoint_location)
     return Build(repository=root / "model_repository", artifacts=artifacts, checkpoint=checkpoint)
 
 

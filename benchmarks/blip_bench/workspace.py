@@ -14,6 +14,7 @@ from blip_bench.frames import ROOT
 from blip_serving.deployment import Deployment
 from blip_serving.manifest import Manifest, read_manifest
 from blip_serving.model_config import write_repository_configs
+from blip_serving.versions import VersionStore
 
 DEFAULT_WORKSPACE = ROOT / ".bench"
 
@@ -26,7 +27,9 @@ class Workspace:
 
     @property
     def target_dir(self) -> Path:
-        return self.artifacts / self.target
+        """The target's newest model version: the one the workspace's build made or found unchanged."""
+        store = VersionStore(self.artifacts / self.target)
+        return store.path(store.latest() or 1)
 
     @property
     def manifest(self) -> Manifest:

@@ -32,6 +32,7 @@ from blip_serving.targets import get_target
 from blip_serving.triton.control import ModelControl, is_ready, restricted_api_flags
 from blip_serving.triton.environment import server_environment
 from blip_serving.triton.install import check_stub_numpy, prepare_backend_directory, stub_python, triton_installation
+from blip_serving.triton.model_versions import ServedVersion, check_compatible, choose, write_view
 from blip_serving.triton.shm import remove_stale_shm_regions, stub_regions, unlink_regions
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,11 @@ class TritonServer:
         layout: str = DEFAULT_LAYOUT,
         model_control: bool = False,
         env: Mapping[str, str] | None = None,
+        model_version: int | None = None,
     ) -> None:
         """``env``: the environment tritonserver starts from (default: this process's); the OpenMP policy and the
-        library paths are added to it."""
+        library paths are added to it. ``model_version``: the version of the target's artifacts to serve (default:
+        the one the repository's configs name, the last build's)."""
         self.target_type = get_target(target)  # the class; an unknown name fails here, in one line
         self.layout = get_layout(layout)
         # Explicit model control, restricted to the holder of this secret (kept in this process's memory; the
@@ -90,6 +93,8 @@ class TritonServer:
         self.repository = repository.resolve()
         self.target_name = target
         self.view: Path | None = None
+        self.requested_version = model_version
+        self.served: ServedVersion | None = None  # chosen with the view, kept across restarts and switches
         self.stub_python_checked = False
         self.listen_address = listen_address
         self.http_port = http_port or free_port()
@@ -120,16 +125,19 @@ class TritonServer:
     def metrics_url(self) -> str:
         return f"http://{self.local_address}:{self.metrics_port}/metrics"
 
-    def check_repository(self) -> None:
-        """Fail before starting if the target cannot run here or ``make build-artifacts`` has not run for it."""
-        self.target_type().check_serving()
+    def _missing_configs(self) -> list[str]:
         config = self.layout.config_name(self.target_name)
-        missing = [
+        return [
             name
             for name in self.layout.served_models
             if not (self.repository / name / CONFIGS_DIR / f"{config}.pbtxt").is_file()
         ]
-        if missing:
+
+    def check_repository(self) -> None:
+        """Fail before starting if the target cannot run here or ``make build-artifacts`` has not run for it."""
+        self.target_type().check_serving()
+        config = self.layout.config_name(self.target_name)
+        if missing := self._missing_configs():
             raise TritonProcessError(
                 f"no {config} configs for {', '.join(missing)} in {self.repository}: "
                 f"run `make build-artifacts TARGET={self.target_name} LAYOUT={self.layout.name}` first"
@@ -143,10 +151,37 @@ class TritonServer:
         the load/unload API to every client. A view keeps one repository for both layouts.
         """
         if self.view is None:
+            config = self.layout.config_name(self.target_name)
+            if self.served is None and not self._missing_configs():
+                self.served = choose(self.repository, self.layout, config, self.requested_version)
             self.view = Path(tempfile.mkdtemp(prefix=f"blip-repository-{self.layout.name}-"))
-            for name in self.layout.served_models:
-                (self.view / name).symlink_to(self.repository / name, target_is_directory=True)
+            write_view(self.view, self.repository, self.layout, config, self.served)
         return self.view
+
+    def switch_version(self, version: int, timeout_s: float = 300.0) -> ServedVersion:
+        """Serve ``version`` from now on, live, without refusing a request (``blip_serving.triton.model_versions``);
+        ``VersionError`` before anything changes where it cannot be served so, ``TritonProcessError`` where a
+        model did not load (the previous version is restored and keeps serving)."""
+        config = self.layout.config_name(self.target_name)
+        current = self.served or choose(self.repository, self.layout, config, self.requested_version)
+        wanted = choose(self.repository, self.layout, config, version)
+        check_compatible(current, wanted)
+        control = self.model_control
+        view = self.repository_view()
+        write_view(view, self.repository, self.layout, config, wanted)
+        loaded = []
+        try:
+            for model in self.layout.python_models:
+                control.load(model, timeout_s)
+                loaded.append(model)
+        except TritonProcessError:
+            write_view(view, self.repository, self.layout, config, current)
+            for model in loaded:
+                control.load(model, timeout_s)
+            raise
+        self.served = wanted
+        log.info("serving %s (was %s)", wanted.describe(), current.describe())
+        return wanted
 
     def command(self) -> list[str]:
         binary, backends = triton_installation()

@@ -14,6 +14,7 @@ import inspect
 import json
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +35,7 @@ from blip_serving.manifest import (
     write_manifest,
 )
 from blip_serving.spec import BATCH, COMPONENT_NAMES, BlipSpec
-from blip_serving.stub.references import relative_error, save_reference
+from blip_serving.stub.references import reference_path, relative_error, save_reference
 from blip_serving.targets import Target
 
 Progress = Callable[[str], None]
@@ -92,6 +93,14 @@ def yes_no_token_ids(tokenizer: Any) -> tuple[int, int]:
     return ids[0], ids[1]
 
 
+def _link(source: Path, destination: Path) -> None:
+    """A hard link where the file system has them (EFS and ext4 do), else a copy."""
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
 def _artifact_file(artifact: Path, sizes: dict[str, int], *, verified: bool) -> ArtifactFile:
     return ArtifactFile(
         sizes=sizes, file=artifact.name, sha256=sha256_file(artifact), bytes=artifact.stat().st_size, verified=verified
@@ -124,10 +133,15 @@ def build_target(
     target: Target,
     out_dir: Path,
     *,
+    previous_dir: Path | None = None,
     force: bool = False,
     progress: Progress = print,
 ) -> Manifest:
-    """Trace, save, reload and verify every component of ``checkpoint`` for ``target`` into ``out_dir``."""
+    """Trace, save, reload and verify every component of ``checkpoint`` for ``target`` into ``out_dir``.
+
+    ``previous_dir``: the newest version of the target. A component whose fingerprint and files are unchanged there
+    is linked from it (hard links: the versions share the bytes, and neither is ever written again) instead of
+    traced anew."""
     import torch
 
     from blip_build.traceable import TRACEABLE_MODULES
@@ -136,7 +150,7 @@ def build_target(
     versions = _versions() | target.sdk_versions()  # the fingerprint changes with the SDK too
     checkpoint_id = checkpoint_fingerprint(checkpoint.path, checkpoint.source)
     try:
-        previous = dict(read_manifest(out_dir).record.components)
+        previous = dict(read_manifest(previous_dir).record.components) if previous_dir else {}
     except ArtifactError:
         previous = {}
 
@@ -165,12 +179,22 @@ def build_target(
         old = previous.get(name)
         if (
             not force
+            and previous_dir is not None
             and old is not None
             and old.fingerprint == fingerprint
             and [f.file for f in old.files] == [f.name for f in files]
-            and all(f.is_file() and sha256_file(f) == e.sha256 for f, e in zip(files, old.files))
+            and all(
+                (previous_dir / f.name).is_file() and sha256_file(previous_dir / f.name) == e.sha256
+                for f, e in zip(files, old.files)
+            )
         ):
-            progress(f"{step}: up to date ({len(files)} artifact(s)), skipped; FORCE=1 rebuilds")
+            for artifact in files:
+                _link(previous_dir / artifact.name, artifact)
+                if reference_path(previous_dir / artifact.name).is_file():
+                    _link(reference_path(previous_dir / artifact.name), reference_path(artifact))
+            progress(
+                f"{step}: unchanged since {previous_dir.name}, linked ({len(files)} artifact(s)); FORCE=1 rebuilds"
+            )
             components[name] = old
             continue
 

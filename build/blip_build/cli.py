@@ -24,6 +24,7 @@ from blip_serving.spec import (
     DEFAULT_QUESTION_BUCKETS,
 )
 from blip_serving.targets import TARGET_NAMES, resolve_target
+from blip_serving.versions import DEFAULT_KEEP, MIN_KEEP
 
 RANDOM_WARNING = "NOTE: {model} has random weights: it serves real compute, but its answers are meaningless."
 
@@ -87,6 +88,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="neuronx-cc arguments for TARGET=neuron (default: --auto-cast matmult --auto-cast-type fp16)",
     )
     parser.add_argument("--force", action="store_true", default=env_flag("FORCE"))
+    parser.add_argument(
+        "--keep-versions",
+        type=int,
+        default=int(env_default("KEEP_VERSIONS") or DEFAULT_KEEP),
+        help=f"model versions of the target to keep (the newest; at least {MIN_KEEP}); older ones are removed",
+    )
     parser.add_argument(
         "--layout",
         choices=LAYOUT_NAMES,
@@ -163,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
+    if args.keep_versions < MIN_KEEP:
+        print(f"error: --keep-versions must be at least {MIN_KEEP}, got {args.keep_versions}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     try:
         manifest = build(
@@ -176,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             max_questions=args.max_questions,
             deployment=deployment,
             force=args.force,
+            keep_versions=args.keep_versions,
             progress=lambda line: print(line, flush=True),
         )
     except (ArtifactError, OSError, ValueError) as error:
@@ -183,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     names = ", ".join(f"{layout.config_name(target.name)}.pbtxt" for layout in LAYOUTS.values())
     print(
-        f"wrote {manifest.directory / 'manifest.json'} and every layout's configs ({args.repository}/*/configs/: {names})"
+        f"wrote version {manifest.directory.name}: {manifest.directory / 'manifest.json'} and every layout's configs ({args.repository}/*/configs/: {names})"
     )
     note = target.deployment_note(deployment)
     if note:

@@ -24,6 +24,7 @@ from blip_serving.spec import (
     BlipSpec,
 )
 from blip_serving.targets import Target, resolve_target
+from blip_serving.versions import DEFAULT_KEEP, VersionStore
 
 
 def _quiet() -> None:
@@ -54,11 +55,14 @@ def build(
     max_questions: int = DEFAULT_MAX_QUESTIONS,
     deployment: Deployment | None = None,
     force: bool = False,
+    keep_versions: int = DEFAULT_KEEP,
     progress: Progress = lambda line: None,
 ) -> Manifest:
     """Build ``model`` (a checkpoint directory, a hub id, ``random-tiny`` or ``random-base``) for ``target``.
 
-    Artifacts go to ``artifacts/<target>/``, configs to ``repository/<model>/configs/<config>.pbtxt`` for every
+    Artifacts go to a new, immutable version ``artifacts/<target>/<N>/`` (``blip_serving.versions``): built in a
+    staging directory, numbered only once whole; a build identical to the newest version is that version, and the
+    oldest beyond ``keep_versions`` are removed. Configs go to ``repository/<model>/configs/<config>.pbtxt`` for every
     layout (``<target>`` for the ensemble, ``colocated-<target>``). A target
     given by name is resolved first, so a missing SDK or GPU fails before anything is loaded or written.
     Raises ``TargetUnavailableError``, ``ArtifactError`` (verification included), ``OSError`` or ``ValueError``.
@@ -93,14 +97,41 @@ def build(
         f"{spec.answer_tokens} tokens through buffers of {list(spec.decode_lengths)}; vocabulary "
         f"{spec.vocab_size}; yes/no token ids {yes}/{no}"
     )
-    out_dir = artifacts / target.name
-    manifest = build_target(checkpoint, spec, target, out_dir, force=force, progress=progress)
+    store = VersionStore(artifacts / target.name)
+    newest = store.latest()
+    staging = store.staging()
+    try:
+        previous = store.path(newest) if newest else None
+        built = build_target(checkpoint, spec, target, staging, previous_dir=previous, force=force, progress=progress)
+        if newest and not force and same_content(built, store.manifest(newest)):
+            store.discard(staging)
+            version = newest
+            progress(f"version {version}: this build's checkpoint, spec, target and code are version {version}'s")
+        else:
+            version = store.commit(staging)
+            progress(f"version {version}: {store.path(version)}")
+    except BaseException:
+        store.discard(staging)
+        raise
+    out_dir = store.path(version)
+    manifest = store.manifest(version)
+    for removed in store.prune(keep_versions):
+        progress(f"version {removed} removed (keeping the newest {keep_versions})")
     # Every layout's configs over the same artifacts, so `make serve LAYOUT=...` needs no rebuild; the deployment's
     # instances, threads and cores apply to each.
     for layout in LAYOUT_NAMES:
         write_repository_configs(spec, target.name, repository, out_dir, deployment.replaced(layout=layout))
     del checkpoint
     return manifest
+
+
+def same_content(built: Manifest, existing: Manifest) -> bool:
+    """Whether two builds are the same model: the same checkpoint and, per component, the same fingerprint (which
+    covers spec, target, versions and code) and files."""
+    a, b = built.record, existing.record
+    return a.checkpoint.fingerprint == b.checkpoint.fingerprint and {
+        name: (c.fingerprint, [f.sha256 for f in c.files]) for name, c in a.components.items()
+    } == {name: (c.fingerprint, [f.sha256 for f in c.files]) for name, c in b.components.items()}
 
 
 def is_random(model: str) -> bool:

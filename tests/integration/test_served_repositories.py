@@ -88,7 +88,7 @@ def _wire_dtype(data_type: int) -> str:
 def test_the_server_refuses_to_start_on_a_truncated_artifact(tiny_build, tmp_path, component) -> None:
     shutil.copytree(tiny_build.artifacts / "cpu", tmp_path / "artifacts" / "cpu")
     shutil.copytree(tiny_build.repository, tmp_path / "model_repository")
-    artifact = tmp_path / "artifacts" / "cpu" / f"{component}.pt"
+    artifact = tmp_path / "artifacts" / "cpu" / tiny_build.target_dir().name / f"{component}.pt"
     artifact.write_bytes(artifact.read_bytes()[:1000])
     server = TritonServer(tmp_path / "model_repository", "cpu")
     with pytest.raises(TritonProcessError) as failure:

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from blip_serving.errors import ArtifactError
-from blip_serving.manifest import read_manifest, verify_artifact_files
+from blip_serving.manifest import Manifest, read_manifest, verify_artifact_files
+from blip_serving.versions import VersionStore
 from tests.conftest import ROOT
 
 
@@ -49,13 +50,15 @@ def test_gpu_without_cuda_fails_with_one_line(tmp_path) -> None:
     assert result.returncode != 0 and "needs CUDA" in result.stderr and not (tmp_path / "a").exists()
 
 
-def test_second_build_skips_and_force_rebuilds(tiny_build, tmp_path) -> None:
+def test_a_second_build_of_the_same_model_is_its_version_and_force_makes_a_new_one(tiny_build, tmp_path) -> None:
     from blip_build import build
 
     shutil.copytree(tiny_build.artifacts, tmp_path / "artifacts")  # the session's build stays as it is
     shutil.copytree(tiny_build.repository, tmp_path / "model_repository")
+    store = VersionStore(tmp_path / "artifacts" / "cpu")
+    assert store.versions() == [1]
 
-    def run(force: bool) -> tuple[list[str], dict[str, int]]:
+    def run(force: bool) -> tuple[list[str], Manifest]:
         lines: list[str] = []
         manifest = build(
             "random-tiny",
@@ -65,14 +68,23 @@ def test_second_build_skips_and_force_rebuilds(tiny_build, tmp_path) -> None:
             force=force,
             progress=lines.append,
         )
-        files = {name: manifest.artifact_files(name)[0][1] for name in manifest.record.components}
-        return lines, {name: path.stat().st_mtime_ns for name, path in files.items()}
+        return lines, manifest
 
-    lines, before = run(force=False)
-    assert sum("up to date" in line for line in lines) == 3
-    lines, after = run(force=True)
-    assert not any("up to date" in line for line in lines)
-    assert all(after[name] > before[name] for name in before), "FORCE=1 rewrites every artifact"
+    lines, same = run(force=False)
+    assert sum("unchanged since 1, linked" in line for line in lines) == 3
+    assert "version 1: this build's checkpoint, spec, target and code are version 1's" in lines
+    assert same.directory == store.path(1) and store.versions() == [1], "no version for an identical build"
+    assert not list(store.root.glob(".staging-*")), "the staging directory is gone"
+    first = {name: same.artifact_files(name)[0][1].read_bytes() for name in same.record.components}
+    lines, forced = run(force=True)
+    assert not any("linked" in line for line in lines) and "version 2: " + str(store.path(2)) in lines
+    assert forced.directory == store.path(2) and store.versions() == [1, 2]
+    # Version 1 is never written again: its files are the bytes they were, and its manifest still verifies them.
+    for name, data in first.items():
+        assert store.manifest(1).artifact_files(name)[0][1].read_bytes() == data
+        verify_artifact_files(store.manifest(1), name, "cpu")
+    configs = (tmp_path / "model_repository" / "image_encoder" / "configs" / "cpu.pbtxt").read_text()
+    assert '"../artifacts/cpu/2"' in configs, "the build's configs name the version it made"
 
 
 def test_tampered_or_foreign_artifact_is_refused(tiny_build, tmp_path) -> None:

@@ -77,5 +77,5 @@ def test_model_repository_readme_shows_what_the_generator_writes() -> None:
     blocks = [block.split("```", 1)[0] for block in readme.split("```protobuf\n")[1:]]
     assert blocks == [
         render(ensemble_config(spec, PUBLIC_MODEL, COMPONENT_NAMES)),
-        render(python_model_config(spec, "image_encoder", "cpu", "../artifacts/cpu")),
+        render(python_model_config(spec, "image_encoder", "cpu", "../artifacts/cpu/1")),
     ]

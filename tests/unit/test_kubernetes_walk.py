@@ -316,7 +316,7 @@ def _moved(steps: list[Step], title: str, before: str) -> list[Step]:
     ("title", "before", "message"),
     [
         (
-            "The artifact builds",
+            "The artifact builds, and the version each fleet serves",
             "The model volumes",
             "Job neuron-blip-build needs PersistentVolumeClaim neuron-blip-model",
         ),
@@ -324,6 +324,11 @@ def _moved(steps: list[Step], title: str, before: str) -> list[Step]:
             "The model volumes",
             "EFS CSI and its StorageClass",
             "PersistentVolumeClaim neuron-blip-model needs StorageClass efs-sc",
+        ),
+        (
+            "The fleets",
+            "The artifact builds, and the version each fleet serves",
+            "Deployment neuron-blip-fleet needs ConfigMap neuron-blip-model-version",
         ),
         (
             "The fleets",

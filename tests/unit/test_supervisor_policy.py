@@ -44,6 +44,7 @@ class StandIn:
     reload_fails: bool = False
     reload_heals: bool = True
     process: Process = field(default_factory=Process)
+    served: None = None  # no model version: the supervisor follows no version file here
     calls: list[str] = field(default_factory=list)
     probes: list[tuple[str, float, bytes, tuple[str | bytes, ...]]] = field(default_factory=list)
     failure: Exception | None = None  # what every probe raises, whatever the stubs

@@ -242,7 +242,7 @@ def test_a_truncated_artifact_is_refused_at_load(tiny_build, tmp_path) -> None:
     shutil.copytree(tiny_build.artifacts / "cpu", tmp_path / "artifacts" / "cpu")
     repository = tmp_path / "model_repository"
     shutil.copytree(tiny_build.repository, repository, ignore=shutil.ignore_patterns("configs"))
-    artifacts = tmp_path / "artifacts" / "cpu"
+    artifacts = tmp_path / "artifacts" / "cpu" / tiny_build.target_dir().name
     write_repository_configs(read_manifest(artifacts).spec, "cpu", repository, artifacts)
     path = artifacts / "image_encoder.pt"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])

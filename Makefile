@@ -1,5 +1,5 @@
 # BLIP VQA on Triton: build traced artifacts, serve them, ask questions, test.
-# Variables: TARGET=cpu|gpu|neuron  LAYOUT=ensemble|colocated  MODEL=random-tiny|random-base|<dir>|<hub id>  FORCE=1  FP16=1
+# Variables: TARGET=cpu|gpu|neuron  LAYOUT=ensemble|colocated  MODEL=random-tiny|random-base|<dir>|<hub id>|s3://<bucket>/<prefix>  FORCE=1  FP16=1
 #            STATIC_SHAPES=1 FAST_RESIZE=1 NEURON_COMPILER_ARGS INSTANCES NEURON_CORES_PER_INSTANCE INTRA_OP_THREADS
 #            MAX_QUEUE_DELAY_US STEP_QUEUE_DELAY_US *_BUCKETS (build-artifacts)  HEAL_INTERVAL_S LOG_JSON=1 (serve)
 #            KEEP_VERSIONS (build-artifacts)  MODEL_VERSION MODEL_VERSION_FILE (serve, model-version)

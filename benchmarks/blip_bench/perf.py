@@ -62,21 +62,30 @@ def prepare_inputs(work: Path) -> tuple[Path, dict[str, str]]:
 
 
 def measure(
-    http_url: str, grpc_url: str, layout: str, instances: int, args: argparse.Namespace, work: Path, progress: str
+    http_url: str,
+    grpc_url: str,
+    layout: str,
+    instances: int,
+    args: argparse.Namespace,
+    work: Path,
+    first: int = 1,
+    total: int | None = None,
 ) -> list[Point]:
-    """One fleet, every concurrency: its first calls warmed (each instance's), then one perf_analyzer run each."""
+    """One fleet, every concurrency: its first calls warmed (each instance's), then one perf_analyzer run each;
+    progress lines count points from ``first`` of ``total``."""
+    total = total or len(args.concurrency)
     data_path, env = prepare_inputs(work)
     image = SAMPLE.read_bytes()
     with BlipVqaClient(http_url, timeout_s=600) as client:
         for _ in range(2 * instances):
             client.infer(image, BEHAVIOR_QUESTIONS, scores_only=args.scores_only)
     points = []
-    for concurrency in args.concurrency:
+    for index, concurrency in enumerate(args.concurrency, first):
         started = time.perf_counter()
         figures = run_point(grpc_url, data_path, concurrency, args, env, work)
         points.append(Point(instances=instances, concurrency=concurrency, **figures, layout=layout))
         print(
-            f"[{progress}] {layout}, instances {instances}, concurrency {concurrency}: "
+            f"[{index}/{total}] {layout}, instances {instances}, concurrency {concurrency}: "
             f"{figures['throughput']:.3f} frames/s, p50 {figures['p50_ms']:.0f} ms, "
             f"p99 {figures['p99_ms']:.0f} ms ({time.perf_counter() - started:.0f} s)"
             + ("" if figures["stable"] else f"; UNSTABLE: windows disagreed by over {args.stability}%"),
@@ -237,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         with tempfile.TemporaryDirectory(prefix="blip-perf-") as work:
-            points = measure(fleet.url, fleet.grpc_url, fleet.layout, fleet.instances, args, Path(work), fleet.url)
+            points = measure(fleet.url, fleet.grpc_url, fleet.layout, fleet.instances, args, Path(work))
     else:
         workspace = prepare(args.model, args.target, **({"root": args.workspace} if args.workspace else {}))
         model, target = args.model, args.target

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from blip_build.s3 import download, is_s3
+
 log = logging.getLogger(__name__)
 
 RANDOM_MODELS = ("random-tiny", "random-base", "random-host")
@@ -240,7 +242,8 @@ def generator_version() -> str:
 
 
 def load_checkpoint(model: str, random_dir: Path) -> Checkpoint:
-    """Load ``model``: a random kind (made under ``random_dir`` once), a local directory, or a hub id."""
+    """Load ``model``: a random kind (made under ``random_dir`` once), a local directory, an ``s3://`` folder
+    (downloaded under ``random_dir/s3``, ``blip_build.s3``), or a hub id (a private one with ``HF_TOKEN``)."""
     from transformers import BlipForQuestionAnswering, BlipProcessor
 
     if model in RANDOM_MODELS:
@@ -252,6 +255,9 @@ def load_checkpoint(model: str, random_dir: Path) -> Checkpoint:
             make_random_checkpoint(model, directory)
             marker.write_text(generator_version())
         path: str | None = str(directory.resolve())
+        source = path
+    elif is_s3(model):
+        path = str(download(model, random_dir / "s3").resolve())
         source = path
     elif Path(model).is_dir():
         path = str(Path(model).resolve())

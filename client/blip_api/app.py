@@ -95,6 +95,7 @@ def create_app(
             metrics_server, _ = start_http_server(metrics_address[1], metrics_address[0], registry=registry)
             log.info("metrics on %s:%d", *metrics_address)
         await router.start()
+        state.start_canary(state.settings)
         store = Store(settings.db_url, pool_size=settings.store.pool_size, token_key=settings.token_hash_key)
         await asyncio.to_thread(store.migrate)
         metrics = EventMetrics(registry)
@@ -118,6 +119,8 @@ def create_app(
         await asyncio.gather(*background, return_exceptions=True)
         state.cameras = None
         await asyncio.to_thread(store.close)
+        if state.canary is not None:
+            state.canary.close()
         await router.close()
         if metrics_server is not None:
             metrics_server.shutdown()

@@ -143,8 +143,12 @@ async def ask_fleet(state: ApiState, frame: Frame, questions: Sequence[str], *, 
     caller's mistakes, 503 when no fleet could answer (a bad frame too, when no fleet is up to be chosen)."""
     payload: Frame | bytes = frame if state.limits.send == "pixels" else frame.data
     try:
-        return await state.router.ask(payload, list(questions), scores_only=scores_only)
+        routed = await state.router.ask(payload, list(questions), scores_only=scores_only)
     except InvalidRequestError as error:
         raise ApiError(400, str(error)) from error
     except NoBackendAvailableError as error:
         raise ApiError(503, str(error), {"Retry-After": "1"}) from error
+    if state.canary is not None:  # shadow traffic: a task of its own, after the caller's answer is ready
+        behavior_of = {question: name for name, question in state.settings.behaviors.items()}
+        state.canary.mirror(payload, list(questions), [behavior_of.get(q) for q in questions], routed)
+    return routed

@@ -11,10 +11,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from blip_api.errors import ApiError
 from blip_api.frames import ask_fleet, frame_of, read_frame, resolve_questions
-from blip_api.schemas import BehaviorResult, FrameResult, WeightChange
+from blip_api.schemas import BehaviorResult, FrameResult, Promotion, WeightChange
 from blip_api.security import admin, caller
 from blip_api.settings import SettingsError
-from blip_api.state import State
+from blip_api.state import ApiState, State
+from blip_client.canary import Canary, CanaryRefused, CanaryReport
 from blip_client.router_config import RouterConfigError
 from blip_contract import reaches
 
@@ -128,3 +129,39 @@ async def reload(state: State) -> dict[str, Any]:
     except (SettingsError, RouterConfigError) as error:
         raise ApiError(400, f"config not reloaded, the running one stays: {error}") from error
     return {"changes": changes, "backends": state.router.status()}
+
+
+def _canary(state: ApiState) -> Canary:
+    if state.canary is None:
+        raise ApiError(404, "no canary: the config file has no [canary] section")
+    return state.canary
+
+
+@routes.get(
+    "/admin/canary",
+    dependencies=[Depends(admin)],
+    responses=ADMIN_RESPONSES | {404: {"description": "no [canary] in the config"}},
+)
+async def canary_report(state: State) -> CanaryReport:
+    """What the candidate fleet did on the mirrored frames: agreement, |score delta| and alert flips per behaviour,
+    latency against the current fleet, and whether promotion would go ahead."""
+    return _canary(state).report()
+
+
+@routes.post(
+    "/admin/canary/promote",
+    dependencies=[Depends(admin)],
+    responses=ADMIN_RESPONSES
+    | {
+        400: {"description": "the body is not JSON"},
+        404: {"description": "no [canary] in the config"},
+        409: {"description": "promotion refused: the reason"},
+    },
+)
+async def canary_promote(change: Promotion, state: State) -> CanaryReport:
+    """Move the candidate to the next step of its share of routed traffic; refused (409, with the reason) while it
+    has too few mirrored frames or agrees too little, unless ``force``."""
+    try:
+        return _canary(state).promote(force=change.force)
+    except CanaryRefused as error:
+        raise ApiError(409, f"promotion refused: {error}") from error

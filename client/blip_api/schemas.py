@@ -24,6 +24,12 @@ class FrameResult(BaseModel):
     latency_ms: float
 
 
+class Promotion(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    force: bool = Field(False, description="promote even where the canary's checks refuse it")
+
+
 class WeightChange(BaseModel):
     # Strict: JSON false is not a weight of 0 (pydantic's lax mode would take it and drain the fleet).
     model_config = ConfigDict(extra="forbid", strict=True)

@@ -13,7 +13,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from blip_client.router_config import BackendEntry, RouterConfig, RouterConfigError, RouterSection
+from blip_client.router_config import (
+    BackendEntry,
+    CanarySection,
+    RouterConfig,
+    RouterConfigError,
+    RouterSection,
+    check_canary,
+)
 from blip_contract import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_QUESTIONS
 from blip_contract.records import (
     ConfigFileError,
@@ -105,6 +112,7 @@ class ApiFile(Strict):
     events: EventsSection = Field(default_factory=EventsSection)
     webhooks: WebhooksSection = Field(default_factory=WebhooksSection)
     store: StoreSection = Field(default_factory=StoreSection)
+    canary: CanarySection | None = Field(None, description="Shadow traffic to a candidate fleet, and its promotion.")
 
 
 class ApiSettings(_Settings):
@@ -116,6 +124,7 @@ class ApiSettings(_Settings):
         default_factory=lambda: dict(DEFAULT_BEHAVIORS), description="Behavior name -> the question it asks."
     )
     alert_threshold: Probability = Field(DEFAULT_ALERT_THRESHOLD, description="[alerts] threshold.")
+    canary: CanarySection | None = Field(None, description="[canary]: the candidate fleet it shadows, if any.")
     token: str | None = Field(None, description=f"The cameras' bearer token, from {TOKEN_ENV} (never the file).")
     admin_token: str | None = Field(None, description=f"The admin API's bearer token, from {ADMIN_TOKEN_ENV}.")
     insecure_dev: bool = Field(False, description="Accept every request unauthenticated (development only).")
@@ -157,6 +166,8 @@ class ApiSettings(_Settings):
         try:
             parsed = validate_file(ApiFile, data, path or "config")
             router = RouterConfig.from_sections(parsed.router, parsed.backends)
+            if parsed.canary is not None:
+                check_canary(parsed.canary, parsed.backends)
         except (ConfigFileError, RouterConfigError) as error:
             raise SettingsError(str(error)) from None
         return cls(
@@ -164,6 +175,7 @@ class ApiSettings(_Settings):
             limits=parsed.api,
             behaviors=parsed.behaviors,
             alert_threshold=parsed.alerts.threshold,
+            canary=parsed.canary,
             token=env.get(TOKEN_ENV) or None,
             admin_token=env.get(ADMIN_TOKEN_ENV) or None,
             insecure_dev=insecure_dev,

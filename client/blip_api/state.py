@@ -10,6 +10,7 @@ from prometheus_client import Counter
 
 from blip_api.errors import ApiError
 from blip_api.settings import ApiSettings, Limits
+from blip_client.canary import Canary
 from blip_client.router import Router
 from blip_events.service import CameraService
 
@@ -25,6 +26,8 @@ class ApiState:
     metrics_port: int | None = None
     # The event layer, once the app's lifespan has opened its store.
     cameras: CameraService | None = None
+    # Shadow traffic to a candidate fleet ([canary]), once the router has started.
+    canary: Canary | None = None
 
     @property
     def limits(self) -> Limits:
@@ -37,10 +40,18 @@ class ApiState:
             raise ApiError(409, "this API tier was started without a config file; nothing to reload")
         new = ApiSettings.load(path, insecure_dev=self.settings.insecure_dev)
         changes = self.router.apply_config(new.router)
+        if new.canary != self.settings.canary:
+            self.start_canary(new)
         self.settings = new
         if self.cameras is not None:
             self.cameras.defaults = new.events  # every camera's next frame falls back on the new defaults
         return changes
+
+    def start_canary(self, settings: ApiSettings) -> None:
+        """The canary ``settings`` name (none without ``[canary]``), in place of the running one, whose figures end."""
+        if self.canary is not None:
+            self.canary.close()
+        self.canary = Canary(settings.canary, self.router, settings.alert_threshold) if settings.canary else None
 
 
 def api_state(request: Request) -> ApiState:

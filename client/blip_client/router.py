@@ -190,6 +190,21 @@ class Router:
         reason = "; ".join(failures) if failures else "every backend is down, drained or has its breaker open"
         raise NoBackendAvailableError(f"no backend could answer ({len(tried)} tried): {reason}")
 
+    async def ask_backend(
+        self, name: str, image: FrameInput, questions: Sequence[str | bytes], *, scores_only: bool = False
+    ) -> RoutedAnswer:
+        """One named backend's answer, with no choice and no failover (the canary's mirrors, which must reach the
+        candidate or nothing); ``NoBackendAvailableError`` when it cannot answer."""
+        backend = self.backends.get(name)
+        if backend is None:
+            raise NoBackendAvailableError(f"no backend named {name!r}")
+        started = time.perf_counter()
+        try:
+            result = await self._call(backend, image, questions, scores_only)
+        except BackendFailed as error:
+            raise NoBackendAvailableError(str(error)) from None
+        return RoutedAnswer(result.scores, result.answers, name, 1, time.perf_counter() - started)
+
     async def _call(
         self, backend: Backend, image: FrameInput, questions: Sequence[str | bytes], scores_only: bool
     ) -> VqaResult:

@@ -79,6 +79,44 @@ class BackendEntry(Strict):
     )
 
 
+class CanarySection(Strict):
+    """``[canary]``: which fleet is the candidate, how much of the current fleet's traffic it shadows, and what
+    promotion asks of it."""
+
+    candidate: Name = Field(description="The backend that serves the new checkpoint; its weight must be 0.")
+    current: Name = Field(description="The backend whose answers callers get and the candidate's are compared with.")
+    share: float = Field(0.1, ge=0, le=1, description="Share of the current fleet's frames mirrored to the candidate.")
+    min_agreement: float = Field(0.98, ge=0, le=1, description="Per-behaviour answer agreement promotion needs.")
+    min_frames: PositiveInteger = Field(50, description="Mirrored frames promotion needs.")
+    steps: tuple[float, ...] = Field(
+        (0.1, 0.5, 1.0), description="The candidate's share of routed traffic after each promotion; ends at 1."
+    )
+    max_in_flight: PositiveInteger = Field(8, description="Mirrors at once; a frame past that is not mirrored.")
+
+    @model_validator(mode="after")
+    def _steps(self) -> CanarySection:
+        if self.candidate == self.current:
+            raise ValueError("candidate and current must be two backends")
+        if not self.steps or self.steps[-1] != 1 or any(not 0 < s <= 1 for s in self.steps):
+            raise ValueError(f"steps must be shares in (0, 1] ending at 1, got {list(self.steps)}")
+        if list(self.steps) != sorted(set(self.steps)):
+            raise ValueError(f"steps must rise, got {list(self.steps)}")
+        return self
+
+
+def check_canary(canary: CanarySection, backends: dict[str, BackendEntry]) -> None:
+    """The canary's fleets are backends of the file, and the candidate takes no routed traffic before promotion."""
+    for role in ("candidate", "current"):
+        name = getattr(canary, role)
+        if name not in backends:
+            raise RouterConfigError(f"canary.{role}: no backend named {name!r} (backends: {', '.join(backends)})")
+    if backends[canary.candidate].weight != 0:
+        raise RouterConfigError(
+            f"backends.{canary.candidate}.weight must be 0 while it is the canary's candidate: it takes routed "
+            "traffic only when promoted (POST /admin/canary/promote)"
+        )
+
+
 class RouterFile(Strict):
     """The router's part of a config file: ``[router]`` and ``[backends.<name>]``."""
 

@@ -4,10 +4,8 @@ file, and refuses a version it cannot serve while the served one keeps answering
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,40 +16,9 @@ from blip_serving import serve
 from blip_serving.layouts import LAYOUT_NAMES
 from blip_serving.supervisor import Supervisor
 from blip_serving.triton.process import TritonServer
-from blip_serving.versions import VersionError, VersionStore
+from blip_serving.versions import VersionError
 
 IMAGE = SAMPLE.read_bytes()
-
-
-def other_checkpoint(tiny_checkpoint: Path, directory: Path) -> Path:
-    """A different random checkpoint of the same architecture: random-tiny's weights, each moved by seeded noise."""
-    import torch
-    from transformers import BlipForQuestionAnswering, BlipProcessor
-
-    model = BlipForQuestionAnswering.from_pretrained(tiny_checkpoint).eval()
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
-    model.save_pretrained(directory)
-    BlipProcessor.from_pretrained(tiny_checkpoint).save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def two_versions(tiny_build, tmp_path_factory) -> Path:
-    """A repository whose cpu artifacts hold version 1 (random-tiny) and version 2 (another checkpoint)."""
-    from blip_build import build
-
-    root = tmp_path_factory.mktemp("versions")
-    shutil.copytree(tiny_build.artifacts, root / "artifacts")
-    repository = shutil.copytree(tiny_build.repository, root / "model_repository")
-    other = other_checkpoint(tiny_build.checkpoint, root / "other-checkpoint")
-    manifest = build(str(other), "cpu", artifacts=root / "artifacts", repository=repository)
-    store = VersionStore(root / "artifacts" / "cpu")
-    assert store.versions() == [1, 2] and manifest.directory == store.path(2)
-    assert store.manifest(1).record.checkpoint.fingerprint != store.manifest(2).record.checkpoint.fingerprint
-    return repository
 
 
 def scores(url: str) -> list[float]:

@@ -113,4 +113,3 @@ def test_a_server_cannot_be_started_on_a_version_that_does_not_exist(two_version
     with pytest.raises(VersionError, match=r"model version 5 is not in .* \(versions there: 1, 2\)"):
         server.start()
     server.stop()
-

@@ -99,10 +99,12 @@ def sweep(workspace: Workspace, args: argparse.Namespace) -> list[Point]:
     work = workspace.repository.parent / "perf"
     shapes = [(layout, instances) for layout in args.layouts for instances in args.instances]
     points: list[Point] = []
-    for done, (layout, instances) in enumerate(shapes, 1):
+    total = len(shapes) * len(args.concurrency)
+    for layout, instances in shapes:
         workspace.deploy(Deployment(layout=layout, instances=instances))
         with TritonServer(workspace.repository, workspace.target, layout=layout) as server:
-            points += measure(server.http_url, server.grpc_url, layout, instances, args, work, f"{done}/{len(shapes)}")
+            first = len(points) + 1
+            points += measure(server.http_url, server.grpc_url, layout, instances, args, work, first, total)
     return points
 
 

@@ -168,12 +168,16 @@ def write_repository_configs(
     return written
 
 
+def stub_parameters(config: pb.ModelConfig) -> StubParameters:
+    """The ``StubParameters`` a parsed config.pbtxt carries (its ``parameters`` map, as strings)."""
+    return StubParameters.from_config({key: value.string_value for key, value in config.parameters.items()})
+
+
 def with_artifact_dir(text: str, artifact_dir: str) -> str:
     """A Python model's config.pbtxt with its stub reading ``artifact_dir`` instead: how serving points a model at
     another model version without writing the repository (``blip_serving.triton.model_versions``)."""
     config = parse(text)
-    strings = {key: value.string_value for key, value in config.parameters.items()}
-    parameters = StubParameters.from_config(strings).model_copy(update={"artifact_dir": artifact_dir})
+    parameters = stub_parameters(config).model_copy(update={"artifact_dir": artifact_dir})
     for key, value in parameters.to_config().items():
         config.parameters[key].string_value = value
     return render(config)

@@ -22,8 +22,7 @@ from pathlib import Path
 from blip_serving.errors import ArtifactError
 from blip_serving.layouts import Layout
 from blip_serving.manifest import read_manifest
-from blip_serving.model_config import CONFIGS_DIR, parse, with_artifact_dir
-from blip_serving.stub_parameters import StubParameters
+from blip_serving.model_config import CONFIGS_DIR, parse, stub_parameters, with_artifact_dir
 from blip_serving.versions import VersionError, VersionStore, parse_version
 
 
@@ -43,8 +42,7 @@ def configured(repository: Path, layout: Layout, config_name: str) -> ServedVers
     """What the repository's configs name (the first Python model's; every build writes them all alike)."""
     model = layout.python_models[0]
     text = (repository / model / CONFIGS_DIR / f"{config_name}.pbtxt").read_text()
-    strings = {key: value.string_value for key, value in parse(text).parameters.items()}
-    directory = (repository / StubParameters.from_config(strings).artifact_dir).resolve()
+    directory = (repository / stub_parameters(parse(text)).artifact_dir).resolve()
     store = VersionStore(directory.parent)
     try:
         version = parse_version(directory.name)

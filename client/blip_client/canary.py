@@ -167,11 +167,6 @@ class Canary:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def idle(self) -> None:
-        """Until every mirror in flight has finished (tests, and a clean shutdown)."""
-        while self.tasks:
-            await asyncio.gather(*list(self.tasks), return_exceptions=True)
-
     async def _mirror(
         self, image: FrameInput, questions: list[str], labels: list[str | None], answer: RoutedAnswer
     ) -> None:

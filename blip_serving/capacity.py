@@ -26,6 +26,7 @@ import yaml
 from pydantic import Field
 
 from blip_contract.records import ConfigFileError, PositiveNumber, Strict, load_file
+from blip_contract.version import add_version_option
 from blip_serving.perf_summary import PerfSummary
 
 # Defaults relative to the checkout the Makefile runs from; every one is a flag.
@@ -272,7 +273,7 @@ def main_capacity(argv: list[str] | None = None) -> int:
         action="append",
         help="write this fleet's placeholder target instead (its measurement is gone or was of other hardware)",
     )
-    args = parser.parse_args(argv)
+    args = add_version_option(parser).parse_args(argv)
     if args.unmeasured:
         for fleet in args.unmeasured:
             path = capacity_file(args.overlays, fleet)
@@ -307,7 +308,7 @@ def main_cost(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="frames per second the fleet must serve")
     parser.add_argument("--prices", type=Path, default=PRICES)
     parser.add_argument("--out", type=Path, default=RESULTS / "cost.json")
-    args = parser.parse_args(argv)
+    args = add_version_option(parser).parse_args(argv)
     specs = args.perf or [f"{fleet}={RESULTS / f'perf-{fleet}.json'}" for fleet in FLEETS]
     try:
         measured = _measured_fleets(specs)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from blip_client.client import BlipVqaClient
 from blip_contract.env import env_default
+from blip_contract.version import add_version_option
 from blip_serving.errors import TritonProcessError
 from blip_serving.triton.process import TritonServer
 from blip_serving.versions import VersionStore
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--image", type=Path, default=SAMPLE)
     parser.add_argument("--repeats", type=int, default=5, help="timed requests after the first")
-    args = parser.parse_args(argv)
+    args = add_version_option(parser).parse_args(argv)
 
     store = VersionStore(Path("artifacts", args.target))
     newest = store.latest()

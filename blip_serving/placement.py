@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from blip_contract.env import env_default
 from blip_contract.records import load_file, validate_file
+from blip_contract.version import add_version_option
 from blip_serving.deployment import Deployment
 from blip_serving.hosts import Catalog, HostType, ModelFigures
 from blip_serving.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, Context, Option, get_layout, layout_of
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--core-fps", type=float, default=None, help="measured frames/s of one core, to scale the prediction"
     )
-    args = parser.parse_args(argv)
+    args = add_version_option(parser).parse_args(argv)
     try:
         plan = make_plan(args.host_type, args.layout)
     except PlanError as error:

@@ -18,6 +18,7 @@ from prometheus_client import start_http_server
 
 from blip_contract.env import env_default
 from blip_contract.logs import configure_logging
+from blip_contract.version import add_version_option
 from blip_serving.errors import ArtifactError, TargetUnavailableError, TritonProcessError
 from blip_serving.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, get_layout
 from blip_serving.placement import read_plan
@@ -92,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
         default=int(env_default("SUPERVISOR_METRICS_PORT", "0") or 0),
         help="Prometheus metrics of the supervisor (recoveries, probes) on this port; 0: off",
     )
-    return parser
+    return add_version_option(parser)
 
 
 def main(argv: list[str] | None = None) -> int:

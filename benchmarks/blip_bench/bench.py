@@ -30,6 +30,7 @@ from blip_bench.memory import tree_memory
 from blip_bench.timing import Run, concurrent, sequential
 from blip_bench.workspace import Workspace, prepare
 from blip_contract.env import env_default, env_flag
+from blip_contract.version import add_version_option
 from blip_serving.deployment import Deployment
 from blip_serving.layouts import LAYOUT_NAMES, get_layout
 from blip_serving.triton.environment import OPENMP_WAIT, openmp_wait
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON path (default benchmarks/results/bench-<target>.json)"
     )
-    args = parser.parse_args(argv)
+    args = add_version_option(parser).parse_args(argv)
     if args.concurrency[0] != 1:
         args.concurrency.insert(0, 1)
     warnings.filterwarnings("ignore")

@@ -36,6 +36,7 @@ from blip_bench.machine import machine
 from blip_bench.parity import PARITY_QUESTIONS
 from blip_build import build
 from blip_contract import ANSWERS, IMAGE, QUESTIONS, SCORES, SCORES_ONLY
+from blip_contract.version import add_version_option
 from blip_serving.placement import device_mib, load_catalog
 from blip_serving.spec import DEFAULT_IMAGE_BATCH_BUCKETS, BlipSpec, batch_chunks
 from blip_serving.stub.models import load_pipeline
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=0, help="the first N corpus images only (0: all)")
     parser.add_argument("--workspace", type=Path, default=ROOT / ".bench" / "buckets")
     parser.add_argument("--out", type=Path, default=RESULTS / "buckets-cpu.json")
-    args = parser.parse_args(argv)
+    args = add_version_option(parser).parse_args(argv)
     images = corpus_images(args.images)
     questions = tuple(dict.fromkeys(BEHAVIOR_QUESTIONS + PARITY_QUESTIONS))
     started = time.perf_counter()

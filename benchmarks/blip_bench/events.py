@@ -44,6 +44,7 @@ from blip_bench.postgres import postgres_server
 from blip_bench.receiver import Receiver
 from blip_bench.stack import ADMIN, AUTH, ApiProcess, write_api_config
 from blip_bench.workspace import prepare
+from blip_contract.version import add_version_option
 from blip_events import gate
 from blip_events.settings import GateSettings
 from blip_images.frame import Frame
@@ -347,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL store figures")
     parser.add_argument("--workspace", type=Path, default=ROOT / ".bench" / "events")
     parser.add_argument("--out", type=Path, default=RESULTS / "events-cpu.json")
-    args = parser.parse_args(argv)
+    args = add_version_option(parser).parse_args(argv)
 
     started = time.monotonic()
     results: dict[str, Any] = {"machine": machine(), "model": "random-tiny (the API tier and the store are measured)"}

@@ -35,6 +35,7 @@ from blip_bench.workspace import copy_model_sources
 from blip_build import build
 from blip_client.client import BlipVqaClient
 from blip_contract.env import env_default
+from blip_contract.version import add_version_option
 from blip_serving.deployment import Deployment
 from blip_serving.errors import TargetUnavailableError
 from blip_serving.model_config import write_repository_configs
@@ -247,7 +248,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="device,host",
         help="served: where tensors between the steps live, tried in order until one serves (device, host)",
     )
-    args = parser.parse_args(argv)
+    args = add_version_option(parser).parse_args(argv)
     args.phases = set(args.phases.split(","))
     args.step_tensors = args.step_tensors.split(",")
     dry = args.dry_run

@@ -33,6 +33,7 @@ from blip_bench.corpus import CAMERA_SIZES, camera_frame, generated_images
 from blip_bench.frames import BEHAVIOR_QUESTIONS, RESULTS, write_report
 from blip_bench.timing import concurrent
 from blip_bench.workspace import Workspace, prepare
+from blip_contract.version import add_version_option
 from blip_images.decode import decode_image
 from blip_serving.deployment import Deployment
 from blip_serving.instance_names import model_of
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON path (default benchmarks/results/host-<target>.json)"
     )
-    args = parser.parse_args(argv)
+    args = add_version_option(parser).parse_args(argv)
     root = {"root": args.workspace} if args.workspace else {}
     workspace = prepare(args.model, args.target, fp16=args.fp16, **root)
     info = machine()

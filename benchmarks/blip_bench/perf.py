@@ -33,6 +33,7 @@ from blip_bench.perf_analyzer import input_data, library_directory, run_point
 from blip_bench.workspace import Workspace, prepare
 from blip_client.client import BlipVqaClient
 from blip_contract.env import env_default
+from blip_contract.version import add_version_option
 from blip_serving.deployment import Deployment
 from blip_serving.layouts import LAYOUT_NAMES
 from blip_serving.perf_summary import Machine, PerfPoint, PerfSummary
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="end with the summary as one JSON line (a perf Job's: kubectl logs job/... | tail -n 1 > perf.json)",
     )
-    args = parser.parse_args(argv)
+    args = add_version_option(parser).parse_args(argv)
     started = time.perf_counter()
     host = host_type(args.host_type)
     info = machine()

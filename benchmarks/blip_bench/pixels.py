@@ -38,6 +38,7 @@ from blip_bench.frames import RESULTS, write_report
 from blip_bench.host import HOST_MODEL, execution_counts, in_process, requests_per_execute, tree_cpu_seconds
 from blip_bench.stack import AUTH, ApiProcess, write_api_config
 from blip_bench.workspace import prepare
+from blip_contract.version import add_version_option
 from blip_serving.deployment import Deployment
 from blip_serving.spec import COMPONENT_NAMES, PUBLIC_MODEL
 from blip_serving.triton.process import TritonServer
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workspace", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results/pixels-cpu[-fast].json")
-    args = parser.parse_args(argv)
+    args = add_version_option(parser).parse_args(argv)
     workspace = prepare(args.model, "cpu", **({"root": args.workspace} if args.workspace else {}))
     workspace.deploy(Deployment(layout="colocated", fast_resize=args.fast_resize))
     spec = workspace.manifest.spec

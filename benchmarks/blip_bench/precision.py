@@ -20,6 +20,7 @@ from blip_bench.corpus import corpus_images
 from blip_bench.frames import BEHAVIOR_QUESTIONS, RESULTS, SAVED_RANDOM_BASE
 from blip_bench.machine import machine
 from blip_bench.parity import PARITY_QUESTIONS, reference_answers, word_agreement
+from blip_contract.version import add_version_option
 
 CAST_TYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--images", type=int, default=0, help="the first N test images only (0: all)")
     parser.add_argument("--out", type=Path, default=RESULTS / "precision-cpu.json")
-    args = parser.parse_args(argv)
+    args = add_version_option(parser).parse_args(argv)
     images = corpus_images(args.images)
     questions = tuple(dict.fromkeys(BEHAVIOR_QUESTIONS + PARITY_QUESTIONS))
     started = time.perf_counter()

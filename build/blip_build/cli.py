@@ -13,6 +13,7 @@ from pathlib import Path
 from blip_build.pipeline import build, is_random
 from blip_contract.env import env_default, env_flag
 from blip_contract.logs import configure_logging
+from blip_contract.version import add_version_option
 from blip_serving.deployment import Deployment
 from blip_serving.errors import ArtifactError, TargetUnavailableError
 from blip_serving.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, LAYOUTS
@@ -137,7 +138,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=_int_env("STEP_QUEUE_DELAY_US"),
         help="how long a step another step feeds (the ensemble's text encoder and decoder) may wait to fill a batch",
     )
-    return parser.parse_args(argv)
+    return add_version_option(parser).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from blip_contract.env import env_default, env_flag
 from blip_contract.logs import configure_logging
+from blip_contract.version import add_version_option
 
 # The checkout's example config (`make api` runs from the checkout; images pass --config).
 DEFAULT_CONFIG = Path("client/api.toml")
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         help="accept requests without a bearer token (development only)",
     )
     parser.add_argument("--log-level", default=env_default("LOG_LEVEL", "info"))
-    args = parser.parse_args(argv)
+    args = add_version_option(parser).parse_args(argv)
     configure_logging(args.log_level)
 
     from blip_api.settings import ApiSettings, SettingsError

@@ -41,6 +41,7 @@ from blip_api.state import ApiState
 from blip_api.tracing import RequestIds
 from blip_client.router import Router
 from blip_client.router_config import RouterConfigError
+from blip_contract.version import __version__
 from blip_events.metrics import EventMetrics
 from blip_events.service import CameraService
 from blip_events.store import Store
@@ -128,7 +129,7 @@ def create_app(
     # No Swagger UI or ReDoc pages (they load scripts from a CDN); the OpenAPI document stays at /openapi.json.
     app = FastAPI(
         title="BLIP VQA pet-camera API",
-        version="1.0",
+        version=__version__,
         description=__doc__,
         lifespan=lifespan,
         docs_url=None,

@@ -15,6 +15,7 @@ from pathlib import Path
 from blip_client.client import BlipVqaClient, BlipVqaError
 from blip_client.probe import probe_url
 from blip_contract.env import env_default
+from blip_contract.version import add_version_option
 
 DEFAULT_URL = env_default("TRITON_URL") or f"127.0.0.1:{env_default('HTTP_PORT', '8000')}"
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument("--url", default=DEFAULT_URL)
     probe.add_argument("--protocol", choices=("http", "grpc"), default="http")
     probe.add_argument("--timeout", type=float, default=5.0, help="seconds before the probe fails")
-    args = parser.parse_args(argv)
+    args = add_version_option(parser).parse_args(argv)
     if args.command == "probe":
         return run_probe(args.url, args.protocol, args.timeout)
     try:

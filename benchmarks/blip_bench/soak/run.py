@@ -25,6 +25,7 @@ from blip_bench.soak.report import summary, write
 from blip_bench.soak.traffic import Traffic
 from blip_bench.stack import ApiProcess, Fleet, write_api_config
 from blip_bench.workspace import DEFAULT_WORKSPACE, prepare
+from blip_contract.version import add_version_option
 from blip_serving.deployment import Deployment
 from blip_serving.manifest import read_manifest
 from blip_serving.model_config import write_repository_configs
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--request-timeout-s", type=float, default=20.0, help="the router's per-attempt limit")
     parser.add_argument("--model", default="random-tiny")
     parser.add_argument("--out", type=Path, default=RESULTS / "soak-cpu", help="report stem: <out>.json, <out>.png")
-    args = parser.parse_args(argv)
+    args = add_version_option(parser).parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="blip-soak-"))
     repository = prepare_repository(args.model, workdir)
     config = SoakConfig(seconds=args.seconds, concurrency=args.concurrency, request_timeout_s=args.request_timeout_s)

@@ -1,0 +1,33 @@
+"""The project's version, read once from the installed distribution's metadata (``pyproject.toml``'s ``version``).
+
+Every command line's ``--version``, the API's OpenAPI ``info.version`` and the images' labels say this one value.
+Two distributions carry this module: the whole project (``blip-vqa-triton``) and the light client
+(``blip-vqa-client``, ``client/dist``); whichever is installed answers. A test holds their two ``version`` fields
+and the CHANGELOG's newest release to the same value.
+"""
+
+from __future__ import annotations
+
+import argparse
+from importlib import metadata
+
+DISTRIBUTIONS = ("blip-vqa-triton", "blip-vqa-client")
+
+
+def installed_version() -> str:
+    """The version of the first of ``DISTRIBUTIONS`` that is installed; a source tree never installed has none."""
+    for name in DISTRIBUTIONS:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "0+unknown"
+
+
+__version__ = installed_version()
+
+
+def add_version_option(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--version``: the program's name and the package version, then exit 0 (argparse's own action)."""
+    parser.add_argument("--version", action="version", version=f"{parser.prog} {__version__}")
+    return parser

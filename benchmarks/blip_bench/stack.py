@@ -42,14 +42,19 @@ def _stop(process: subprocess.Popen, timeout_s: float) -> None:
 class ApiProcess:
     """``python -m blip_api`` on a free loopback port with the test tokens, as ``make api`` runs it."""
 
-    def __init__(self, config: Path, log: Path | None = None, db_url: str | None = None) -> None:
-        """``db_url``: the event store (default: SQLite beside the config, never in the checkout)."""
+    def __init__(
+        self, config: Path, log: Path | None = None, db_url: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        """``db_url``: the event store (default: SQLite beside the config, never in the checkout); ``env``: more
+        environment (``BLIP_LOG_JSON``, ``OTEL_*``)."""
         self.config = config
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log or config.with_suffix(".log")
         self.db_url = db_url or f"sqlite:///{config.parent / 'events.sqlite3'}"
-        env = dict(os.environ, BLIP_API_TOKEN=TOKEN, BLIP_API_ADMIN_TOKEN=ADMIN_TOKEN, BLIP_DB_URL=self.db_url)
+        env = dict(
+            os.environ, BLIP_API_TOKEN=TOKEN, BLIP_API_ADMIN_TOKEN=ADMIN_TOKEN, BLIP_DB_URL=self.db_url, **(env or {})
+        )
         command = [sys.executable, "-m", "blip_api", "--config", str(config), "--port", str(self.port)]
         with self.log.open("a") as sink:
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)

@@ -34,6 +34,7 @@ from blip_serving.triton.environment import server_environment
 from blip_serving.triton.install import check_stub_numpy, prepare_backend_directory, stub_python, triton_installation
 from blip_serving.triton.model_versions import ServedVersion, check_compatible, choose, write_view
 from blip_serving.triton.shm import remove_stale_shm_regions, stub_regions, unlink_regions
+from blip_serving.triton.tracing import trace_flags
 
 log = logging.getLogger(__name__)
 triton_log = logging.getLogger("tritonserver")
@@ -202,6 +203,7 @@ class TritonServer:
             "--exit-on-error=true",
             f"--log-verbose={self.log_verbose}",
             *self.model_control_flags(),
+            *trace_flags(self.env, f"blip-fleet-{self.target_name}"),
         ]
 
     def model_control_flags(self) -> list[str]:

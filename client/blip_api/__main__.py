@@ -7,6 +7,12 @@ import logging
 import sys
 from pathlib import Path
 
+import uvicorn
+
+from blip_api.access import UVICORN_LOG_CONFIG
+from blip_api.app import create_app
+from blip_api.settings import ApiSettings, SettingsError
+from blip_api.telemetry import configure_tracing
 from blip_contract.env import env_default, env_flag
 from blip_contract.logs import configure_logging
 from blip_contract.version import add_version_option
@@ -38,8 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     args = add_version_option(parser).parse_args(argv)
     configure_logging(args.log_level)
 
-    from blip_api.settings import ApiSettings, SettingsError
-
     try:
         settings = ApiSettings.load(args.config, insecure_dev=args.insecure_dev)
     except SettingsError as error:
@@ -48,10 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.insecure_dev:
         logging.getLogger("blip_api").warning("INSECURE DEV MODE: requests are not authenticated")
 
-    import uvicorn
-
-    from blip_api.app import create_app
-
+    provider = configure_tracing()
     uvicorn.run(
         create_app(settings, metrics_address=(args.listen_address, args.metrics_port) if args.metrics_port else None),
         host=args.listen_address,
@@ -63,7 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         http="h11",
         h11_max_incomplete_event_size=4 * settings.limits.max_header_bytes,
         server_header=False,
+        # uvicorn's lines through the process's one log setup (text or JSON, with the request id); the access line
+        # is the app's own (blip_api.access), with the route, backend, attempts and request id in it.
+        log_config=UVICORN_LOG_CONFIG,
+        access_log=False,
     )
+    if provider is not None:
+        provider.shutdown()  # the last spans, flushed
     return 0
 
 

@@ -31,6 +31,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, Counter, start_http_server
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from blip_api.access import AccessLog
 from blip_api.cameras import cameras
 from blip_api.errors import ApiError
 from blip_api.routes import routes
@@ -38,6 +39,7 @@ from blip_api.schemas import frame_openapi
 from blip_api.security import HeaderLimits
 from blip_api.settings import ApiSettings, SettingsError
 from blip_api.state import ApiState
+from blip_api.telemetry import instrument
 from blip_api.tracing import RequestIds
 from blip_client.router import Router
 from blip_client.router_config import RouterConfigError
@@ -177,8 +179,11 @@ def create_app(
     app.include_router(routes)
     app.include_router(cameras)
     app.add_middleware(HeaderLimits, limits=lambda: state.limits)
+    # Outside the limits, so that a 431 has its access line; inside the request id, which every line carries.
+    app.add_middleware(AccessLog)
     # Outermost: even a 431 carries its request id.
     app.add_middleware(RequestIds)
+    instrument(app)
     app.state.blip = state
     app.state.router = router
     return app

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
+from blip_api.access import note_answer
 from blip_api.errors import ApiError
 from blip_api.settings import Limits
 from blip_api.state import ApiState
@@ -148,6 +149,7 @@ async def ask_fleet(state: ApiState, frame: Frame, questions: Sequence[str], *, 
         raise ApiError(400, str(error)) from error
     except NoBackendAvailableError as error:
         raise ApiError(503, str(error), {"Retry-After": "1"}) from error
+    note_answer(routed)
     if state.canary is not None:  # shadow traffic: a task of its own, after the caller's answer is ready
         behavior_of = {question: name for name, question in state.settings.behaviors.items()}
         state.canary.mirror(payload, list(questions), [behavior_of.get(q) for q in questions], routed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 
+from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from blip_contract.logs import REQUEST_ID, REQUEST_ID_HEADER, REQUEST_ID_PATTERN
@@ -44,6 +45,9 @@ class RequestIds:
                 message["headers"] = [*message.get("headers", []), (_HEADER, request_id.encode())]
             await send(message)
 
+        # The request's span (FastAPI's instrumentation, outside this middleware) carries the id too: a log line
+        # and a trace of one request are found by the same value.
+        trace.get_current_span().set_attribute("blip.request_id", request_id)
         token = REQUEST_ID.set(request_id)
         try:
             await self.app(scope, receive, send_with_id)

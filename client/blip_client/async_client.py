@@ -27,6 +27,7 @@ from blip_client.wire import (
     parse_result,
     request_parameters,
     requested_outputs,
+    trace_headers,
 )
 from blip_contract import PUBLIC_MODEL
 from blip_contract.errors import InvalidInputError
@@ -71,7 +72,9 @@ class AsyncBlipVqaClient:
         request_id: str | None = None,
     ) -> VqaResult:
         """Scores (and answers unless ``scores_only``) for one frame; raises a ``BlipVqaError`` on failure.
-        ``request_id`` becomes Triton's request id (its logs and traces name it)."""
+        ``request_id`` becomes Triton's request id (its logs and traces name it). The current OpenTelemetry
+        context goes as a W3C ``traceparent`` header (nothing where none is active), so that a Triton tracing in
+        its OpenTelemetry mode makes its spans children of the caller's."""
         model = self.model
         if isinstance(image, bytes | bytearray):
             inputs = build_inputs(triton_aio, bytes(image), questions)
@@ -90,6 +93,7 @@ class AsyncBlipVqaClient:
                     outputs=requested_outputs(triton_aio, scores_only),
                     parameters=request_parameters(scores_only),
                     request_id=request_id or "",
+                    headers=trace_headers(),
                 )
         except InferenceServerException as error:
             raise classify(error) from error

@@ -18,7 +18,15 @@ from blip_client.errors import (
     ServerError,
     ServerUnavailableError,
 )
-from blip_client.wire import VqaResult, build_inputs, classify, parse_result, request_parameters, requested_outputs
+from blip_client.wire import (
+    VqaResult,
+    build_inputs,
+    classify,
+    parse_result,
+    request_parameters,
+    requested_outputs,
+    trace_headers,
+)
 from blip_contract import PUBLIC_MODEL
 
 __all__ = [
@@ -65,10 +73,17 @@ class BlipVqaClient:
         parameters = request_parameters(scores_only)
         try:
             if self.protocol == "http":
-                result = self._client.infer(self.model, inputs, outputs=outputs, parameters=parameters)
+                result = self._client.infer(
+                    self.model, inputs, outputs=outputs, parameters=parameters, headers=trace_headers()
+                )
             else:
                 result = self._client.infer(
-                    self.model, inputs, outputs=outputs, parameters=parameters, client_timeout=self.timeout_s
+                    self.model,
+                    inputs,
+                    outputs=outputs,
+                    parameters=parameters,
+                    client_timeout=self.timeout_s,
+                    headers=trace_headers(),
                 )
         except self._exception_type() as error:
             raise classify(error) from error

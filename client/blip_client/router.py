@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pybreaker
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from blip_client.async_client import AsyncBlipVqaClient
 from blip_client.errors import (
@@ -37,6 +39,8 @@ from blip_client.wire import FrameInput, VqaResult
 from blip_contract.logs import REQUEST_ID
 
 log = logging.getLogger("blip_client.router")
+# Spans of the router's attempts; a no-op until the process configures an OpenTelemetry SDK (the API tier does).
+TRACER = trace.get_tracer("blip_client.router")
 
 
 class Router:
@@ -180,10 +184,11 @@ class Router:
                 break
             tried.append(backend)
             try:
-                result = await self._call(backend, image, questions, scores_only)
+                result = await self._call(backend, image, questions, scores_only, attempt=len(tried))
             except BackendFailed as error:
                 failures.append(str(error))
                 self.metrics.failovers.labels(backend.name).inc()
+                trace.get_current_span().add_event("failover", {"blip.backend": backend.name, "blip.error": str(error)})
                 continue
             return RoutedAnswer(result.scores, result.answers, backend.name, len(tried), time.perf_counter() - started)
         self.metrics.unanswered.inc()
@@ -206,6 +211,26 @@ class Router:
         return RoutedAnswer(result.scores, result.answers, name, 1, time.perf_counter() - started)
 
     async def _call(
+        self, backend: Backend, image: FrameInput, questions: Sequence[str | bytes], scores_only: bool, attempt: int = 1
+    ) -> VqaResult:
+        """One attempt at one backend, as a span of its own (the fleet's spans are its children: its client sends
+        the span's ``traceparent``); ``BackendFailed`` where the router should fail over."""
+        attributes = {"blip.backend": backend.name, "blip.attempt": attempt, "blip.scores_only": scores_only}
+        with TRACER.start_as_current_span("router.attempt", kind=SpanKind.CLIENT, attributes=attributes) as span:
+            try:
+                result = await self._attempt(backend, image, questions, scores_only)
+            except BackendFailed as error:
+                span.set_attribute("blip.outcome", "failed")
+                span.set_status(Status(StatusCode.ERROR, str(error)))
+                raise
+            except InvalidRequestError as error:
+                span.set_attribute("blip.outcome", "invalid_request")
+                span.set_status(Status(StatusCode.ERROR, str(error)))
+                raise
+            span.set_attribute("blip.outcome", "ok")
+            return result
+
+    async def _attempt(
         self, backend: Backend, image: FrameInput, questions: Sequence[str | bytes], scores_only: bool
     ) -> VqaResult:
         name = backend.name

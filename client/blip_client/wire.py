@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
+from opentelemetry import propagate
 
 from blip_client.errors import (
     BlipVqaError,
@@ -109,6 +110,14 @@ def requested_outputs(triton: ModuleType, scores_only: bool) -> list[Any]:
 
 def request_parameters(scores_only: bool) -> dict[str, Any] | None:
     return {SCORES_ONLY: True} if scores_only else None
+
+
+def trace_headers() -> dict[str, str] | None:
+    """The current OpenTelemetry context as W3C ``traceparent`` (and ``tracestate``) headers for Triton; None
+    where no span is recording (no SDK configured, or nothing traced this request)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier or None
 
 
 def parse_result(result: Any, count: int, scores_only: bool) -> VqaResult:

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import trace
+
 from blip_contract.errors import InvalidInputError
 from blip_events import gate
 from blip_events.machine import BehaviorState, Transition, observe
@@ -28,6 +30,8 @@ from blip_events.store import CameraRecord, Credentials, FrameTransaction, Store
 from blip_images.frame import Frame
 
 BUDGET_WINDOW_S = 60.0
+
+TRACER = trace.get_tracer("blip_events.service")
 
 
 class FrameRefused(Exception):
@@ -102,19 +106,25 @@ class CameraService:
         async with lock:
             with self.store.frame(camera_id) as txn:
                 # One worker-thread hop: the camera's row (locked on PostgreSQL), then the frame's thumbnail.
-                row, settings, state, thumb, store_s = await asyncio.to_thread(self._read, txn, camera_id, image)
+                with TRACER.start_as_current_span("events.read", attributes={"blip.camera": camera_id}):
+                    row, settings, state, thumb, store_s = await asyncio.to_thread(self._read, txn, camera_id, image)
                 if self._late(state, at):
                     self.metrics.frames.labels("late", "late").inc()
                     return self._outcome(camera_id, at, settings, state, None, "late", [], late=True)
                 decision = self._decide(row, settings, state, at, thumb)
+                trace.get_current_span().set_attributes(
+                    {"blip.camera": camera_id, "blip.gate": decision.reason, "blip.inferred": decision.infer}
+                )
                 scored = None
                 if decision.infer:
                     questions = [self.defaults.questions[name] for name in settings.behaviors]
                     scored = await infer(image, questions)
                 started = time.perf_counter()
-                changes = await asyncio.to_thread(
-                    self._apply, txn, row, settings, state, at, thumb if decision.infer else None, scored, image
-                )
+                with TRACER.start_as_current_span("events.store", attributes={"blip.camera": camera_id}) as span:
+                    changes = await asyncio.to_thread(
+                        self._apply, txn, row, settings, state, at, thumb if decision.infer else None, scored, image
+                    )
+                    span.set_attribute("blip.event_changes", [change.kind for change in changes])
                 store_s += time.perf_counter() - started
             self.metrics.store_seconds.observe(store_s)
             self.metrics.frames.labels("inferred" if decision.infer else "gated", decision.reason).inc()

@@ -16,6 +16,8 @@ import time
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from blip_events.metrics import EventMetrics
 from blip_events.notify import (
@@ -31,6 +33,8 @@ from blip_events.settings import WebhooksSection
 from blip_events.store import Claimed, Store
 
 log = logging.getLogger("blip_events.worker")
+# One span per delivery attempt (the outbox is drained in a task of its own: each is the root of its trace).
+TRACER = trace.get_tracer("blip_events.worker")
 
 
 class CheckedResolver(AbstractResolver):
@@ -97,13 +101,22 @@ class DeliveryWorker:
         return len(claimed)
 
     async def _attempt(self, item: Claimed) -> None:
+        attributes = {"blip.delivery": item.id, "blip.camera": item.camera_id, "blip.kind": item.kind}
+        with TRACER.start_as_current_span("webhook.deliver", kind=SpanKind.CLIENT, attributes=attributes) as span:
+            span.set_attribute("blip.attempt", item.attempts)
+            await self._deliver(item, span)
+
+    async def _deliver(self, item: Claimed, span: Span) -> None:
         error = await self._send(item)
         now = time.time()
         if error is None:
             self.metrics.deliveries.labels("sent").inc()
+            span.set_attribute("blip.outcome", "sent")
             await asyncio.to_thread(self.store.delivered, item.id, now)
             return
         dead = now - item.created_at >= self.webhooks.give_up_after_s or item.url is None
+        span.set_attribute("blip.outcome", "dead" if dead else "retried")
+        span.set_status(Status(StatusCode.ERROR, error))
         self.metrics.deliveries.labels("failed").inc()  # every failed attempt; then retried or dead
         self.metrics.deliveries.labels("dead" if dead else "retried").inc()
         log.warning(

@@ -8,11 +8,13 @@ followed from the API through the router to the fleet.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
 from contextvars import ContextVar
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter as BaseJsonFormatter
 
 from blip_contract.env import env_default, env_flag
 
@@ -32,20 +34,22 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        request_id = getattr(record, "request_id", "-")
-        if request_id != "-":
-            entry["request_id"] = request_id
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+class JsonFormatter(BaseJsonFormatter):
+    """python-json-logger's formatter with this project's field names: ``time``, ``level``, ``logger``,
+    ``message``, ``request_id`` (left out where there is none), ``exception`` where one was logged, and every
+    ``extra`` field a call passes (the API tier's access line: method, route, status, latency_ms, ...)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger", "exc_info": "exception"},
+        )
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        super().add_fields(log_data, record, message_dict)
+        if log_data.get("request_id") == "-":
+            del log_data["request_id"]
+        log_data.pop("color_message", None)  # uvicorn's message again, with terminal colour codes
 
 
 def configure_logging(level: str | None = None, json_lines: bool | None = None) -> None:

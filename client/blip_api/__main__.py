@@ -10,7 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from blip_api.access import UVICORN_LOG_CONFIG
-from blip_api.app import create_app
+from blip_api.app import create_app, openapi_text
 from blip_api.settings import ApiSettings, SettingsError
 from blip_api.telemetry import configure_tracing
 from blip_contract.env import env_default, env_flag
@@ -41,14 +41,23 @@ def main(argv: list[str] | None = None) -> int:
         help="accept requests without a bearer token (development only)",
     )
     parser.add_argument("--log-level", default=env_default("LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--openapi",
+        action="store_true",
+        help="print the OpenAPI document served for --config and exit (make openapi writes docs/openapi.json)",
+    )
     args = add_version_option(parser).parse_args(argv)
     configure_logging(args.log_level)
 
     try:
-        settings = ApiSettings.load(args.config, insecure_dev=args.insecure_dev)
+        # The document needs no token: it is the same whoever may call.
+        settings = ApiSettings.load(args.config, insecure_dev=args.insecure_dev or args.openapi)
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.openapi:
+        sys.stdout.write(openapi_text(create_app(settings)))
+        return 0
     if settings.insecure_dev:
         logging.getLogger("blip_api").warning("INSECURE DEV MODE: requests are not authenticated")
 

@@ -1,30 +1,34 @@
-"""The API tier: ``POST /v1/frames`` with a frame and behavior questions -> one result per behavior.
+"""The API tier: ``POST /v1/frames`` with a frame and behavior questions -> one result per behavior; a camera's
+frames, events and webhooks under ``/v1/cameras/{camera_id}``; the operator's ``/admin`` routes.
 
 The frame comes as multipart (``image`` file + ``question``/``behavior`` fields) or as the raw body
-(``Content-Type: image/*`` or ``application/octet-stream``, questions in the query string). Limits are checked
-before a backend is asked: 413 for a body over the size limit, 400 for a bad question list. The image itself
-is validated by Triton (one decoder for every client) and its 400 passes through with Triton's message. 503
-means no backend could answer. ``GET /livez``, ``GET /healthz`` and ``GET /metrics`` are open; everything else
-needs the bearer token, and ``/admin/*`` the admin token. With a metrics port of its own, ``/metrics`` is served
-there only (the cluster's manifests set one, so the public port carries no metrics).
+(``Content-Type: image/*`` or ``application/octet-stream``); questions and behaviors may be query parameters with
+either. Limits are checked before a fleet is asked: 413 for a body over the size limit, 400 for a bad question
+list or a frame that does not decode (``[api] send = "pixels"`` decodes and resizes it here; with ``"image"`` the
+fleet decodes it and its 400 passes through with its message), 422 for a request FastAPI cannot bind (a query
+value of the wrong type, a JSON body of the wrong shape). 503 means no fleet could answer. ``GET /livez``,
+``GET /healthz``, ``GET /metrics``, ``/openapi.json`` and ``/docs`` are open; everything else needs a bearer token:
+the callers' token, a camera's own on its routes, the admin token on ``/admin/*``. With a metrics port of its own,
+``/metrics`` is served there only (the cluster's manifests set one, so the public port carries no metrics).
 
 Hardening (docs/security.md lists what the tests check): header blocks over ``max_header_bytes`` or
 ``max_headers`` get 431, a multipart body may carry one file and a bounded number of small fields, no CORS headers
-are sent (browsers cannot call the API cross-origin), no interactive docs are served, and an unexpected failure
-answers a bare 500 while the traceback goes to the log only.
+are sent (browsers cannot call the API cross-origin), the interactive docs at ``/docs`` load nothing from another
+origin, and an unexpected failure answers a bare 500 while the traceback goes to the log only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -33,9 +37,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from blip_api.access import AccessLog
 from blip_api.cameras import cameras
+from blip_api.docs_ui import docs_ui
 from blip_api.errors import ApiError
 from blip_api.routes import routes
-from blip_api.schemas import frame_openapi
+from blip_api.schemas import QueryNames, camera_frame_openapi, frame_openapi
 from blip_api.security import HeaderLimits
 from blip_api.settings import ApiSettings, SettingsError
 from blip_api.state import ApiState
@@ -65,6 +70,11 @@ async def retention(state: ApiState) -> None:
             except Exception:  # the next run tries again
                 log.exception("retention run failed")
         await asyncio.sleep(state.settings.events.cameras.retention_interval_s)
+
+
+def openapi_text(app: FastAPI) -> str:
+    """The app's OpenAPI document as ``docs/openapi.json`` holds it (``make openapi``; a test diffs the two)."""
+    return json.dumps(app.openapi(), indent=2, ensure_ascii=False) + "\n"
 
 
 def create_app(
@@ -128,7 +138,7 @@ def create_app(
         if metrics_server is not None:
             metrics_server.shutdown()
 
-    # No Swagger UI or ReDoc pages (they load scripts from a CDN); the OpenAPI document stays at /openapi.json.
+    # FastAPI's own Swagger UI and ReDoc pages load their scripts from a CDN: /docs is docs_ui's, self-hosted.
     app = FastAPI(
         title="BLIP VQA pet-camera API",
         version=__version__,
@@ -149,6 +159,10 @@ def create_app(
         document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         frames = document["paths"]["/v1/frames"]["post"]
         frames.update(frame_openapi(state.limits, sorted(state.settings.behaviors)))
+        camera_frames = document["paths"]["/v1/cameras/{camera_id}/frames"]["post"]
+        path_parameters = [p for p in camera_frames.get("parameters", []) if p["in"] == "path"]
+        camera_frames.update(camera_frame_openapi(state.limits))
+        camera_frames["parameters"] = path_parameters + camera_frames["parameters"]
         weight = document["paths"]["/admin/backends/{name}/weight"]["put"]
         for parameter in weight["parameters"]:  # the backends in force, so that a caller sees the valid names
             if parameter["name"] == "name":
@@ -156,6 +170,17 @@ def create_app(
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
+    query_names: list[QueryNames] = []
+
+    async def known_query_parameters(request: Request) -> None:
+        """Every route's dependency: its query holds only the parameters the document declares for it."""
+        if not request.query_params:
+            return
+        if not query_names:
+            query_names.append(QueryNames(openapi()))
+        route = getattr(request.scope.get("route"), "path", None)
+        if route is not None:
+            query_names[0].check(request.method, route, list(request.query_params))
 
     # Every refusal has the same body, {"error": "..."}: FastAPI's own (404, 405, a body it cannot parse, a
     # validation failure) included, without echoing the input back.
@@ -176,8 +201,9 @@ def create_app(
             served.labels("500").inc()
         return JSONResponse({"error": "internal error in the API tier; it is logged"}, status_code=500)
 
-    app.include_router(routes)
-    app.include_router(cameras)
+    app.include_router(routes, dependencies=[Depends(known_query_parameters)])
+    app.include_router(cameras, dependencies=[Depends(known_query_parameters)])
+    app.include_router(docs_ui)
     app.add_middleware(HeaderLimits, limits=lambda: state.limits)
     # Outside the limits, so that a 431 has its access line; inside the request id, which every line carries.
     app.add_middleware(AccessLog)

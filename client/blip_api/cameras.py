@@ -14,12 +14,12 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from blip_api.errors import ApiError
 from blip_api.frames import ask_fleet, frame_of, read_frame
-from blip_api.security import admin, bearer_token
+from blip_api.security import ADMIN_TOKEN, CAMERA_TOKEN, Declared, admin, bearer_token
 from blip_api.state import ApiState, State
 from blip_events.records import FrameOutcome
 from blip_events.service import CameraService, FrameRefused, Scored
@@ -73,12 +73,20 @@ async def _authorize(request: Request, state: ApiState, camera_id: str, *, admin
         raise ApiError(403, f"this token is not camera {camera_id}'s")
 
 
-async def camera_only(request: Request, camera_id: str, state: State) -> None:
+async def camera_only(
+    request: Request, camera_id: str, state: State, _: Annotated[Declared, Depends(CAMERA_TOKEN)]
+) -> None:
     """Dependency: the camera's own token."""
     await _authorize(request, state, camera_id, admin_may=False)
 
 
-async def camera_or_admin(request: Request, camera_id: str, state: State) -> None:
+async def camera_or_admin(
+    request: Request,
+    camera_id: str,
+    state: State,
+    _: Annotated[Declared, Depends(CAMERA_TOKEN)],
+    __: Annotated[Declared, Depends(ADMIN_TOKEN)],
+) -> None:
     """Dependency: the camera's own token, or the admin token."""
     await _authorize(request, state, camera_id, admin_may=True)
 
@@ -233,11 +241,15 @@ async def list_events(
     dependencies=[Depends(camera_or_admin)],
     responses=CAMERA_RESPONSES | {200: {"content": {"text/event-stream": {}}}},
 )
-async def event_stream(camera_id: str, request: Request, state: State) -> StreamingResponse:
+async def event_stream(
+    camera_id: str,
+    request: Request,
+    state: State,
+    last: Annotated[str | None, Header(alias="Last-Event-ID", description="resume after this change number")] = None,
+) -> StreamingResponse:
     """Server-Sent Events: ``started``, ``updated`` (the peak rose, or the event reopened inside its cooldown) and
     ``ended``, each with its change number as ``id``; ``Last-Event-ID`` resumes after one."""
     store = service(state).store
-    last = request.headers.get("last-event-id")
     if last is not None and not last.isdigit():
         raise ApiError(400, f"Last-Event-ID {last[:32]!r} is not a change number")
     seq = int(last) if last is not None else await asyncio.to_thread(store.last_change, camera_id)

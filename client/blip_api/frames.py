@@ -80,8 +80,8 @@ class FrameRequest:
 
 
 async def read_frame(request: Request, limits: Limits, extra_fields: tuple[str, ...] = ()) -> FrameRequest:
-    """The image, the question and behavior lists and ``extra_fields`` (each at most once: a form field in a
-    multipart body, a query parameter with a raw one), from a multipart or a raw body."""
+    """The image, the question and behavior lists and ``extra_fields`` (each at most once), from a multipart or a
+    raw body. The fields are query parameters with either body, and form fields too in a multipart one."""
     known = ("question", "behavior", *extra_fields)
     content_type = request.headers.get("content-type", "")
     # Room for the multipart framing and the question fields around the image.
@@ -95,9 +95,6 @@ async def read_frame(request: Request, limits: Limits, extra_fields: tuple[str, 
             )
         except Exception as error:  # the multipart parser's own errors name the problem
             raise ApiError(400, f"malformed multipart body: {error}") from error
-        mixed = sorted(set(known) & set(request.query_params))
-        if mixed:
-            raise ApiError(400, f"a multipart body carries its {' and '.join(mixed)} fields in the form, not the query")
         unknown = sorted(set(form) - {"image", *known})
         if unknown:
             raise ApiError(400, f"unknown multipart field(s) {unknown}; send 'image' and {', '.join(map(repr, known))}")
@@ -105,22 +102,21 @@ async def read_frame(request: Request, limits: Limits, extra_fields: tuple[str, 
         if not isinstance(upload, UploadFile):
             raise ApiError(400, "multipart body has no 'image' file field")
         image = await upload.read()
-        questions = [str(v) for v in form.getlist("question")]
-        behaviors = [str(v) for v in form.getlist("behavior")]
-        values = {name: [str(v) for v in form.getlist(name)] for name in extra_fields}
+        # The query's fields come first, then the form's: OpenAPI allows both with a multipart body.
+        given = {name: [*request.query_params.getlist(name), *map(str, form.getlist(name))] for name in known}
     elif content_type.startswith(RAW_TYPES):
-        unknown = sorted(set(request.query_params) - set(known))
-        if unknown:
-            raise ApiError(400, f"unknown query parameter(s) {unknown}; send {' and '.join(map(repr, known))}")
         image = body
-        questions = request.query_params.getlist("question")
-        behaviors = request.query_params.getlist("behavior")
-        values = {name: request.query_params.getlist(name) for name in extra_fields}
+        given = {name: request.query_params.getlist(name) for name in known}
     else:
         raise ApiError(
             415,
             f"Content-Type {content_type or '(none)'} is not accepted: use multipart/form-data, image/* or application/octet-stream",
         )
+    unknown = sorted(set(request.query_params) - set(known))
+    if unknown:
+        raise ApiError(400, f"unknown query parameter(s) {unknown}; send {' and '.join(map(repr, known))}")
+    questions, behaviors = given["question"], given["behavior"]
+    values = {name: given[name] for name in extra_fields}
     if not image:
         raise ApiError(400, "the image is empty")
     if len(image) > limits.max_image_bytes:

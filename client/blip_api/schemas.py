@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from blip_api.errors import ApiError
 from blip_api.settings import Limits
 
 
@@ -37,10 +38,46 @@ class WeightChange(BaseModel):
     weight: float = Field(ge=0, description="new routing weight; 0 drains the backend")
 
 
+def _frame_request(limits: Limits, fields: dict[str, dict[str, Any]], what: str) -> dict[str, Any]:
+    """A frame route's request as OpenAPI: the image as a multipart file or the raw body, and ``fields`` (name ->
+    JSON Schema) as form fields or query parameters, with either body (a field given in both is refused)."""
+    binary = {"type": "string", "format": "binary", "maxLength": limits.max_image_bytes}
+    # A form field is there or not: null is an absent field.
+    optional = {name: {**schema, "type": [schema["type"], "null"]} for name, schema in fields.items()}
+    multipart = {
+        "type": "object",
+        "required": ["image"],
+        "properties": {"image": binary, **optional},
+        "additionalProperties": False,
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "description": what,
+            "content": {
+                "multipart/form-data": {"schema": multipart},
+                "application/octet-stream": {"schema": binary},
+                "image/*": {"schema": binary},
+            },
+        },
+        "parameters": [
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": schema,
+                "description": "with either body (a multipart body may carry it as a form field instead)",
+            }
+            for name, schema in fields.items()
+        ],
+    }
+
+
 def frame_openapi(limits: Limits, behaviors: list[str]) -> dict[str, Any]:
     """The ``/v1/frames`` request as OpenAPI, from the settings in force (behavior names, limits).
 
-    Whether the bytes decode as an image, and the total count of questions and behaviors, cannot be said in
+    Whether the bytes decode as an image, that at least one question or behavior is asked (in the form or the
+    query: JSON Schema cannot join the two), and the total count of questions and behaviors cannot be said in
     JSON Schema: those are the 400s the responses list.
     """
     question = {
@@ -49,33 +86,38 @@ def frame_openapi(limits: Limits, behaviors: list[str]) -> dict[str, Any]:
         "maxItems": limits.max_questions,
     }
     behavior = {"type": "array", "items": {"type": "string", "enum": behaviors}, "maxItems": limits.max_questions}
-    binary = {"type": "string", "format": "binary", "maxLength": limits.max_image_bytes}
-    at_least_one = [
-        {"required": [name], "properties": {name: {"type": "array", "minItems": 1}}}
-        for name in ("question", "behavior")
-    ]
-    # A form field is there or not: null is an absent field, which the other list may make up for.
-    absent_or = {
-        name: {**schema, "type": ["array", "null"]} for name, schema in (("question", question), ("behavior", behavior))
+    what = "the frame, and at least one question or behavior (form fields or query parameters)"
+    return _frame_request(limits, {"question": question, "behavior": behavior}, what)
+
+
+def camera_frame_openapi(limits: Limits) -> dict[str, Any]:
+    """A camera's frame (``/v1/cameras/{camera_id}/frames``) as OpenAPI: the frame and its capture time; the
+    behaviours asked are the camera's own."""
+    captured_at = {
+        "type": "string",
+        "format": "date-time",
+        "description": "RFC 3339 with an offset (2026-12-03T10:00:00Z); default: when the frame arrived",
     }
-    multipart = {
-        "type": "object",
-        "required": ["image"],
-        "properties": {"image": binary, **absent_or},
-        "additionalProperties": False,
-        "anyOf": at_least_one,
-    }
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {"schema": multipart},
-                "application/octet-stream": {"schema": binary},
-                "image/*": {"schema": binary},
-            },
-        },
-        "parameters": [
-            {"name": name, "in": "query", "required": False, "schema": schema, "description": "raw bodies only"}
-            for name, schema in (("question", question), ("behavior", behavior))
-        ],
-    }
+    return _frame_request(limits, {"captured_at": captured_at}, "the camera's frame, and when it was captured")
+
+
+class QueryNames:
+    """The query parameters each route declares in the OpenAPI document: any other is refused with 400 naming it,
+    so that a misspelt parameter (``?limt=5``, ``?behaviour=``) is never silently ignored. The document is the one
+    place a route's parameters are written; this reads it once (the names do not change with a reload)."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.declared = {
+            (method.upper(), path): frozenset(p["name"] for p in operation.get("parameters", []) if p["in"] == "query")
+            for path, operations in document["paths"].items()
+            for method, operation in operations.items()
+        }
+
+    def check(self, method: str, route: str, given: list[str]) -> None:
+        allowed = self.declared.get((method, route))
+        if allowed is None:  # not a documented route (the docs page, a 404 or 405 to come)
+            return
+        unknown = sorted(set(given) - allowed)
+        if unknown:
+            takes = ", ".join(sorted(allowed)) or "none"
+            raise ApiError(400, f"unknown query parameter(s) {unknown}; {method} {route} takes: {takes}")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from blip_api.errors import ApiError
@@ -38,6 +40,23 @@ class HeaderLimits:
         await self.app(scope, receive, send)
 
 
+# The three bearer tokens as OpenAPI security schemes, so that a generated client knows which token a route takes.
+# They only declare: the checks are this module's and cameras.py's own (constant time, the 401 and 403 bodies),
+# hence auto_error=False (FastAPI's own check would answer 403 for a missing token, where this API says 401).
+API_TOKEN = HTTPBearer(
+    scheme_name="apiToken", auto_error=False, description="the callers' token (BLIP_API_TOKEN): POST /v1/frames"
+)
+CAMERA_TOKEN = HTTPBearer(
+    scheme_name="cameraToken",
+    auto_error=False,
+    description="a camera's own token, returned once by PUT /admin/cameras/{camera_id}: that camera's routes only",
+)
+ADMIN_TOKEN = HTTPBearer(
+    scheme_name="adminToken", auto_error=False, description="the admin token (BLIP_API_ADMIN_TOKEN): /admin/*"
+)
+Declared = HTTPAuthorizationCredentials | None
+
+
 def bearer_token(request: Request) -> str:
     """The request's bearer token, or 401."""
     header = request.headers.get("authorization", "")
@@ -57,11 +76,11 @@ def _check_token(request: Request, state: ApiState, expected: str | None, what: 
         raise ApiError(401, "invalid bearer token", {"WWW-Authenticate": "Bearer"})
 
 
-def caller(request: Request, state: State) -> None:
-    """Dependency: the camera's bearer token."""
+def caller(request: Request, state: State, _: Annotated[Declared, Depends(API_TOKEN)]) -> None:
+    """Dependency: the callers' bearer token."""
     _check_token(request, state, state.settings.token, "the API")
 
 
-def admin(request: Request, state: State) -> None:
+def admin(request: Request, state: State, _: Annotated[Declared, Depends(ADMIN_TOKEN)]) -> None:
     """Dependency: the admin bearer token."""
     _check_token(request, state, state.settings.admin_token, f"the admin API (set {ADMIN_TOKEN_ENV})")

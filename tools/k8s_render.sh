@@ -28,7 +28,8 @@ trap 'rm -rf "$scratch"' EXIT
     echo "kind: Kustomization"
     echo "resources: [../overlays/$overlay]"
     echo "images:"
-    for image in $(kubectl kustomize "$source_dir" | sed -n 's/^ *image: \([^:]*\).*/\1/p' | sort -u); do
+    # Only the images docker/ builds (bare names): a third-party image keeps its own registry and tag.
+    for image in $(kubectl kustomize "$source_dir" | sed -n 's/^ *image: \([^:]*\).*/\1/p' | grep -v / | sort -u); do
         echo "  - name: $image"
         [ -n "$registry" ] && echo "    newName: $registry/$image"
         [ -n "$tag" ] && echo "    newTag: \"$tag\""

@@ -43,7 +43,7 @@ from blip_api.routes import routes
 from blip_api.schemas import QueryNames, camera_frame_openapi, frame_openapi
 from blip_api.security import HeaderLimits
 from blip_api.settings import ApiSettings, SettingsError
-from blip_api.state import ApiState
+from blip_api.state import ApiState, BehaviorMetrics
 from blip_api.telemetry import instrument
 from blip_api.tracing import RequestIds
 from blip_client.router import Router
@@ -92,7 +92,11 @@ def create_app(
         with contextlib.suppress(ValueError):  # already there: a router handed to a second app
             registry.register(collector)
     state = ApiState(
-        settings=settings, router=router, served=served, metrics_port=metrics_address[1] if metrics_address else None
+        settings=settings,
+        router=router,
+        served=served,
+        behaviors=BehaviorMetrics(registry),
+        metrics_port=metrics_address[1] if metrics_address else None,
     )
 
     def reload_from_signal() -> None:
@@ -111,7 +115,7 @@ def create_app(
         state.start_canary(state.settings)
         store = Store(settings.db_url, pool_size=settings.store.pool_size, token_key=settings.token_hash_key)
         await asyncio.to_thread(store.migrate)
-        metrics = EventMetrics(registry)
+        metrics = EventMetrics(registry, sorted(state.settings.behaviors))
         state.cameras = CameraService(store, state.settings.events, metrics)
         background = [
             asyncio.create_task(DeliveryWorker(store, state.settings.events.webhooks, metrics).run(), name="webhooks"),

@@ -16,6 +16,7 @@ from blip_api.settings import Limits
 from blip_api.state import ApiState
 from blip_client.errors import InvalidRequestError, NoBackendAvailableError
 from blip_client.router_backend import RoutedAnswer
+from blip_contract import reaches
 from blip_images.frame import Frame
 
 RAW_TYPES = ("image/", "application/octet-stream")
@@ -146,7 +147,11 @@ async def ask_fleet(state: ApiState, frame: Frame, questions: Sequence[str], *, 
     except NoBackendAvailableError as error:
         raise ApiError(503, str(error), {"Retry-After": "1"}) from error
     note_answer(routed)
+    behavior_of = {question: name for name, question in state.settings.behaviors.items()}
+    behaviors = [behavior_of.get(q) for q in questions]
+    for behavior, score in zip(behaviors, routed.scores, strict=True):
+        if behavior is not None:
+            state.behaviors.observe(behavior, score, reaches(score, state.settings.alert_threshold))
     if state.canary is not None:  # shadow traffic: a task of its own, after the caller's answer is ready
-        behavior_of = {question: name for name, question in state.settings.behaviors.items()}
-        state.canary.mirror(payload, list(questions), [behavior_of.get(q) for q in questions], routed)
+        state.canary.mirror(payload, list(questions), behaviors, routed)
     return routed

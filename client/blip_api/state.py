@@ -6,13 +6,41 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from blip_api.errors import ApiError
 from blip_api.settings import ApiSettings, Limits
 from blip_client.canary import Canary
 from blip_client.router import Router
 from blip_events.service import CameraService
+
+SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+class BehaviorMetrics:
+    """Every behaviour score a fleet returned, from both frame routes: its distribution, and how many reached the
+    tier's alert threshold. A drifting model or a new camera angle moves the scores; an alert storm moves the
+    share that alerts (``deploy/kubernetes/base/monitoring`` alerts on a sudden change). A camera's own thresholds
+    decide its events (``blip_events_total``); this share is at the tier's ``[alerts] threshold``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.scores = Histogram(
+            "blip_behavior_score",
+            "P(yes) of each behaviour scored",
+            ["behavior"],
+            buckets=SCORE_BUCKETS,
+            registry=registry,
+        )
+        self.results = Counter(
+            "blip_behavior_results",
+            "Behaviour scores by whether they reached the tier's alert threshold",
+            ["behavior", "alert"],
+            registry=registry,
+        )
+
+    def observe(self, behavior: str, score: float, alert: bool) -> None:
+        self.scores.labels(behavior).observe(score)
+        self.results.labels(behavior, "true" if alert else "false").inc()
 
 
 @dataclass
@@ -22,6 +50,7 @@ class ApiState:
     settings: ApiSettings
     router: Router
     served: Counter
+    behaviors: BehaviorMetrics
     # Where /metrics is served instead of the public port (None: on the public port, as in development).
     metrics_port: int | None = None
     # The event layer, once the app's lifespan has opened its store.

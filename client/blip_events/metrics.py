@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+DELIVERY_RESULTS = ("sent", "failed", "retried", "dead")
+EVENT_TRANSITIONS = ("started", "ended")
 
 
 class EventMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    """The series an alert reads start at zero (``behaviors``: the configured ones), so that a first dead delivery
+    or a first event is an increase Prometheus sees, not a series appearing."""
+
+    def __init__(self, registry: CollectorRegistry, behaviors: Iterable[str] = ()) -> None:
         r = registry
         self.frames = Counter(
             "blip_camera_frames", "Camera frames received, by outcome and reason", ["outcome", "reason"], registry=r
@@ -29,3 +37,8 @@ class EventMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
+        for result in DELIVERY_RESULTS:
+            self.deliveries.labels(result)
+        for behavior in behaviors:
+            for transition in EVENT_TRANSITIONS:
+                self.events.labels(behavior, transition)

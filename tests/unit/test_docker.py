@@ -113,3 +113,14 @@ def test_compose_wires_both_fleets_to_the_api_tier() -> None:
     assert all(services[f"{name}-fleet"]["shm_size"] for name in ("neuron", "gpu"))
     # Each fleet takes BLIP_LAYOUT from the environment (empty: the plan's layout, else the ensemble).
     assert all("BLIP_LAYOUT" in services[f"{name}-fleet"]["environment"] for name in ("neuron", "gpu"))
+
+
+def test_compose_healthchecks_see_a_dead_stub_and_the_api_stays_up_without_fleets() -> None:
+    """A fleet is healthy when it answers a real inference (blip_client probe), not when /v2/health/ready says so:
+    that stays 200 after a stub died. The API tier is healthy while it serves (/livez), fleets down or not."""
+    services = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]
+    for name in ("neuron-fleet", "gpu-fleet"):
+        test = services[name]["healthcheck"]["test"]
+        assert test[:4] == ["CMD", "python3", "-m", "blip_client"] and "probe" in test, test
+        assert not any("/v2/health" in part for part in test)
+    assert any("/livez" in part for part in services["api"]["healthcheck"]["test"])

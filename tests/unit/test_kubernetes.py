@@ -38,8 +38,10 @@ PERF_OVERLAYS = {f"{overlay}-perf": fleet for overlay, fleet in FLEET_OVERLAYS.i
 STORAGE_OVERLAYS = {f"{overlay}-storage": fleet for overlay, fleet in FLEET_OVERLAYS.items()}
 IMAGES = tomllib.loads((ROOT / "docker" / "images.toml").read_text())["images"]
 KUBERNETES_VERSION = "1.30.0"
+# Images this project does not build, pulled as their makers publish them (tools/k8s_render.sh leaves them).
+THIRD_PARTY_IMAGES = {"public.ecr.aws/neuron/neuron-monitor:1.0.0"}
 # Kinds the Kubernetes schemas do not hold (CRDs), checked by hand below.
-CUSTOM_KINDS = {"PodMonitor"}
+CUSTOM_KINDS = {"PodMonitor", "PrometheusRule"}
 # checkov checks skipped, and why (each is a decision, not an oversight):
 CHECKOV_SKIPS = {
     "CKV_K8S_43": "images are built by docker/ and pinned by the deployment pipeline (tag or digest set there)",
@@ -87,7 +89,9 @@ def test_every_overlay_validates_strictly_against_the_kubernetes_schemas(overlay
 
 @pytest.mark.parametrize("overlay", [*FLEET_OVERLAYS, "api"])
 def test_pod_monitors_scrape_triton_the_supervisor_and_the_api(overlay) -> None:
-    (monitor,) = objects(overlay, "PodMonitor")
+    (monitor,) = [
+        m for m in objects(overlay, "PodMonitor") if m["metadata"]["name"].endswith(("blip-fleet", "blip-api"))
+    ]
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     (deployment,) = objects(overlay, "Deployment")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -147,7 +151,7 @@ def test_api_pods_stay_ready_while_the_fleets_are_down() -> None:
 @pytest.mark.parametrize("overlay", [*FLEET_OVERLAYS, *BUILD_OVERLAYS, *PERF_OVERLAYS, "api"])
 def test_overlays_name_the_images_docker_builds(overlay) -> None:
     built = {f"{image['name']}:0.1.0" for image in IMAGES.values()}
-    images = {c["image"] for doc in render(overlay) for c in _containers(doc)}
+    images = {c["image"] for doc in render(overlay) for c in _containers(doc)} - THIRD_PARTY_IMAGES
     assert images and images <= built, images
     fleet = FLEET_OVERLAYS.get(overlay) or BUILD_OVERLAYS.get(overlay) or PERF_OVERLAYS.get(overlay) or "api"
     assert images == {f"{IMAGES[fleet]['name']}:0.1.0"}
@@ -162,7 +166,7 @@ def test_rendering_for_a_registry_rewrites_every_image_and_changes_nothing_commi
         check=True,
     )
     images = {line.split("image:")[1].strip() for line in result.stdout.splitlines() if " image:" in line}
-    assert images == {"registry.example.com/team/blip-vqa-neuron:1.2.3"}
+    assert images - THIRD_PARTY_IMAGES == {"registry.example.com/team/blip-vqa-neuron:1.2.3"}
     assert not list(KUBERNETES.glob(".render-*")), "the throwaway kustomization is removed"
 
 
@@ -355,3 +359,25 @@ def test_the_neuron_fleet_may_lock_memory_and_nothing_else() -> None:
     capabilities = container("neuron-inf2-xlarge")["securityContext"]["capabilities"]
     assert capabilities == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
     assert "add" not in container("gpu-g5-xlarge")["securityContext"]["capabilities"]
+
+
+def test_the_neuron_overlay_runs_neuron_monitors_exporter_on_its_nodes_and_prometheus_scrapes_it() -> None:
+    """The Neuron docs' DaemonSet (public.ecr.aws/neuron/neuron-monitor, port 8000) on the fleet's node type."""
+    (daemonset,) = objects("neuron-inf2-xlarge", "DaemonSet")
+    pod = daemonset["spec"]["template"]["spec"]
+    (monitor,) = pod["containers"]
+    assert monitor["image"].startswith("public.ecr.aws/neuron/neuron-monitor:")
+    assert {p["name"]: p["containerPort"] for p in monitor["ports"]} == {"metrics": 8000}
+    (deployment,) = objects("neuron-inf2-xlarge", "Deployment")
+    fleet_nodes = deployment["spec"]["template"]["spec"]["nodeSelector"]["node.kubernetes.io/instance-type"]
+    assert pod["nodeSelector"]["node.kubernetes.io/instance-type"] == fleet_nodes
+    (scrape,) = [m for m in objects("neuron-inf2-xlarge", "PodMonitor") if m["metadata"]["name"].endswith("monitor")]
+    assert (
+        scrape["spec"]["selector"]["matchLabels"].items() <= daemonset["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert [e["port"] for e in scrape["spec"]["podMetricsEndpoints"]] == ["metrics"]
+    skipped = {value.split("=")[0] for key, value in daemonset["metadata"]["annotations"].items() if "checkov" in key}
+    assert skipped and all("=" in value for value in daemonset["metadata"]["annotations"].values()), (
+        "each skip says why"
+    )
+    assert not objects("gpu-g5-xlarge", "DaemonSet"), "the GPU fleet has none"

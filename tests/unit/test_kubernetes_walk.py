@@ -30,6 +30,7 @@ KUBERNETES_VERSION = "1.30.0"
 BUILT_IN_KINDS = {
     "Namespace",
     "Deployment",
+    "DaemonSet",
     "Service",
     "Job",
     "PersistentVolumeClaim",

@@ -33,7 +33,7 @@ BLIP_VARIABLES := TARGET LAYOUT MODEL FORCE FP16 STATIC_SHAPES FAST_RESIZE NEURO
 $(foreach name,$(BLIP_VARIABLES),$(eval export BLIP_$(name) = $$($(name))))
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev lock k8s-render images-check plan capacity cost build-artifacts serve model-version api openapi ask demo bench bench-events bench-pixels bench-host perf soak gpu-check gpu-check-carry test test-unit test-integration compat-check mutate lint format clean
+.PHONY: help install install-dev lock k8s-render images-check plan capacity cost build-artifacts serve model-version api openapi env-reference ask demo bench bench-events bench-pixels bench-host perf soak gpu-check gpu-check-carry test test-unit test-integration compat-check mutate lint format clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -82,6 +82,9 @@ api: install ## Run the API tier (router + FastAPI) on LISTEN_ADDRESS:API_PORT f
 
 openapi: install ## Write docs/openapi.json, the API's contract as served for client/api.toml (a test fails when they differ)
 	$(BIN)/python -m blip_api --config client/api.toml --openapi > docs/openapi.json
+
+env-reference: ## Write docs/environment.md, every BLIP_ variable the code reads (a test fails when it is not the code's)
+	$(PYTHON) tools/env_reference.py
 
 ask: install ## Ask a running server: make ask IMAGE=dog.jpg Q="Is the dog barking?"
 	$(BIN)/python -m blip_client ask --image $(IMAGE) "$(Q)"

@@ -36,7 +36,9 @@ if ! buildah inspect --type image "$BASE" >/dev/null 2>&1; then
 fi
 
 mounts=()
-args=()
+# The images' version label: pyproject.toml's version, the one every --version prints.
+VERSION=$($PYTHON -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+args=(--build-arg VERSION="$VERSION")
 if [ -d "$WHEELS" ]; then
     mounts+=(--volume "$WHEELS:/opt/wheels:ro")
     args+=(--build-arg PIP_FIND_LINKS=/opt/wheels)
@@ -59,6 +61,8 @@ buildah bud --isolation chroot --layers --quiet -f docker/Dockerfile.api --build
 log "built blip-vqa-api:$TAG in $((SECONDS - started)) s"
 for image in cpu api; do
     log "blip-vqa-$image:$TAG: $(buildah images --format '{{.Size}}' "blip-vqa-$image:$TAG")"
+    labelled=$(buildah inspect --format '{{index .OCIv1.Config.Labels "org.opencontainers.image.version"}}' "blip-vqa-$image:$TAG")
+    [ "$labelled" = "$VERSION" ] || fail "blip-vqa-$image:$TAG is labelled version '$labelled', not $VERSION"
 done
 config() {  # one field of an image's OCI config, as JSON
     buildah inspect --type image "$1" | $PYTHON -c "import json, sys; print(json.dumps(json.load(sys.stdin)['OCIv1']['config'].get('$2')))"

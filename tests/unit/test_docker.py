@@ -6,6 +6,7 @@ and API images for real (tools/images_check.sh)."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -87,7 +88,14 @@ def test_the_accelerator_images_share_every_project_line_with_the_cpu_image(targ
 
 def test_the_api_image_carries_only_the_code_it_runs() -> None:
     copied = [shlex.split(args)[0] for keyword, args in instructions(DOCKER / "Dockerfile.api") if keyword == "COPY"]
-    assert set(copied) == {"docker/images.toml", "tools/locks.py", "requirements/api.lock", "contract", "client"}
+    assert set(copied) == {
+        "docker/images.toml",
+        "tools/locks.py",
+        "requirements/api.lock",
+        "pyproject.toml",
+        "contract",
+        "client",
+    }
     lock = (ROOT / "requirements" / "api.lock").read_text()
     for absent in ("torch==", "transformers==", "cuda-python==", "nvidia-pytriton=="):
         assert absent not in lock, absent
@@ -124,3 +132,14 @@ def test_compose_healthchecks_see_a_dead_stub_and_the_api_stays_up_without_fleet
         assert test[:4] == ["CMD", "python3", "-m", "blip_client"] and "probe" in test, test
         assert not any("/v2/health" in part for part in test)
     assert any("/livez" in part for part in services["api"]["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_every_image_is_labelled_with_the_version_the_build_passes(dockerfile) -> None:
+    """The OCI version label comes from the VERSION build argument, which images_check.sh reads from pyproject.toml
+    (no version is written in a Dockerfile, so none can lag behind)."""
+    text = dockerfile.read_text()
+    assert re.search(r"^ARG VERSION$", text, re.M), "VERSION has no default: the build passes it"
+    assert 'org.opencontainers.image.version="${VERSION}"' in text
+    script = (ROOT / "tools" / "images_check.sh").read_text()
+    assert '--build-arg VERSION="$VERSION"' in script and '["project"]["version"]' in script

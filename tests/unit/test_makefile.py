@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from tests.conftest import ROOT
 
 BIN = Path(sys.executable).parent
@@ -56,3 +58,22 @@ def test_a_lint_error_planted_in_build_fails_make_lint(tmp_path) -> None:
     target.write_text(target.read_text() + "\nimport os\n")  # an unused import after code: F401 and E402
     planted = subprocess.run(lint, cwd=copy, capture_output=True, text=True)
     assert planted.returncode != 0 and "build/blip_build/pipeline.py" in planted.stdout + planted.stderr
+
+
+def test_the_pre_commit_hooks_are_make_lints_checks() -> None:
+    """.pre-commit-config.yaml is valid for pre-commit itself, and runs what ``make lint`` runs."""
+    config = ROOT / ".pre-commit-config.yaml"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "pre-commit"), "validate-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    hooks = {
+        hook["id"]: hook["entry"] for repo in yaml.safe_load(config.read_text())["repos"] for hook in repo["hooks"]
+    }
+    lint = re.search(r"^lint:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert "ruff check" in hooks["ruff"] and "ruff check" in lint
+    assert "ruff format --check" in hooks["ruff-format"] and "ruff format --check" in lint
+    assert "lint-imports" in hooks["import-linter"] and "lint-imports" in lint

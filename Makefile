@@ -21,6 +21,8 @@ METRICS_PORT ?= 8002
 HOST_TYPE ?= $(or $(HOST),local)
 LISTEN_ADDRESS ?= $(or $(HOST),127.0.0.1)
 API_CONFIG ?= client/api.toml
+IMAGE ?= client/samples/chelsea.png
+Q ?= Is there a cat?
 BENCH_MODEL ?= random-base
 # The commands read their defaults from BLIP_<NAME> (blip_contract.env): each variable goes to them under that name.
 BLIP_VARIABLES := TARGET LAYOUT MODEL FORCE FP16 STATIC_SHAPES FAST_RESIZE NEURON_COMPILER_ARGS INSTANCES \
@@ -86,7 +88,7 @@ openapi: install ## Write docs/openapi.json, the API's contract as served for cl
 env-reference: ## Write docs/environment.md, every BLIP_ variable the code reads (a test fails when it is not the code's)
 	$(PYTHON) tools/env_reference.py
 
-ask: install ## Ask a running server: make ask IMAGE=dog.jpg Q="Is the dog barking?"
+ask: install ## Ask a running server: make ask IMAGE=client/samples/chelsea.png Q="Is there a cat?"
 	$(BIN)/python -m blip_client ask --image $(IMAGE) "$(Q)"
 
 demo: ## Offline end to end: install, build random-tiny for cpu, serve, ask three questions, stop

@@ -1,4 +1,4 @@
-"""Command line: ``blip-client ask --image dog.jpg "Is the dog barking?"`` and ``blip-client probe``.
+"""Command line: ``blip-client ask --image client/samples/chelsea.png "Is the dog barking?"`` and ``blip-client probe``.
 
 ``probe`` is the fleets' readiness and liveness check (Kubernetes exec probe): one real scores-only inference of a
 16x16 image through ``blip_vqa``. Triton's own ``/v2/health/ready`` stays 200 when a Python stub has died and every

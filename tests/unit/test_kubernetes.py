@@ -10,8 +10,10 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 import tomllib
 from functools import cache
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -258,7 +260,66 @@ def test_the_adapter_rule_makes_the_metric_the_hpas_ask_for() -> None:
     (rule,) = values["rules"]["external"]
     assert rule["name"]["as"] == SCALING_METRIC
     assert rule["seriesQuery"].startswith("blip_router_requests_total{") and "by (backend)" in rule["metricsQuery"]
-    assert not values["rules"].get("custom"), "no per-pod Triton counter: it would count probes"
+    # The one per-pod Triton series: queue time, for components/queue-time-scaling (a rate of Triton's request
+    # counters would count probes).
+    (queue,) = values["rules"]["custom"]
+    assert queue["name"]["as"] == "blip_fleet_queue_seconds"
+    assert queue["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+
+
+@pytest.mark.parametrize("overlay", [f"{overlay}-autoscaling" for overlay in FLEET_OVERLAYS])
+def test_queue_time_scaling_is_an_option_beside_the_request_rate(overlay, tmp_path) -> None:
+    """components/queue-time-scaling adds Triton's queue time per pod to a fleet's HPA; the request rate stays."""
+    (default,) = objects(overlay, "HorizontalPodAutoscaler")
+    assert [m["type"] for m in default["spec"]["metrics"]] == ["External"], "the request rate alone by default"
+    scratch = Path(tempfile.mkdtemp(prefix=".render-", dir=KUBERNETES))
+    try:
+        (scratch / "kustomization.yaml").write_text(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+            f"resources: [../overlays/{overlay}]\ncomponents: [../components/queue-time-scaling]\n"
+        )
+        result = subprocess.run(["kubectl", "kustomize", str(scratch)], capture_output=True, text=True, check=True)
+    finally:
+        shutil.rmtree(scratch)
+    (hpa,) = [doc for doc in yaml.safe_load_all(result.stdout) if doc and doc["kind"] == "HorizontalPodAutoscaler"]
+    external, pods = hpa["spec"]["metrics"]
+    assert external == default["spec"]["metrics"][0]
+    assert pods["type"] == "Pods" and pods["pods"]["metric"]["name"] == "blip_fleet_queue_seconds"
+    assert pods["pods"]["target"] == {"type": "AverageValue", "averageValue": "50m"}
+    kubernetes_validate.validate({**hpa, "spec": {**hpa["spec"], "metrics": [pods]}}, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_queue_time_rule_is_seconds_in_the_queue_of_the_worst_model(tmp_path) -> None:
+    """The adapter's query, with its template filled as the adapter fills it for one pod, evaluated by promtool on
+    series written here: 0.2 s per request in the text decoder's queue, 0.01 s in blip_vqa's."""
+    values = yaml.safe_load((KUBERNETES / "prometheus-adapter" / "values.yaml").read_text())
+    (queue,) = values["rules"]["custom"]
+    pod = 'namespace="blip",pod="neuron-blip-fleet-1"'
+    expr = queue["metricsQuery"].replace("<<.LabelMatchers>>", pod).replace("<<.GroupBy>>", "namespace, pod")
+    rules = {"groups": [{"name": "adapter", "rules": [{"record": "blip_fleet_queue_seconds", "expr": expr}]}]}
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules))
+    series = {
+        f'nv_inference_queue_duration_us{{model="text_decoder",{pod}}}': "0+12000000x10",
+        f'nv_inference_request_success{{model="text_decoder",{pod}}}': "0+60x10",
+        f'nv_inference_queue_duration_us{{model="blip_vqa",{pod}}}': "0+600000x10",
+        f'nv_inference_request_success{{model="blip_vqa",{pod}}}': "0+60x10",
+    }
+    test = {
+        "interval": "1m",
+        "input_series": [{"series": name, "values": v} for name, v in series.items()],
+        "promql_expr_test": [
+            {
+                "expr": "blip_fleet_queue_seconds",
+                "eval_time": "8m",
+                "exp_samples": [{"labels": f"blip_fleet_queue_seconds{{{pod}}}", "value": 0.2}],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "tests": [test]}))
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: apt-get install prometheus (.ci/run installs it)"
+    result = subprocess.run([promtool, "test", "rules", "test.yaml"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_api_tier_reads_tokens_from_a_secret_and_no_manifest_holds_one() -> None:

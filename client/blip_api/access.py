@@ -1,13 +1,13 @@
 """The access line: one log line per request, and uvicorn's own lines in the API tier's one log format.
 
-``AccessLog`` writes, when a response has been sent (or the request failed with none), one line on the
+When a response has been sent (or the request failed with none), one line goes to the
 ``blip_api.access`` logger with the method, the route (its template, ``/v1/cameras/{camera_id}/frames``, so that
 lines group by route), the status, the camera where the route names one, the backend that answered and the attempts
-it took where a fleet was asked, and the latency; the request id comes with every line (``RequestIds``, which must
-wrap this middleware). Under ``BLIP_LOG_JSON=1`` these are fields of the JSON object; in text they are the message.
+it took where a fleet was asked, and the latency; the request id comes with every line. ``blip_api.tracing``'s
+middleware, the outermost, writes it. Under ``BLIP_LOG_JSON=1`` these are fields of the JSON object; in text they are the message.
 
 The handlers that ask a fleet say which one answered with ``note_answer``: the record lives in a context variable
-that this middleware sets for the request's whole handling, so no handler passes it around.
+that the middleware sets for the request's whole handling, so no handler passes it around.
 
 Probes and scrapes (``/livez``, ``/healthz``, ``/metrics``), which a kubelet and Prometheus send every few seconds,
 are logged at DEBUG: at INFO the log holds the traffic.
@@ -16,12 +16,11 @@ are logged at DEBUG: at INFO the log holds the traffic.
 from __future__ import annotations
 
 import logging
-import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from blip_client.router_backend import RoutedAnswer
 
@@ -33,7 +32,7 @@ MAX_PATH_CHARS = 200
 
 # uvicorn's loggers hand their records to the root logger, which ``configure_logging`` set up (text or JSON, with
 # the request id): ``uvicorn.run(log_config=...)`` applies this instead of uvicorn's own handlers and formats.
-# uvicorn's access logger is left without handlers: ``AccessLog`` writes the one access line, with more in it.
+# uvicorn's access logger is left without handlers: this module writes the one access line, with more in it.
 UVICORN_LOG_CONFIG: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -70,46 +69,19 @@ def route_of(scope: Scope) -> str:
     return template if isinstance(template, str) else str(scope.get("path", ""))[:MAX_PATH_CHARS]
 
 
-class AccessLog:
-    """ASGI middleware: the access line of every HTTP request. Pure ASGI: bodies stream through untouched."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500  # what the server answers when the app raised before a response started
-        record = AccessRecord()
-        token = ACCESS.set(record)
-
-        async def send_noting_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_noting_status)
-        finally:
-            ACCESS.reset(token)
-            self.write(scope, status, record, 1000 * (time.perf_counter() - start))
-
-    @staticmethod
-    def write(scope: Scope, status: int, record: AccessRecord, latency_ms: float) -> None:
-        route = route_of(scope)
-        camera = scope.get("path_params", {}).get("camera_id")
-        fields = {
-            "method": scope["method"],
-            "route": route,
-            "status": status,
-            "camera": camera,
-            "backend": record.backend,
-            "attempts": record.attempts,
-            "latency_ms": round(latency_ms, 2),
-        }
-        text = f"{fields['method']} {route} {status} {latency_ms:.1f} ms"
-        text += "".join(f" {name}={fields[name]}" for name in ("camera", "backend", "attempts") if fields[name])
-        log.log(logging.DEBUG if route in QUIET_ROUTES else logging.INFO, text, extra=fields)
+def write_access_line(scope: Scope, status: int, record: AccessRecord, latency_ms: float) -> None:
+    """The request's line: written by ``blip_api.tracing.RequestIds`` once the response is sent, request id set."""
+    route = route_of(scope)
+    camera = scope.get("path_params", {}).get("camera_id")
+    fields = {
+        "method": scope["method"],
+        "route": route,
+        "status": status,
+        "camera": camera,
+        "backend": record.backend,
+        "attempts": record.attempts,
+        "latency_ms": round(latency_ms, 2),
+    }
+    text = f"{fields['method']} {route} {status} {latency_ms:.1f} ms"
+    text += "".join(f" {name}={fields[name]}" for name in ("camera", "backend", "attempts") if fields[name])
+    log.log(logging.DEBUG if route in QUIET_ROUTES else logging.INFO, text, extra=fields)

@@ -35,7 +35,6 @@ from fastapi.responses import JSONResponse
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, Counter, start_http_server
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from blip_api.access import AccessLog
 from blip_api.cameras import cameras
 from blip_api.docs_ui import docs_ui
 from blip_api.errors import ApiError
@@ -209,9 +208,7 @@ def create_app(
     app.include_router(cameras, dependencies=[Depends(known_query_parameters)])
     app.include_router(docs_ui)
     app.add_middleware(HeaderLimits, limits=lambda: state.limits)
-    # Outside the limits, so that a 431 has its access line; inside the request id, which every line carries.
-    app.add_middleware(AccessLog)
-    # Outermost: even a 431 carries its request id.
+    # Outermost: even a 431 carries its request id and has its access line.
     app.add_middleware(RequestIds)
     instrument(app)
     app.state.blip = state

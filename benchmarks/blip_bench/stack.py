@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from blip_bench.frames import ROOT
 from blip_client.client import BlipVqaClient
@@ -116,6 +117,7 @@ class Fleet:
     grpc_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     supervisor_port: int = field(default_factory=free_port)
+    version_file: Path | None = None  # --model-version-file: the version it serves, followed live
     process: subprocess.Popen | None = None
     starts: int = 0
 
@@ -146,11 +148,23 @@ class Fleet:
             str(self.heal_interval_s),
             "--supervisor-metrics-port",
             str(self.supervisor_port),
+            *(["--model-version-file", str(self.version_file)] if self.version_file else []),
         ]
         log = self.log_dir / f"fleet-{self.name}-{self.starts}.log"
         with log.open("w") as sink:
             self.process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
         return self
+
+    def served_version(self) -> int | None:
+        """The model version the supervisor reports serving (its ``blip_supervisor_model_version``), if it answers."""
+        try:
+            exposition = httpx.get(f"http://127.0.0.1:{self.supervisor_port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return None
+        for family in text_string_to_metric_families(exposition):
+            if family.name == "blip_supervisor_model_version":
+                return next((int(sample.value) for sample in family.samples), None)
+        return None
 
     def answers(self, timeout_s: float = 5.0) -> bool:
         """One real scores-only inference, as `blip-client probe` sends."""

@@ -1,8 +1,10 @@
-"""Chaos: warm each fleet at full load, SIGKILL a stub, then a whole fleet; time each heal, alone and routed."""
+"""Chaos: warm each fleet at full load, SIGKILL a stub, then a whole fleet; time each heal, alone and routed. Where
+the repository holds two model versions, the restarted fleet then switches to the other one live, and back."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ class Run(Protocol):
 
     config: SoakConfig
     heals: dict[str, Any]
+    versions: tuple[int, int] | None  # (served, switched to) where the repository holds two model versions
 
     def event(self, name: str, **details: Any) -> None: ...
 
@@ -90,6 +93,33 @@ class Chaos:
         routed_s = await self.back_in_router(api, FLEET_VICTIM, killed)
         self.run.event("fleet back in the router", fleet=FLEET_VICTIM, after_s=routed_s)
         self.run.heals |= {"fleet_kill_to_answer_s": round(heal_s, 2), "fleet_kill_to_router_healthy_s": routed_s}
+
+        if self.run.versions is not None:  # a new model version under load, as a ConfigMap update does it; then back
+            served, candidate = self.run.versions
+            await self.run.until(config.switch_at)
+            self.run.heals["version_switch_s"] = await self.switch(fleet, candidate, "model version switched")
+            await self.run.until(config.rollback_at)
+            self.run.heals["version_rollback_s"] = await self.switch(fleet, served, "model version rolled back")
+
+    async def switch(self, fleet: Fleet, version: int, what: str, timeout_s: float = 60.0) -> float | None:
+        """Write ``version`` to the fleet's version file (whole, as the kubelet swaps a ConfigMap) and wait until its
+        supervisor serves it; seconds taken, None if not in time."""
+        if fleet.version_file is None:
+            raise RuntimeError(f"fleet {fleet.name} was started without a model version file")
+        started = time.monotonic()
+        temporary = fleet.version_file.with_suffix(".tmp")
+        temporary.write_text(f"{version}\n")
+        os.replace(temporary, fleet.version_file)
+        served = None
+        while time.monotonic() - started < timeout_s:
+            served = await asyncio.to_thread(fleet.served_version)
+            if served == version:
+                seconds = round(time.monotonic() - started, 2)
+                self.run.event(what, fleet=fleet.name, version=version, after_s=seconds)
+                return seconds
+            await asyncio.sleep(0.2)
+        self.run.event(f"{what}: not within {timeout_s:g} s", fleet=fleet.name, version=version, served=served)
+        return None
 
     async def back_in_router(self, api: ApiProcess, name: str, since: float, timeout_s: float = 60.0) -> float | None:
         """Seconds from ``since`` until the API tier's probes mark the fleet healthy again (None: not in time)."""

@@ -8,7 +8,7 @@ from blip_bench.frames import ROOT
 
 FLEETS = {"neuron": "colocated", "gpu": "ensemble"}
 STUB_VICTIM = ("gpu", "text_decoder_0_0")
-FLEET_VICTIM = "neuron"
+FLEET_VICTIM = "neuron"  # killed whole at fleet_kill_at; where two versions exist, switched and rolled back after
 MAX_IMAGE_BYTES = 1 << 20  # the soak's API limit: oversize bodies stay cheap to send
 RSS_GROWTH_LIMIT = 0.05
 HEAL_TARGET_S = 15.0
@@ -37,6 +37,15 @@ class SoakConfig:
     @property
     def fleet_kill_at(self) -> float:
         return 0.6 * self.seconds
+
+    # Where the repository holds two model versions: the restarted fleet switches to the other one, then back.
+    @property
+    def switch_at(self) -> float:
+        return 0.75 * self.seconds
+
+    @property
+    def rollback_at(self) -> float:
+        return 0.85 * self.seconds
 
 
 @dataclass

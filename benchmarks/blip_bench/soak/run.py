@@ -19,7 +19,7 @@ import psutil
 
 from blip_bench.frames import RESULTS
 from blip_bench.soak.chaos import Chaos
-from blip_bench.soak.config import FLEETS, LOAD_GENERATOR, MAX_IMAGE_BYTES, Outcome, SoakConfig
+from blip_bench.soak.config import FLEET_VICTIM, FLEETS, LOAD_GENERATOR, MAX_IMAGE_BYTES, Outcome, SoakConfig
 from blip_bench.soak.judge import incarnations, verdict
 from blip_bench.soak.report import summary, write
 from blip_bench.soak.traffic import Traffic
@@ -40,6 +40,8 @@ class Soak:
     samples: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     heals: dict[str, Any] = field(default_factory=dict)  # seconds from each kill to answering, by itself and routed
+    # (served, switched to): FLEET_VICTIM follows a version file, switched under load and rolled back (chaos).
+    versions: tuple[int, int] | None = None
     started: float = 0.0
 
     def now(self) -> float:
@@ -126,6 +128,10 @@ class Soak:
     def run(self) -> dict[str, Any]:
         self.workdir.mkdir(parents=True, exist_ok=True)
         fleets = {name: Fleet(name, layout, self.repository, self.workdir) for name, layout in FLEETS.items()}
+        if self.versions is not None:
+            victim = fleets[FLEET_VICTIM]
+            victim.version_file = self.workdir / f"{FLEET_VICTIM}.version"
+            victim.version_file.write_text(f"{self.versions[0]}\n")
         api = None
         try:
             for fleet in fleets.values():

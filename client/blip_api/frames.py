@@ -113,9 +113,7 @@ async def read_frame(request: Request, limits: Limits, extra_fields: tuple[str, 
             415,
             f"Content-Type {content_type or '(none)'} is not accepted: use multipart/form-data, image/* or application/octet-stream",
         )
-    unknown = sorted(set(request.query_params) - set(known))
-    if unknown:
-        raise ApiError(400, f"unknown query parameter(s) {unknown}; send {' and '.join(map(repr, known))}")
+    # A query parameter the route does not declare was refused before this (app.known_query_parameters).
     questions, behaviors = given["question"], given["behavior"]
     values = {name: given[name] for name in extra_fields}
     if not image:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import signal
@@ -173,17 +174,17 @@ def create_app(
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
-    query_names: list[QueryNames] = []
+
+    @functools.cache
+    def query_names() -> QueryNames:
+        """Read from the document once, at the first query (the names do not change with a reload)."""
+        return QueryNames(openapi())
 
     async def known_query_parameters(request: Request) -> None:
         """Every route's dependency: its query holds only the parameters the document declares for it."""
-        if not request.query_params:
-            return
-        if not query_names:
-            query_names.append(QueryNames(openapi()))
         route = getattr(request.scope.get("route"), "path", None)
-        if route is not None:
-            query_names[0].check(request.method, route, list(request.query_params))
+        if request.query_params and route is not None:
+            query_names().check(request.method, route, list(request.query_params))
 
     # Every refusal has the same body, {"error": "..."}: FastAPI's own (404, 405, a body it cannot parse, a
     # validation failure) included, without echoing the input back.

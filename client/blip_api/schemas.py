@@ -40,7 +40,8 @@ class WeightChange(BaseModel):
 
 def _frame_request(limits: Limits, fields: dict[str, dict[str, Any]], what: str) -> dict[str, Any]:
     """A frame route's request as OpenAPI: the image as a multipart file or the raw body, and ``fields`` (name ->
-    JSON Schema) as form fields or query parameters, with either body (a field given in both is refused)."""
+    JSON Schema) as form fields or query parameters, with either body (a list takes both, query first; a single
+    value given twice is refused)."""
     binary = {"type": "string", "format": "binary", "maxLength": limits.max_image_bytes}
     # A form field is there or not: null is an absent field.
     optional = {name: {**schema, "type": [schema["type"], "null"]} for name, schema in fields.items()}

@@ -22,7 +22,7 @@ from typing import Any
 
 import pybreaker
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from blip_client.async_client import AsyncBlipVqaClient
 from blip_client.errors import (
@@ -216,16 +216,12 @@ class Router:
         """One attempt at one backend, as a span of its own (the fleet's spans are its children: its client sends
         the span's ``traceparent``); ``BackendFailed`` where the router should fail over."""
         attributes = {"blip.backend": backend.name, "blip.attempt": attempt, "blip.scores_only": scores_only}
+        # The span records a raised error and its status itself; the outcome says which kind it was.
         with TRACER.start_as_current_span("router.attempt", kind=SpanKind.CLIENT, attributes=attributes) as span:
             try:
                 result = await self._attempt(backend, image, questions, scores_only)
-            except BackendFailed as error:
-                span.set_attribute("blip.outcome", "failed")
-                span.set_status(Status(StatusCode.ERROR, str(error)))
-                raise
-            except InvalidRequestError as error:
-                span.set_attribute("blip.outcome", "invalid_request")
-                span.set_status(Status(StatusCode.ERROR, str(error)))
+            except (BackendFailed, InvalidRequestError) as error:
+                span.set_attribute("blip.outcome", "failed" if isinstance(error, BackendFailed) else "invalid_request")
                 raise
             span.set_attribute("blip.outcome", "ok")
             return result

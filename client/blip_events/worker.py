@@ -101,9 +101,13 @@ class DeliveryWorker:
         return len(claimed)
 
     async def _attempt(self, item: Claimed) -> None:
-        attributes = {"blip.delivery": item.id, "blip.camera": item.camera_id, "blip.kind": item.kind}
+        attributes = {
+            "blip.delivery": item.id,
+            "blip.camera": item.camera_id,
+            "blip.kind": item.kind,
+            "blip.attempt": item.attempts,
+        }
         with TRACER.start_as_current_span("webhook.deliver", kind=SpanKind.CLIENT, attributes=attributes) as span:
-            span.set_attribute("blip.attempt", item.attempts)
             await self._deliver(item, span)
 
     async def _deliver(self, item: Claimed, span: Span) -> None:

@@ -76,11 +76,11 @@ def _check_token(request: Request, state: ApiState, expected: str | None, what: 
         raise ApiError(401, "invalid bearer token", {"WWW-Authenticate": "Bearer"})
 
 
-def caller(request: Request, state: State, _: Annotated[Declared, Depends(API_TOKEN)]) -> None:
+async def caller(request: Request, state: State, _: Annotated[Declared, Depends(API_TOKEN)]) -> None:
     """Dependency: the callers' bearer token."""
     _check_token(request, state, state.settings.token, "the API")
 
 
-def admin(request: Request, state: State, _: Annotated[Declared, Depends(ADMIN_TOKEN)]) -> None:
+async def admin(request: Request, state: State, _: Annotated[Declared, Depends(ADMIN_TOKEN)]) -> None:
     """Dependency: the admin bearer token."""
     _check_token(request, state, state.settings.admin_token, f"the admin API (set {ADMIN_TOKEN_ENV})")

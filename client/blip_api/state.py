@@ -83,7 +83,7 @@ class ApiState:
         self.canary = Canary(settings.canary, self.router, settings.alert_threshold) if settings.canary else None
 
 
-def api_state(request: Request) -> ApiState:
+async def api_state(request: Request) -> ApiState:
     return request.app.state.blip
 
 

@@ -48,5 +48,10 @@ def configure_tracing(env: Mapping[str, str] | None = None) -> TracerProvider | 
 
 def instrument(app: FastAPI) -> None:
     """A server span for every request but the probes, from the global tracer provider (no-op without one). The
-    ASGI send and receive sub-spans are left out: one request, one span, and the router's attempts under it."""
+    ASGI send and receive sub-spans are left out: one request, one span, and the router's attempts under it.
+
+    Without an installed SDK (``configure_tracing`` found no endpoint) the app is left as it is: every span would be
+    a no-op, and the instrumentation's middleware still costs each request its route lookup and attributes."""
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return
     FastAPIInstrumentor.instrument_app(app, excluded_urls=UNTRACED_ROUTES, exclude_spans=["receive", "send"])

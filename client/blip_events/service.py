@@ -24,9 +24,9 @@ from blip_events.machine import BehaviorState, Transition, observe
 from blip_events.metrics import EventMetrics
 from blip_events.notify import check_url
 from blip_events.records import BehaviorOutcome, CameraState, EventChange, FrameOutcome, rfc3339
-from blip_events.schema import Camera, Event
+from blip_events.schema import Event
 from blip_events.settings import CameraPatch, CameraSettings, EventDefaults
-from blip_events.store import CameraRecord, Credentials, FrameTransaction, Store, event_view
+from blip_events.store import CameraRecord, CameraRow, Credentials, FrameTransaction, Store, event_view
 from blip_images.frame import Frame
 
 BUDGET_WINDOW_S = 60.0
@@ -52,6 +52,21 @@ class Scored:
 
 
 Infer = Callable[[Frame, list[str]], Awaitable[Scored]]
+
+INVALID_TOKEN = "invalid bearer token"
+
+
+@dataclass
+class Step:
+    """A frame between its hops: what its first read found and decided (``decision`` None: a late frame)."""
+
+    row: CameraRow
+    settings: CameraSettings
+    state: CameraState
+    thumb: gate.Thumbnail
+    decision: gate.Decision | None
+    changes: list[EventChange]
+    store_s: float
 
 
 class CameraService:
@@ -95,59 +110,90 @@ class CameraService:
             lock = self._locks[camera_id] = asyncio.Lock()
         return lock
 
-    async def process(self, camera_id: str, image: Frame, captured_at: float | None, infer: Infer) -> FrameOutcome:
+    def authorize(self, camera_id: str, token: str) -> None:
+        """The camera routes' rule, in a worker thread: a token no camera holds is 401, another camera's is 403."""
+        owner = self.store.token_owner(token, self.clock())
+        if owner is None:
+            raise FrameRefused(401, INVALID_TOKEN)
+        if owner != camera_id:
+            raise FrameRefused(403, f"this token is not camera {camera_id}'s")
+
+    async def process(
+        self, camera_id: str, image: Frame, captured_at: float | None, infer: Infer, token: str | None = None
+    ) -> FrameOutcome:
+        """One frame. ``token``: the caller's bearer token, checked against the camera's row as it is read (None:
+        not checked, the API's insecure development mode)."""
         now = self.clock()
         at = now if captured_at is None else captured_at
         if at > now + self.defaults.cameras.max_future_s:
             raise FrameRefused(
                 400, f"captured_at {rfc3339(at)} is more than {self.defaults.cameras.max_future_s:g} s in the future"
             )
-        lock = self._lock(camera_id)
-        async with lock:
+        async with self._lock(camera_id):
             with self.store.frame(camera_id) as txn:
-                # One worker-thread hop: the camera's row (locked on PostgreSQL), then the frame's thumbnail.
-                with TRACER.start_as_current_span("events.read", attributes={"blip.camera": camera_id}):
-                    row, settings, state, thumb, store_s = await asyncio.to_thread(self._read, txn, camera_id, image)
-                if self._late(state, at):
+                # A gated frame takes one worker-thread hop: its row (locked on PostgreSQL), its thumbnail, the
+                # gate's decision and its writes. An inferred frame takes a second one, for its writes after the fleet.
+                step = await asyncio.to_thread(self._gate, txn, camera_id, token, image, at)
+                decision = step.decision
+                if decision is None:
                     self.metrics.frames.labels("late", "late").inc()
-                    return self._outcome(camera_id, at, settings, state, None, "late", [], late=True)
-                decision = self._decide(row, settings, state, at, thumb)
+                    return self._outcome(camera_id, at, step.settings, step.state, None, "late", [], late=True)
                 trace.get_current_span().set_attributes(
                     {"blip.camera": camera_id, "blip.gate": decision.reason, "blip.inferred": decision.infer}
                 )
-                scored = None
+                scored, changes, store_s = None, step.changes, step.store_s
                 if decision.infer:
-                    questions = [self.defaults.questions[name] for name in settings.behaviors]
+                    questions = [self.defaults.questions[name] for name in step.settings.behaviors]
                     scored = await infer(image, questions)
-                started = time.perf_counter()
-                with TRACER.start_as_current_span("events.store", attributes={"blip.camera": camera_id}) as span:
-                    changes = await asyncio.to_thread(
-                        self._apply, txn, row, settings, state, at, thumb if decision.infer else None, scored, image
-                    )
-                    span.set_attribute("blip.event_changes", [change.kind for change in changes])
-                store_s += time.perf_counter() - started
+                    changes, write_s = await asyncio.to_thread(self._store, txn, step, at, scored, image)
+                    store_s += write_s
             self.metrics.store_seconds.observe(store_s)
             self.metrics.frames.labels("inferred" if decision.infer else "gated", decision.reason).inc()
             for change in changes:
                 if change.kind != "updated":
                     self.metrics.events.labels(change.event.behavior, change.kind).inc()
-            return self._outcome(camera_id, at, settings, state, scored, decision.reason, changes)
+            return self._outcome(camera_id, at, step.settings, step.state, scored, decision.reason, changes)
 
-    def _read(
-        self, txn: FrameTransaction, camera_id: str, image: Frame
-    ) -> tuple[Camera, CameraSettings, CameraState, gate.Thumbnail, float]:
-        started = time.perf_counter()
-        row = txn.load()
-        store_s = time.perf_counter() - started
-        if row is None:
-            raise FrameRefused(404, f"no camera {camera_id!r}")
-        settings = self.defaults.resolve(CameraPatch.model_validate(row.settings))
-        state = CameraState.model_validate(row.state)
-        try:  # before anything else: a late frame that is no image is refused too
-            thumb = gate.thumbnail(image, settings.gate.thumbnail_height)
-        except InvalidInputError as error:
-            raise FrameRefused(400, str(error)) from None
-        return row, settings, state, thumb, store_s
+    def _gate(self, txn: FrameTransaction, camera_id: str, token: str | None, image: Frame, at: float) -> Step:
+        """The first hop, in a worker thread: read, check the token, decide; a gated frame's writes too."""
+        with TRACER.start_as_current_span("events.read", attributes={"blip.camera": camera_id}):
+            started = time.perf_counter()
+            row = txn.load()
+            store_s = time.perf_counter() - started
+            if token is not None and (row is None or not self.store.opens(row, token, self.clock())):
+                txn.rollback()  # the row lock is not held while another camera's tokens are looked up
+                self.authorize(camera_id, token)  # 401 or 403; it returns only for a token just rotated in
+                raise FrameRefused(409, f"camera {camera_id}'s token changed while its frame was read; send it again")
+            if row is None:
+                raise FrameRefused(404, f"no camera {camera_id!r}")
+            settings = self.defaults.resolve(CameraPatch.model_validate(row.settings))
+            state = CameraState.model_validate(row.state)
+            try:  # before anything else: a late frame that is no image is refused too
+                thumb = gate.thumbnail(image, settings.gate.thumbnail_height)
+            except InvalidInputError as error:
+                raise FrameRefused(400, str(error)) from None
+        step = Step(row, settings, state, thumb, None, [], store_s)
+        if self._late(state, at):
+            return step
+        step.decision = self._decide(row, settings, state, at, thumb)
+        if step.decision.infer:
+            txn.pause()
+        else:
+            step.changes, write_s = self._store(txn, step, at, None, image)
+            step.store_s += write_s
+        return step
+
+    def _store(
+        self, txn: FrameTransaction, step: Step, at: float, scored: Scored | None, image: Frame
+    ) -> tuple[list[EventChange], float]:
+        """The frame's writes and commit, timed (the store's share of the frame)."""
+        with TRACER.start_as_current_span("events.store", attributes={"blip.camera": txn.camera_id}) as span:
+            started = time.perf_counter()
+            changes = self._apply(
+                txn, step.row, step.settings, step.state, at, step.thumb if scored is not None else None, scored, image
+            )
+            span.set_attribute("blip.event_changes", [change.kind for change in changes])
+            return changes, time.perf_counter() - started
 
     def _late(self, state: CameraState, at: float) -> bool:
         """True for a late frame within the tolerance; 409 beyond it; False for a frame in order."""
@@ -163,7 +209,7 @@ class CameraService:
         )
 
     def _decide(
-        self, row: Camera, settings: CameraSettings, state: CameraState, at: float, thumb: gate.Thumbnail
+        self, row: CameraRow, settings: CameraSettings, state: CameraState, at: float, thumb: gate.Thumbnail
     ) -> gate.Decision:
         change = None
         if row.thumbnail is not None and row.thumbnail_width and row.thumbnail_height:
@@ -184,7 +230,7 @@ class CameraService:
     def _apply(
         self,
         txn: FrameTransaction,
-        row: Camera,
+        row: CameraRow,
         settings: CameraSettings,
         state: CameraState,
         at: float,
@@ -197,11 +243,12 @@ class CameraService:
         changes: list[EventChange] = []
         txn.webhooks = settings.webhook_url is not None  # no receiver, no outbox row
         state.inferred_at = [t for t in state.inferred_at if at - t < BUDGET_WINDOW_S]
+        baseline = None  # an inferred frame's thumbnail is the gate's next baseline
         if scored is not None and thumb is not None:
+            baseline = (thumb.pixels, thumb.width, thumb.height)
             state.last_inferred_at = at
             state.inferred_at.append(at)
             state.scores = {**state.scores, **dict(zip(settings.behaviors, scored.scores, strict=True))}
-            row.thumbnail, row.thumbnail_width, row.thumbnail_height = thumb.pixels, thumb.width, thumb.height
         state.last_captured_at = at
         for name in [n for n in state.behaviors if n not in settings.behaviors]:
             self._retire(txn, state.behaviors.pop(name), at, now, changes)
@@ -241,7 +288,7 @@ class CameraService:
                 if found is not None:
                     self._follow(txn, found, transition, score, at, now, after, key, changes)
             state.behaviors[name] = after
-        row.state = state.model_dump()
+        txn.save_camera(state.model_dump(), baseline)
         txn.commit()
         return changes
 

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -30,7 +31,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, delete, event, func, or_, select
+from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from blip_events.records import CameraState, EventView, rfc3339
@@ -58,6 +59,24 @@ class CameraRecord:
     id: str
     patch: CameraPatch
     created_at: float
+
+
+@dataclass(frozen=True)
+class CameraRow:
+    """What a frame reads of its camera's row."""
+
+    id: str
+    settings: dict[str, Any]
+    state: dict[str, Any]
+    token_hash: str
+    previous_token_hash: str | None
+    previous_token_expires_at: float | None
+    thumbnail: bytes | None
+    thumbnail_width: int | None
+    thumbnail_height: int | None
+
+
+CAMERA_ROW_FIELDS = tuple(field.name for field in dataclasses.fields(CameraRow))
 
 
 @dataclass(frozen=True)
@@ -196,11 +215,15 @@ class Store:
                 ).where(or_(Camera.token_hash == digest, Camera.previous_token_hash == digest))
             ).all()
         for camera_id, current, previous, expires in rows:
-            if hmac.compare_digest(current, digest):
-                return camera_id
-            if previous and hmac.compare_digest(previous, digest) and expires is not None and now < expires:
+            if _opens(digest, current, previous, expires, now):
                 return camera_id
         return None
+
+    def opens(self, row: CameraRow, token: str, now: float | None = None) -> bool:
+        """Whether ``token`` is this camera's (current, or rotated out and still in its grace period): the frame
+        route's check against the row its transaction has just read, with no query of its own."""
+        now = time.time() if now is None else now
+        return _opens(self.hash(token), row.token_hash, row.previous_token_hash, row.previous_token_expires_at, now)
 
     # ---- frames ------------------------------------------------------------------------------------------------
 
@@ -347,16 +370,30 @@ class FrameTransaction:
 
     def __init__(self, store: Store, session: Session, camera_id: str) -> None:
         self.store, self.session, self.camera_id = store, session, camera_id
-        self.row: Camera | None = None
         self.webhooks = True  # whether event changes go to the outbox: the camera has a webhook_url
 
-    def load(self) -> Camera | None:
-        self.row = self.session.execute(
-            select(Camera).where(Camera.id == self.camera_id).with_for_update()
-        ).scalar_one_or_none()
+    def load(self) -> CameraRow | None:
+        """The camera's row, locked on PostgreSQL; read as a plain row (no ORM instance: the frame writes it back
+        with ``save_camera``)."""
+        table = Camera.__table__
+        found = self.session.execute(
+            select(*(table.c[name] for name in CAMERA_ROW_FIELDS)).where(table.c.id == self.camera_id).with_for_update()
+        ).one_or_none()
+        return None if found is None else CameraRow(*found)
+
+    def pause(self) -> None:
+        """Before the frame waits on the fleet: SQLite ends its read transaction (nothing is held across the
+        inference), PostgreSQL keeps the row lock to the last write. A gated frame never pauses: one transaction."""
         if not self.store.holds_row_locks:
-            self.session.commit()  # SQLite: no read transaction held across the inference
-        return self.row
+            self.session.commit()
+
+    def save_camera(self, state: dict[str, Any], thumbnail: tuple[bytes, int, int] | None) -> None:
+        """The camera's state (and the new baseline thumbnail of an inferred frame) as one UPDATE, without the
+        ORM's change tracking of the row: every frame writes it, most frames write nothing else."""
+        values: dict[str, Any] = {"state": state}
+        if thumbnail is not None:
+            values["thumbnail"], values["thumbnail_width"], values["thumbnail_height"] = thumbnail
+        self.session.execute(update(Camera.__table__).where(Camera.__table__.c.id == self.camera_id).values(values))
 
     def event(self, event_id: str) -> Event | None:
         return self.session.get(Event, event_id)
@@ -396,6 +433,18 @@ class FrameTransaction:
 
     def commit(self) -> None:
         self.session.commit()
+
+    def rollback(self) -> None:
+        self.session.rollback()
+
+
+def _opens(digest: str, current: str, previous: str | None, expires: float | None, now: float) -> bool:
+    """The token rule, in constant time: the current hash, or the previous one before its grace period ends."""
+    if hmac.compare_digest(current, digest):
+        return True
+    if not previous or expires is None:
+        return False
+    return hmac.compare_digest(previous, digest) and now < expires
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

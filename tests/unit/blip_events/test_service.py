@@ -180,3 +180,35 @@ def test_an_unknown_behaviour_or_inverted_thresholds_are_refused(service) -> Non
     with pytest.raises(FrameRefused, match=r"resolves to 10\.0\.0\.1"):
         add(service, CameraPatch(webhook_url="http://10.0.0.1/hook"))
     assert service.store.get_camera("cam-1") is None, "nothing stored from a refused PUT"
+
+
+def test_the_frame_checks_its_token_against_the_row_it_reads(service) -> None:
+    """The frame route's token check rides on the frame's own read: the current token, and a rotated-out one only
+    during its grace period; another camera's token is 403, an unknown one 401, and neither stores anything."""
+    service.clock = lambda: T0 + 1
+    _, _, first = service.store.put_camera("cam-1", CameraPatch(), rotate=False, grace_s=60, now=T0)
+    _, _, other = service.store.put_camera("cam-2", CameraPatch(), rotate=False, grace_s=60, now=T0)
+    frame = static_noise(seconds=2).frames[0]
+
+    def post(token: str, at: float):
+        return asyncio.run(service.process("cam-1", as_frame(frame), at, Scorer(0.1), token))
+
+    assert not post(first.token, T0).gated  # the current token
+    _, _, rotated = service.store.put_camera("cam-1", CameraPatch(), rotate=True, grace_s=60, now=T0)
+    assert post(first.token, T0 + 0.5).gated  # the old one, in its grace period
+    assert post(rotated.token, T0 + 0.6).gated
+    refused = []
+    for token in ("not-a-token", other.token):
+        with pytest.raises(FrameRefused) as error:
+            post(token, T0 + 0.7)
+        refused.append((error.value.status, error.value.message))
+    assert refused == [(401, "invalid bearer token"), (403, "this token is not camera cam-1's")]
+    service.clock = lambda: T0 + 61  # the grace period is over
+    with pytest.raises(FrameRefused) as error:
+        post(first.token, T0 + 0.8)
+    assert error.value.status == 401
+    with pytest.raises(FrameRefused) as error:
+        asyncio.run(service.process("cam-9", as_frame(frame), T0, Scorer(0.1), rotated.token))
+    assert (error.value.status, error.value.message) == (403, "this token is not camera cam-9's")
+    with service.store.session() as session:
+        assert CameraState.model_validate(session.get(Camera, "cam-1").state).last_captured_at == T0 + 0.6

@@ -189,9 +189,7 @@ class CameraService:
         """The frame's writes and commit, timed (the store's share of the frame)."""
         with TRACER.start_as_current_span("events.store", attributes={"blip.camera": txn.camera_id}) as span:
             started = time.perf_counter()
-            changes = self._apply(
-                txn, step.row, step.settings, step.state, at, step.thumb if scored is not None else None, scored, image
-            )
+            changes = self._apply(txn, step.row, step.settings, step.state, at, step.thumb, scored, image)
             span.set_attribute("blip.event_changes", [change.kind for change in changes])
             return changes, time.perf_counter() - started
 
@@ -234,7 +232,7 @@ class CameraService:
         settings: CameraSettings,
         state: CameraState,
         at: float,
-        thumb: gate.Thumbnail | None,
+        thumb: gate.Thumbnail,
         scored: Scored | None,
         image: Frame,
     ) -> list[EventChange]:
@@ -244,7 +242,7 @@ class CameraService:
         txn.webhooks = settings.webhook_url is not None  # no receiver, no outbox row
         state.inferred_at = [t for t in state.inferred_at if at - t < BUDGET_WINDOW_S]
         baseline = None  # an inferred frame's thumbnail is the gate's next baseline
-        if scored is not None and thumb is not None:
+        if scored is not None:
             baseline = (thumb.pixels, thumb.width, thumb.height)
             state.last_inferred_at = at
             state.inferred_at.append(at)

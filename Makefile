@@ -91,7 +91,7 @@ env-reference: ## Write docs/environment.md, every BLIP_ variable the code reads
 ask: install ## Ask a running server: make ask IMAGE=client/samples/chelsea.png Q="Is there a cat?"
 	$(BIN)/python -m blip_client ask --image $(IMAGE) "$(Q)"
 
-demo: ## Offline end to end: install, build random-tiny for cpu, serve, ask three questions, stop
+demo: ## Offline end to end: install, build random-tiny for cpu, serve, ask three questions, replay a camera through the API tier (SQLite), stop
 	$(MAKE) --no-print-directory build-artifacts TARGET=cpu MODEL=$(MODEL)
 	$(BIN)/python -m blip_serving.demo --target cpu --image client/samples/chelsea.png
 

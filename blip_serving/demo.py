@@ -1,7 +1,9 @@
-"""``make demo`` starts the embedded Triton server, asks behavior questions about the sample photo, stops.
+"""``make demo`` starts the embedded Triton server, asks behavior questions about the sample photo, replays a
+camera through the API tier (``blip_serving.replay``: the change gate, an event, its signed webhooks, on SQLite),
+stops.
 
 Run after ``make build-artifacts``; with random weights (the default, offline) the answers are meaningless,
-but every step is the real one: Triton, the ensemble, the three traced artifacts, tritonclient.
+but every step is the real one: Triton, the ensemble, the three traced artifacts, tritonclient, blip-api.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from blip_client.client import BlipVqaClient
 from blip_contract.env import env_default
 from blip_contract.version import add_version_option
+from blip_serving import replay
 from blip_serving.errors import TritonProcessError
 from blip_serving.triton.process import TritonServer
 from blip_serving.versions import VersionStore
@@ -29,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--image", type=Path, default=SAMPLE)
     parser.add_argument("--repeats", type=int, default=5, help="timed requests after the first")
+    parser.add_argument("--no-camera", action="store_true", help="skip the camera replay through the API tier")
     args = add_version_option(parser).parse_args(argv)
 
     store = VersionStore(Path("artifacts", args.target))
@@ -51,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     except TritonProcessError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    status = 0
     try:
         print(f"Triton ready in {time.perf_counter() - started:.1f}s on http://{server.http_url}")
         with BlipVqaClient(server.http_url) as client:
@@ -67,10 +72,12 @@ def main(argv: list[str] | None = None) -> int:
             f"latency for {len(QUESTIONS)} questions, {args.repeats} requests: "
             f"p50 {latencies[len(latencies) // 2]:.0f} ms, max {latencies[-1]:.0f} ms"
         )
+        if not args.no_camera:
+            status = replay.run(server.http_url, args.image)
     finally:
         server.stop()
         print("Triton stopped")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -37,8 +37,7 @@ import tritonclient.http as triton_http
 from prometheus_client.parser import text_string_to_metric_families
 
 from blip_bench import score_corpus
-from blip_bench.clips import Clip, lighting, made_clips, shared_clips, static_noise
-from blip_bench.frames import ROOT
+from blip_bench.frames import ROOT, SAMPLE, SHARED_CLIPS
 from blip_bench.machine import machine
 from blip_bench.postgres import postgres_server
 from blip_bench.receiver import Receiver
@@ -47,6 +46,7 @@ from blip_bench.workspace import prepare
 from blip_contract.version import add_version_option
 from blip_events import gate
 from blip_events.settings import GateSettings
+from blip_images.clips import Clip, lighting, made_clips, shared_clips, static_noise
 from blip_images.frame import Frame
 from blip_serving.triton.process import TritonServer
 
@@ -203,8 +203,8 @@ def cost_section(api: ApiProcess, sizes: list[tuple[int, int]], frames: int) -> 
     process = psutil.Process(api.process.pid)
     rows = []
     for width, height in sizes:
-        still = static_noise(seconds=frames / 2 + 1, size=(width, height))
-        flipping = lighting(size=(width, height))
+        still = static_noise(SAMPLE, seconds=frames / 2 + 1, size=(width, height))
+        flipping = lighting(SAMPLE, size=(width, height))
         bright, dim = flipping.frames[0], flipping.frames[flipping.changes[0]]
         changing = [bright if i % 2 == 0 else dim for i in range(frames)]
         gated_camera = add_camera(
@@ -272,7 +272,7 @@ def durability(
     )
     low, high = {"barking": {"enter": 0.001, "exit": 0.001}}, {"barking": {"enter": 0.9999, "exit": 0.9999}}
     kill_at = sorted(rng.sample(range(5, frames - 5), kills))
-    frame_bytes = static_noise(seconds=2).frames
+    frame_bytes = static_noise(SAMPLE, seconds=2).frames
     start = time.time() - frames
     with Receiver(fail_every=2) as receiver:
         api = ApiProcess(config, work / "api.log", db_url=f"sqlite:///{db}")
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"machine": machine(), "model": "random-tiny (the API tier and the store are measured)"}
     results["alert_quality"] = score_corpus.judge(cameras=args.corpus_cameras)
     print("alert quality:", json.dumps(results["alert_quality"]), flush=True)
-    results["gate_sweep"] = gate_sweep(made_clips() + shared_clips())
+    results["gate_sweep"] = gate_sweep(made_clips(SAMPLE) + shared_clips(SHARED_CLIPS))
     for row in results["gate_sweep"]:
         print("gate sweep:", json.dumps(row), flush=True)
     workspace = prepare("random-tiny", "cpu", root=args.workspace)
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             config = write_api_config(work / "api.toml", {"fleet": server.http_url}, probe_interval_s=QUIET_ROUTER)
             api = ApiProcess(config, work / "api.log", db_url=f"sqlite:///{work / 'events.sqlite3'}")
             try:
-                clips = made_clips() + shared_clips()
+                clips = made_clips(SAMPLE) + shared_clips(SHARED_CLIPS)
                 results["gate"] = gate_section(api, server, clips, args.cameras, args.speed)
                 for row in results["gate"]:
                     print("gate:", json.dumps(row), flush=True)

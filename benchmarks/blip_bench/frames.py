@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 # The sample camera frame (a cat photo, 640x480 PNG) every served and in-process figure is measured on.
 SAMPLE = ROOT / "client" / "samples" / "chelsea.png"
+# The workplace's real fixed-camera footage beside the clone (never committed), where it exists.
+SHARED_CLIPS = ROOT.parent / "shared" / "clips"
 # Where `make bench` saves random-base (blip-vqa-base's architecture, random weights): the offline benches' default.
 SAVED_RANDOM_BASE = ROOT / ".bench" / "artifacts" / "checkpoints" / "random-base"
 # The questions the API tier asks of a frame by default: its first three behaviours, scores only unless a

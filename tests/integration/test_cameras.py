@@ -20,10 +20,11 @@ from sqlalchemy import func, select
 
 from blip_api.app import create_app
 from blip_api.settings import ApiSettings
-from blip_bench.clips import object_enters, static_noise
+from blip_bench.frames import SAMPLE
 from blip_bench.receiver import Receiver
 from blip_events.notify import verify
 from blip_events.schema import Camera, Event
+from blip_images.clips import object_enters, static_noise
 
 ADMIN = {"Authorization": "Bearer admin-token"}
 
@@ -83,7 +84,7 @@ def inferences(triton) -> int:
 
 def test_a_clip_is_inferred_where_it_changed_as_tritons_own_count_says(api, triton) -> None:
     token = camera(api, "cam-clip", behaviors={"barking": {}, "sleeping": {}})
-    clip = object_enters()
+    clip = object_enters(SAMPLE)
     start = time.time() - 60
     before = inferences(triton)
     outcomes = [post(api, "cam-clip", token, frame, start + t).json() for t, frame in zip(clip.times, clip.frames)]
@@ -120,7 +121,7 @@ def test_events_reach_the_webhook_signed_and_retried_until_delivered(api, receiv
         gate={"max_age_s": 0.5},
         webhook_url=receiver.url,
     )
-    frames = static_noise(seconds=5).frames
+    frames = static_noise(SAMPLE, seconds=5).frames
     start = time.time() - 100
     outcomes = [post(api, "cam-hook", token, frames[i], start + i * 0.5).json() for i in range(4)]
     started = [c for o in outcomes for c in o["events"] if c["kind"] == "started"]
@@ -167,7 +168,7 @@ def stored(api) -> tuple[int, list]:
 def test_every_bad_input_is_a_named_4xx_and_stores_nothing(api, triton, tmp_path) -> None:
     a = camera(api, "cam-a")
     camera(api, "cam-b")
-    frame = static_noise(seconds=1).frames[0]
+    frame = static_noise(SAMPLE, seconds=1).frames[0]
     now = time.time()
     assert post(api, "cam-a", a, frame, now - 10).status_code == 200
     before = stored(api)
@@ -239,7 +240,7 @@ def test_a_loopback_webhook_is_refused_unless_development_allows_it(triton, tmp_
 
 def test_a_deleted_camera_takes_its_events_and_token_with_it(api) -> None:
     token = camera(api, "cam-gone", behaviors={"barking": {"enter": 0.001, "exit": 0.001}})
-    frame = static_noise(seconds=1).frames[0]
+    frame = static_noise(SAMPLE, seconds=1).frames[0]
     start = time.time() - 50
     for i in range(3):
         post(api, "cam-gone", token, frame, start + i * 11)

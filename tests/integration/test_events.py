@@ -10,9 +10,10 @@ import time
 import httpx
 import pytest
 
-from blip_bench.clips import object_enters, static_noise
 from blip_bench.events import QUIET_ROUTER, add_camera, durability, gate_section, post_frame
+from blip_bench.frames import SAMPLE
 from blip_bench.stack import ApiProcess, write_api_config
+from blip_images.clips import object_enters, static_noise
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_the_gate_section_counts_tritons_inferences(fleet, tmp_path) -> None:
     config = write_api_config(tmp_path / "api.toml", {"fleet": fleet.http_url}, probe_interval_s=QUIET_ROUTER)
     api = ApiProcess(config, tmp_path / "api.log")
     try:
-        (row,) = gate_section(api, fleet, [object_enters()], cameras=2, speed=0)
+        (row,) = gate_section(api, fleet, [object_enters(SAMPLE)], cameras=2, speed=0)
     finally:
         api.stop()
     assert row["frames_posted"] == 160 and row["frames_inferred_triton"] == row["frames_inferred_api"]
@@ -48,7 +49,7 @@ def test_the_event_stream_carries_started_and_ended_in_order(fleet, tmp_path) ->
     api = ApiProcess(config, tmp_path / "api.log")
     try:
         camera = add_camera(api.url, "streamed", behaviors={"barking": {"enter": 0.001, "exit": 0.001}})
-        frames = static_noise(seconds=2).frames
+        frames = static_noise(SAMPLE, seconds=2).frames
         start = time.time() - 60
         seen: list[tuple[str, dict]] = []
         with (

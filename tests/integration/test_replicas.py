@@ -13,8 +13,9 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from blip_bench.clips import static_noise
+from blip_bench.frames import SAMPLE
 from blip_bench.stack import ADMIN, ApiProcess, write_api_config
+from blip_images.clips import static_noise
 
 CAMERAS = 16
 FRAMES = 8
@@ -44,7 +45,7 @@ def test_two_replicas_on_one_postgresql_keep_every_cameras_order_and_no_event_tw
             )
             assert response.status_code == 201, response.text
             tokens[camera] = response.json()["token"]
-        frame = static_noise(seconds=1).frames[0]
+        frame = static_noise(SAMPLE, seconds=1).frames[0]
         start = time.time() - 120
         answers: dict[str, list[dict]] = {camera: [] for camera in tokens}
         lock = threading.Lock()

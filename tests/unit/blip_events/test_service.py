@@ -13,13 +13,14 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 
-from blip_bench.clips import lighting, object_enters, static_noise
+from blip_bench.frames import SAMPLE
 from blip_events.metrics import EventMetrics
 from blip_events.records import CameraState
 from blip_events.schema import Camera, Change, Delivery, Event
 from blip_events.service import CameraService, FrameRefused, Scored
 from blip_events.settings import CameraPatch, EventDefaults, EventsPatch, GatePatch, ThresholdsPatch, WebhooksSection
 from blip_events.store import Store
+from blip_images.clips import lighting, object_enters, static_noise
 from blip_images.frame import Frame
 
 T0 = 1_800_000_000.0  # capture times: a fixed clock, so that no frame is "in the future"
@@ -74,12 +75,12 @@ def count(service: CameraService, table) -> int:
 
 def test_static_noise_is_inferred_once_per_max_age_s_and_an_entering_object_at_once(service) -> None:
     add(service)
-    clip = static_noise(seconds=60)
+    clip = static_noise(SAMPLE, seconds=60)
     outcomes = replay(service, zip(clip.times, clip.frames), Scorer(0.1))
     inferred = [o for o in outcomes if not o.gated]
     assert len(inferred) == 6, "60 s of noise at max_age_s=10: one inference every 10 s"
     assert [o.reason for o in inferred] == ["first"] + ["max_age"] * 5
-    entering = object_enters()
+    entering = object_enters(SAMPLE)
     outcomes = replay(service, zip(entering.times, entering.frames), Scorer(0.1), start=T0 + 100)
     assert not outcomes[entering.changes[0]].gated, "the frame where the object enters is inferred: 0 frames late"
     assert outcomes[entering.changes[0]].reason in ("changed", "rebaseline")
@@ -87,7 +88,7 @@ def test_static_noise_is_inferred_once_per_max_age_s_and_an_entering_object_at_o
 
 def test_a_lighting_change_re_baselines(service) -> None:
     add(service)
-    clip = lighting()
+    clip = lighting(SAMPLE)
     outcomes = replay(service, zip(clip.times, clip.frames), Scorer(0.1))
     for change in clip.changes:  # (at 20 s the last inference is also max_age_s old: either reason infers)
         assert not outcomes[change].gated and outcomes[change].reason in ("rebaseline", "max_age")
@@ -100,7 +101,7 @@ def test_a_behaviour_starts_an_event_notifies_once_and_ends_after_the_cutoff(ser
         service,
         CameraPatch(events=EventsPatch(cutoff_s=5, min_frames=2), gate=GatePatch(max_age_s=1), webhook_url=HOOK),
     )
-    frame = static_noise(seconds=1).frames[0]
+    frame = static_noise(SAMPLE, seconds=1).frames[0]
     scores = Scorer(0.1, 0.9, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)
     outcomes = replay(service, [(i * 1.0, frame) for i in range(14)], scores)
     kinds = [(i, change.kind) for i, o in enumerate(outcomes) for change in o.events]
@@ -120,7 +121,7 @@ def test_a_behaviour_starts_an_event_notifies_once_and_ends_after_the_cutoff(ser
 
 def test_a_camera_without_a_webhook_gets_events_but_no_outbox_rows(service) -> None:
     add(service)
-    frame = static_noise(seconds=1).frames[0]
+    frame = static_noise(SAMPLE, seconds=1).frames[0]
     outcomes = replay(service, [(i * 11.0, frame) for i in range(3)], Scorer(0.9))
     assert [c.kind for o in outcomes for c in o.events] == ["started"]
     assert count(service, Delivery) == 0 and count(service, Change) == 1
@@ -128,7 +129,7 @@ def test_a_camera_without_a_webhook_gets_events_but_no_outbox_rows(service) -> N
 
 def test_a_failed_inference_leaves_no_trace(service) -> None:
     add(service)
-    frame = static_noise(seconds=1).frames[0]
+    frame = static_noise(SAMPLE, seconds=1).frames[0]
 
     async def broken(image: bytes, questions: list[str]) -> Scored:
         raise RuntimeError("no fleet")
@@ -142,7 +143,7 @@ def test_a_failed_inference_leaves_no_trace(service) -> None:
 
 def test_late_frames_change_nothing_and_future_ones_are_refused(service) -> None:
     add(service)
-    frame = static_noise(seconds=1).frames[0]
+    frame = static_noise(SAMPLE, seconds=1).frames[0]
     replay(service, [(10.0, frame)], Scorer(0.1))
     (late,) = replay(service, [(6.0, frame)], Scorer(0.9))
     assert late.late and late.gated and late.results[0].score == 0.1, "answered from the state"
@@ -156,7 +157,7 @@ def test_late_frames_change_nothing_and_future_ones_are_refused(service) -> None
 
 def test_a_score_in_doubt_is_inferred_until_the_budget_runs_out(service) -> None:
     add(service, CameraPatch(gate=GatePatch(budget_per_minute=5), behaviors={"barking": ThresholdsPatch(enter=0.5)}))
-    frame = static_noise(seconds=1).frames[0]
+    frame = static_noise(SAMPLE, seconds=1).frames[0]
     outcomes = replay(service, [(i * 0.5, frame) for i in range(12)], Scorer(0.55))
     reasons = [o.reason for o in outcomes]
     assert reasons[:5] == ["first", "uncertain", "uncertain", "uncertain", "uncertain"]
@@ -188,7 +189,7 @@ def test_the_frame_checks_its_token_against_the_row_it_reads(service) -> None:
     service.clock = lambda: T0 + 1
     _, _, first = service.store.put_camera("cam-1", CameraPatch(), rotate=False, grace_s=60, now=T0)
     _, _, other = service.store.put_camera("cam-2", CameraPatch(), rotate=False, grace_s=60, now=T0)
-    frame = static_noise(seconds=2).frames[0]
+    frame = static_noise(SAMPLE, seconds=2).frames[0]
 
     def post(token: str, at: float):
         return asyncio.run(service.process("cam-1", as_frame(frame), at, Scorer(0.1), token))

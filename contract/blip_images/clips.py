@@ -1,12 +1,13 @@
-"""Camera clips: JPEG frame sequences with capture times, replayed through the API tier's camera routes.
+"""Camera clips: JPEG frame sequences with capture times, replayed through the API tier's camera routes by
+``make demo``, the tests and ``make bench-events``.
 
-Two sources. The project's own (``made_clips``), from the committed sample photo, each with the frames where its
-scene changes, so that a test or a benchmark can say how late the gate was:
+Two sources. Made ones (``made_clips``), from one still photo (the checkout's sample), each with the frames where
+its scene changes, so that a test or a benchmark can say how late the gate was:
 - ``static-noise``: a fixed scene with sensor noise (sigma 3 levels) and JPEG re-encoding, nothing else;
 - ``lighting``: a static stretch, then the room's light drops to 55% at once, then back;
 - ``object-enters``: a static stretch, then a dark shape the size of a pet enters, crosses and leaves.
-And the workplace's real fixed-camera footage beside the clone (``../shared/clips/<name>/``, 2 frames/s, frame
-times in ``clip.json``), where it exists; it carries no change labels.
+And real fixed-camera footage (``shared_clips``: a folder of ``<name>/`` folders of JPEGs at 2 frames/s, frame times
+in ``clip.json``, such as the workplace's ``../shared/clips``), which carries no change labels.
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from blip_bench.frames import SAMPLE
-
-SHARED_CLIPS = Path(__file__).resolve().parents[2].parent / "shared" / "clips"
 FPS = 2.0
 
 
@@ -37,8 +35,8 @@ class Clip:
     size: tuple[int, int] = (0, 0)
 
 
-def _scene(size: tuple[int, int]) -> np.ndarray:
-    with Image.open(SAMPLE) as image:
+def _scene(photo: Path, size: tuple[int, int]) -> np.ndarray:
+    with Image.open(photo) as image:
         return np.asarray(image.convert("RGB").resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
 
 
@@ -49,24 +47,24 @@ def _jpeg(pixels: np.ndarray, rng: np.random.Generator, noise: float = 3.0) -> b
     return out.getvalue()
 
 
-def static_noise(seconds: float = 60.0, size: tuple[int, int] = (640, 360), seed: int = 0) -> Clip:
-    rng, base = np.random.default_rng(seed), _scene(size)
+def static_noise(photo: Path, seconds: float = 60.0, size: tuple[int, int] = (640, 360), seed: int = 0) -> Clip:
+    rng, base = np.random.default_rng(seed), _scene(photo, size)
     count = int(seconds * FPS)
     return Clip("static-noise", [i / FPS for i in range(count)], [_jpeg(base, rng) for _ in range(count)], [], size)
 
 
-def lighting(size: tuple[int, int] = (640, 360), seed: int = 1) -> Clip:
+def lighting(photo: Path, size: tuple[int, int] = (640, 360), seed: int = 1) -> Clip:
     """21.5 s lit, 7.5 s at 55% light, 11 s lit again: two whole-scene changes (off the max_age_s beat)."""
-    rng, base = np.random.default_rng(seed), _scene(size)
+    rng, base = np.random.default_rng(seed), _scene(photo, size)
     frames, count, dim_from, dim_to = [], int(40 * FPS), 43, 58
     for index in range(count):
         frames.append(_jpeg(base * 0.55 if dim_from <= index < dim_to else base, rng))
     return Clip("lighting", [i / FPS for i in range(count)], frames, [dim_from, dim_to], size)
 
 
-def object_enters(size: tuple[int, int] = (640, 360), seed: int = 2) -> Clip:
+def object_enters(photo: Path, size: tuple[int, int] = (640, 360), seed: int = 2) -> Clip:
     """21.5 s of an empty room, then a pet-sized dark ellipse walks in from the left over 10 s, and out."""
-    rng, base = np.random.default_rng(seed), _scene(size)
+    rng, base = np.random.default_rng(seed), _scene(photo, size)
     width, height = size
     yy, xx = np.mgrid[0:height, 0:width]
     frames, count, enter = [], int(40 * FPS), 43
@@ -81,15 +79,15 @@ def object_enters(size: tuple[int, int] = (640, 360), seed: int = 2) -> Clip:
     return Clip("object-enters", [i / FPS for i in range(count)], frames, [enter, enter + int(10 * FPS)], size)
 
 
-def made_clips(size: tuple[int, int] = (640, 360)) -> list[Clip]:
-    return [static_noise(size=size), lighting(size), object_enters(size)]
+def made_clips(photo: Path, size: tuple[int, int] = (640, 360)) -> list[Clip]:
+    return [static_noise(photo, size=size), lighting(photo, size), object_enters(photo, size)]
 
 
-def shared_clips() -> list[Clip]:
-    """The real footage beside the clone, if any (never committed)."""
+def shared_clips(root: Path) -> list[Clip]:
+    """The real footage under ``root``, if it exists (the workplace's is never committed)."""
     found = []
-    if SHARED_CLIPS.is_dir():
-        for folder in sorted(p for p in SHARED_CLIPS.iterdir() if (p / "clip.json").is_file()):
+    if root.is_dir():
+        for folder in sorted(p for p in root.iterdir() if (p / "clip.json").is_file()):
             meta = json.loads((folder / "clip.json").read_text())
             paths = sorted(folder.glob("*.jpg"))
             times = [float(t) for t in meta["seconds_from_start"]][: len(paths)]

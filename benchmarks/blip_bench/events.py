@@ -5,7 +5,8 @@ fleet (Triton, random-tiny: what is measured is the API tier and the store, not 
    at its capture times, N times faster: frames posted, frames inferred (Triton's own count), the gated share, and
    the frames from each labelled scene change to its first inference.
 2. **Cost**: API CPU-ms per gated and per inferred frame at 640x360 and 1920x1080 (the process's own CPU time),
-   against the stateless ``/v1/frames`` on the same frames; store time per frame on SQLite and on PostgreSQL.
+   against the stateless ``/v1/frames`` on the same frames; store time per frame on SQLite and on PostgreSQL; and
+   the gate's luma decode alone (in this process), the share of a gated frame that grows with the JPEG.
 3. **Alert quality**: the labelled score corpus (``score_corpus``): event recall and precision, notifications per
    camera-hour against per-frame alerts.
 4. **Nothing lost**: the API killed with SIGKILL during a replay while the webhook receiver fails every other
@@ -197,6 +198,15 @@ def cpu_ms(process: psutil.Process) -> float:
     return (times.user + times.system) * 1000
 
 
+def luma_decode_ms(frames: list[bytes], height: int = 100) -> float:
+    """CPU-ms per frame of the gate's reduced-scale luma decode alone, in this process: the part of a gated frame's
+    cost that grows with the JPEG's size (its entropy decoding is paid whole at any DCT scale)."""
+    started = time.process_time()
+    for data in frames:
+        Frame(data, max_bytes=len(data)).luma(height)
+    return round((time.process_time() - started) * 1000 / len(frames), 2)
+
+
 def cost_section(api: ApiProcess, sizes: list[tuple[int, int]], frames: int) -> list[dict]:
     """CPU-ms of the API process per frame: gated (a still scene), inferred (the light flips every frame), and the
     stateless /v1/frames on the same changing frames; and the store's time per frame from its histogram."""
@@ -222,6 +232,7 @@ def cost_section(api: ApiProcess, sizes: list[tuple[int, int]], frames: int) -> 
                 for i, f in enumerate(still.frames[1 : frames + 1])
             ]
             figures["gated_cpu_ms"] = round((cpu_ms(process) - before) / frames, 2)
+            figures["luma_decode_ms"] = luma_decode_ms(still.frames[1 : frames + 1])
             figures["gated_share"] = round(sum(o["gated"] for o in outcomes) / frames, 3)
             before = cpu_ms(process)
             outcomes = [

@@ -50,15 +50,23 @@ VARIANTS = (("before", "image", "execute"), ("image", "image", "always"), ("pixe
 CHIP_FPS = 450  # issue 30: the Neuron SDK's ViT-B/16 figures scaled to 384 px, the text steps added
 
 
-def drive(api_url: str, image: bytes, concurrency: int, seconds: float) -> tuple[int, int, float]:
-    """``concurrency`` callers posting the frame for ``seconds``: (answered, failed, elapsed seconds)."""
+def drive(
+    api_url: str, image: bytes, concurrency: int, seconds: float, fps: float | None = None
+) -> tuple[int, int, float]:
+    """``concurrency`` callers posting the frame for ``seconds``, together at most ``fps`` frames a second where
+    given: (answered, failed, elapsed seconds)."""
     counts = {"ok": 0, "failed": 0}
     lock = threading.Lock()
     stop = time.monotonic() + seconds
+    interval, next_slot = (1.0 / fps if fps else 0.0), [time.monotonic()]
 
     def caller() -> None:
         with httpx.Client(timeout=60) as client:
             while time.monotonic() < stop:
+                if interval:
+                    with lock:
+                        slot = next_slot[0] = max(next_slot[0], time.monotonic()) + interval
+                    time.sleep(max(slot - interval - time.monotonic(), 0.0))
                 response = client.post(
                     f"{api_url}/v1/frames",
                     content=image,
@@ -82,7 +90,9 @@ def cpu_s(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-def point(server: TritonServer, api: ApiProcess, image: bytes, concurrency: int, seconds: float) -> dict[str, Any]:
+def point(
+    server: TritonServer, api: ApiProcess, image: bytes, concurrency: int, seconds: float, fps: float | None = None
+) -> dict[str, Any]:
     import tritonclient.grpc as grpc
 
     drive(api.url, image, concurrency, 2.0)  # warm: connections, the fleet's settings, the stubs' first frames
@@ -93,7 +103,7 @@ def point(server: TritonServer, api: ApiProcess, image: bytes, concurrency: int,
         cpu_s(api_process),
         execution_counts(stats),
     )
-    ok, failed, elapsed = drive(api.url, image, concurrency, seconds)
+    ok, failed, elapsed = drive(api.url, image, concurrency, seconds, fps)
     fleet_after, api_after, counts_after = (
         tree_cpu_seconds(server.process.pid),
         cpu_s(api_process),
@@ -121,22 +131,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=HOST_MODEL, help="default random-host (the host path of the real model)")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--in-process-frames", type=int, default=10, help="frames timed in process per size")
+    parser.add_argument("--in-process-frames", type=int, default=40, help="frames timed in process per size")
     parser.add_argument(
         "--fast-resize",
         action="store_true",
         help="a fleet deployed with fast resize (reduced JPEG decode, box reduction first): the API tier follows it",
     )
+    parser.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=1,
+        help="torch threads of the fleet's instance (default 1: a core for the fleet, the other cores for the API\n"
+        "tier beside it, as separate hosts would have; 0: every core, as a cpu fleet alone on its host runs)",
+    )
     parser.add_argument("--workspace", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results/pixels-cpu[-fast].json")
     args = add_version_option(parser).parse_args(argv)
     workspace = prepare(args.model, "cpu", **({"root": args.workspace} if args.workspace else {}))
-    workspace.deploy(Deployment(layout="colocated", fast_resize=args.fast_resize))
+    workspace.deploy(
+        Deployment(layout="colocated", fast_resize=args.fast_resize, intra_op_threads=args.intra_op_threads)
+    )
     spec = workspace.manifest.spec
     sizes = {"1920x1080": camera_frame(1920, 1080), "640x360": camera_frame(640, 360)}
     info = machine()
     print(
-        f"machine: {info['cpu']}, {info['cores']} cores; {HOST_MODEL}, colocated, {args.concurrency} callers",
+        f"machine: {info['cpu']}, {info['cores']} cores; {HOST_MODEL}, colocated, {args.concurrency} callers, "
+        f"fleet torch threads {args.intra_op_threads or 'all cores'}",
         flush=True,
     )
     # The model's own compute per frame, in process at one torch thread: what a NeuronCore would do instead.
@@ -151,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "layout": "colocated",
         "fast_resize": args.fast_resize,
         "concurrency": args.concurrency,
+        "fleet_intra_op_threads": args.intra_op_threads,
         "seconds_per_point": args.seconds,
         "behaviors": list(BEHAVIORS),
         "model_compute_ms_per_frame": model_ms,
@@ -192,6 +213,18 @@ def main(argv: list[str] | None = None) -> int:
                         f"{wire} bytes/frame on the wire; per execute {measured['requests_per_execute']}",
                         flush=True,
                     )
+                if form == "pixels":
+                    # The same load at both sizes: 640x360 at the frame rate the 1080p point reached, so that the
+                    # fleet batches alike and only the resolution differs (8 free callers batch 360p more).
+                    rate = report["forms"][variant]["1920x1080"]["fps"]
+                    paced = point(server, api, sizes["640x360"], args.concurrency, args.seconds, fps=rate)
+                    report["forms"][variant]["640x360_at_the_1080p_rate"] = paced
+                    print(
+                        f"{variant:6} 640x360 at {rate} frames/s (the 1080p point's): {paced['fps']:6.1f} frames/s, "
+                        f"fleet {paced['fleet_cpu_ms_per_frame']:5.1f} CPU-ms/frame; per execute "
+                        f"{paced['requests_per_execute']}",
+                        flush=True,
+                    )
             finally:
                 api.stop()
     pixels, image = report["forms"]["pixels"], report["forms"]["before"]
@@ -199,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         "fleet_cpu_ms_1080p_at_most_10": pixels["1920x1080"]["fleet_cpu_ms_per_frame"],
         "fleet_1080p_over_360p_at_most_1.2": round(
             pixels["1920x1080"]["fleet_cpu_ms_per_frame"] / pixels["640x360"]["fleet_cpu_ms_per_frame"], 3
+        ),
+        "fleet_1080p_over_360p_at_equal_load": round(
+            pixels["1920x1080"]["fleet_cpu_ms_per_frame"]
+            / pixels["640x360_at_the_1080p_rate"]["fleet_cpu_ms_per_frame"],
+            3,
         ),
         "total_not_above_before": {
             name: [image[name]["total_cpu_ms_per_frame"], pixels[name]["total_cpu_ms_per_frame"]] for name in sizes

@@ -189,9 +189,13 @@ def test_bench_pixels_measures_every_variant_through_the_real_api_tier(tmp_path,
             assert point["fleet_cpu_ms_per_frame"] > 0 and point["api_cpu_ms_per_frame"] > 0
             assert point["requests_per_execute"]["blip_vqa"] >= 1
     assert report["forms"]["pixels"]["640x360"]["wire_bytes_per_frame"] == report["wire_bytes_per_frame"]["pixels"]
+    paced, free = report["forms"]["pixels"]["640x360_at_the_1080p_rate"], report["forms"]["pixels"]["1920x1080"]
+    assert paced["answered"] > 0 and paced["fps"] <= free["fps"] * 1.2 + 1, "paced to the 1080p point's rate"
+    assert report["fleet_intra_op_threads"] == 1
     assert set(report["goals"]) == {
         "fleet_cpu_ms_1080p_at_most_10",
         "fleet_1080p_over_360p_at_most_1.2",
+        "fleet_1080p_over_360p_at_equal_load",
         "total_not_above_before",
         "inf2_ceiling_before_after_1080p",
     }

@@ -35,6 +35,7 @@ NOTES = {
     "API_TOKEN": "the callers' bearer token for POST /v1/frames (required unless --insecure-dev)",
     "API_ADMIN_TOKEN": "the admin bearer token for /admin/* (unset: the admin API answers 403)",
     "DB_URL": "the event store's SQLAlchemy URL (default: SQLite in the working directory; postgresql+psycopg://...)",
+    "MQTT_PASSWORD": "the password of [mqtt] username, for the broker the events are published to",
     "TOKEN_HASH_KEY": "the key of the cameras' token hashes (HMAC-SHA256; else one made and kept in the store)",
     "LOG_LEVEL": "log level of every long-running command: debug, info (default), warning, error",
     "LOG_JSON": "1: one JSON object per log line (python-json-logger), uvicorn's lines and the access line included",

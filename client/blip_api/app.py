@@ -50,6 +50,7 @@ from blip_client.router import Router
 from blip_client.router_config import RouterConfigError
 from blip_contract.version import __version__
 from blip_events.metrics import EventMetrics
+from blip_events.mqtt import MqttPublisher
 from blip_events.service import CameraService
 from blip_events.store import Store
 from blip_events.worker import DeliveryWorker
@@ -117,12 +118,17 @@ def create_app(
         await asyncio.to_thread(store.migrate)
         metrics = EventMetrics(registry, sorted(state.settings.behaviors))
         state.cameras = CameraService(store, state.settings.events, metrics)
+        mqtt = settings.events.mqtt
+        publisher = MqttPublisher(mqtt, settings.mqtt_password) if mqtt.enabled else None
+        worker = DeliveryWorker(store, state.settings.events.webhooks, metrics, publisher)
         background = [
-            asyncio.create_task(DeliveryWorker(store, state.settings.events.webhooks, metrics).run(), name="webhooks"),
+            asyncio.create_task(worker.run(), name="deliveries"),
             asyncio.create_task(retention(state), name="retention"),
         ]
         log.info(
-            "event store %s migrated; webhook worker started", store.engine.url.render_as_string(hide_password=True)
+            "event store %s migrated; delivery worker started (webhooks%s)",
+            store.engine.url.render_as_string(hide_password=True),
+            f", MQTT to {publisher.where}" if publisher else "",
         )
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -134,6 +140,8 @@ def create_app(
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        if publisher is not None:
+            await asyncio.to_thread(publisher.close)
         state.cameras = None
         await asyncio.to_thread(store.close)
         if state.canary is not None:

@@ -165,7 +165,7 @@ async def deliveries(
     delivery_state: Annotated[Literal["pending", "sent", "dead"], Query(alias="state")] = "dead",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    """Webhook deliveries by state: ``dead`` ones gave up after ``[webhooks] give_up_after_s``."""
+    """Deliveries (webhook or MQTT: ``channel``) by state: ``dead`` ones gave up after ``[webhooks] give_up_after_s``."""
     return {"deliveries": await asyncio.to_thread(service(state).store.deliveries, delivery_state, limit)}
 
 

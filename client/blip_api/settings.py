@@ -38,6 +38,7 @@ from blip_events.settings import (
     EventsSection,
     GateSection,
     GateSettings,
+    MqttSection,
     StoreSection,
     WebhooksSection,
 )
@@ -48,6 +49,7 @@ ADMIN_TOKEN_ENV = "BLIP_API_ADMIN_TOKEN"
 # The event store: a SQLAlchemy URL (sqlite:///file, postgresql+psycopg://...), a secret like the tokens.
 DB_URL_ENV = "BLIP_DB_URL"
 TOKEN_HASH_KEY_ENV = "BLIP_TOKEN_HASH_KEY"
+MQTT_PASSWORD_ENV = "BLIP_MQTT_PASSWORD"
 
 DEFAULT_BEHAVIORS = {
     "barking": "Is the dog barking?",
@@ -111,6 +113,7 @@ class ApiFile(Strict):
     gate: GateSection = Field(default_factory=GateSection)
     events: EventsSection = Field(default_factory=EventsSection)
     webhooks: WebhooksSection = Field(default_factory=WebhooksSection)
+    mqtt: MqttSection = Field(default_factory=MqttSection)
     store: StoreSection = Field(default_factory=StoreSection)
     canary: CanarySection | None = Field(None, description="Shadow traffic to a candidate fleet, and its promotion.")
 
@@ -133,7 +136,7 @@ class ApiSettings(_Settings):
         default_factory=lambda: EventDefaults(
             thresholds=dict.fromkeys(DEFAULT_BEHAVIORS, DEFAULT_ALERT_THRESHOLD), questions=dict(DEFAULT_BEHAVIORS)
         ),
-        description="What every camera falls back on: [gate], [events], [cameras], [webhooks], the behaviors.",
+        description="What every camera falls back on: [gate], [events], [cameras], [webhooks], [mqtt], the behaviors.",
     )
     store: StoreSection = Field(default_factory=StoreSection)
     db_url: str = Field(
@@ -142,6 +145,7 @@ class ApiSettings(_Settings):
     token_hash_key: str | None = Field(
         None, description=f"The key of the cameras' token hashes, from {TOKEN_HASH_KEY_ENV}."
     )
+    mqtt_password: str | None = Field(None, description=f"[mqtt] username's password, from {MQTT_PASSWORD_ENV}.")
 
     @model_validator(mode="after")
     def _authenticated(self) -> ApiSettings:
@@ -187,10 +191,12 @@ class ApiSettings(_Settings):
                 events=EventSettings.model_validate(parsed.events.model_dump()),
                 cameras=parsed.cameras,
                 webhooks=parsed.webhooks,
+                mqtt=parsed.mqtt,
             ),
             store=parsed.store,
             db_url=env.get(DB_URL_ENV) or DEFAULT_URL,
             token_hash_key=env.get(TOKEN_HASH_KEY_ENV) or None,
+            mqtt_password=env.get(MQTT_PASSWORD_ENV) or None,
         )
 
     @classmethod

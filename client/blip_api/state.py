@@ -68,6 +68,9 @@ class ApiState:
         if path is None:
             raise ApiError(409, "this API tier was started without a config file; nothing to reload")
         new = ApiSettings.load(path, insecure_dev=self.settings.insecure_dev)
+        if new.events.mqtt != self.settings.events.mqtt:
+            # The broker connection is the delivery worker's, opened at start: a reload would leave it on the old one.
+            raise ApiError(409, "[mqtt] changed: restart the API tier to publish to another broker; nothing reloaded")
         changes = self.router.apply_config(new.router)
         if new.canary != self.settings.canary:
             self.start_canary(new)

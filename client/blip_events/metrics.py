@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from blip_events.settings import Channel
 
 DELIVERY_RESULTS = ("sent", "failed", "retried", "dead")
 EVENT_TRANSITIONS = ("started", "ended")
@@ -24,8 +27,8 @@ class EventMetrics:
         )
         self.deliveries = Counter(
             "blip_deliveries",
-            "Webhook delivery attempts: sent, failed; each failure then retried or dead",
-            ["result"],
+            "Delivery attempts by channel (webhook, mqtt): sent, failed; each failure then retried or dead",
+            ["result", "channel"],
             registry=r,
         )
         self.outbox_age = Gauge(
@@ -38,7 +41,8 @@ class EventMetrics:
             registry=r,
         )
         for result in DELIVERY_RESULTS:
-            self.deliveries.labels(result)
+            for channel in get_args(Channel):
+                self.deliveries.labels(result, channel)
         for behavior in behaviors:
             for transition in EVENT_TRANSITIONS:
                 self.events.labels(behavior, transition)

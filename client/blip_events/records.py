@@ -59,7 +59,8 @@ class EventChange(BaseModel):
 
 
 class WebhookBody(BaseModel):
-    """The JSON a receiver gets; its ``delivery_id`` is the ``Idempotency-Key`` of every attempt."""
+    """The JSON a receiver gets, by webhook or as an MQTT message; its ``delivery_id`` is the ``Idempotency-Key``
+    of every attempt (each channel's delivery has its own)."""
 
     model_config = ConfigDict(extra="forbid")
 

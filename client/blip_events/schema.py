@@ -53,7 +53,8 @@ class Event(Base):
 
 
 class Delivery(Base):
-    """The outbox: a webhook to send, written in the same transaction as the event change it tells of."""
+    """The outbox: a notification to send (to the camera's webhook, or to the MQTT broker), written in the same
+    transaction as the event change it tells of."""
 
     __tablename__ = "deliveries"
     __table_args__ = (Index("ix_deliveries_due", "state", "next_attempt_at"),)
@@ -62,6 +63,7 @@ class Delivery(Base):
     camera_id: Mapped[str] = mapped_column(ForeignKey("cameras.id", ondelete="CASCADE"), index=True)
     event_id: Mapped[str] = mapped_column(String(36))
     kind: Mapped[str] = mapped_column(String(8))
+    channel: Mapped[str] = mapped_column(String(8), server_default="webhook")  # webhook | mqtt
     body: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(8))  # pending | sent | dead
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -239,7 +239,10 @@ class CameraService:
         """Every write of one frame, in its transaction; runs in a worker thread."""
         now = self.clock()
         changes: list[EventChange] = []
-        txn.webhooks = settings.webhook_url is not None  # no receiver, no outbox row
+        # No receiver, no outbox row: the camera's webhook_url, and the [mqtt] broker where one is configured.
+        txn.channels = (("webhook",) if settings.webhook_url is not None else ()) + (
+            ("mqtt",) if self.defaults.mqtt.enabled else ()
+        )
         state.inferred_at = [t for t in state.inferred_at if at - t < BUDGET_WINDOW_S]
         baseline = None  # an inferred frame's thumbnail is the gate's next baseline
         if scored is not None:
@@ -334,7 +337,7 @@ class CameraService:
     ) -> None:
         txn.flush()
         view = event_view(found)
-        if notify and txn.webhooks:
+        if notify and txn.channels:
             txn.outbox(kind, view, now)
         txn.change(kind, view, now)
         changes.append(EventChange(kind=kind, event=view))  # type: ignore[arg-type]

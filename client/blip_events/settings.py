@@ -1,5 +1,5 @@
 """The event layer's settings: the API config's defaults (``[cameras]``, ``[gate]``, ``[events]``, ``[webhooks]``,
-``[store]``) and a camera's own settings, which ``PUT /admin/cameras/{id}`` changes without a restart.
+``[mqtt]``, ``[store]``) and a camera's own settings, which ``PUT /admin/cameras/{id}`` changes without a restart.
 
 A camera's record keeps only what its owner set (``CameraPatch``); what it runs with (``CameraSettings``) is that
 laid over the defaults at each frame, so that a changed default reaches every camera that did not set its own.
@@ -7,7 +7,8 @@ laid over the defaults at each frame, so that a changed default reaches every ca
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, create_model, model_validator
 
@@ -153,6 +154,70 @@ class WebhooksSection(Strict):
         return self
 
 
+MQTT_SCHEMES = {"mqtt": 1883, "mqtts": 8883}
+# Where a delivery goes: the camera's webhook_url, or the [mqtt] broker (the camera's event topic).
+Channel = Literal["webhook", "mqtt"]
+
+
+class MqttSection(Strict):
+    """``[mqtt]``: the events' ``started`` and ``ended`` published to a broker too, from the same outbox as the
+    webhooks (retried with ``[webhooks]``' backoff until the broker acknowledges them). Off without ``url``."""
+
+    url: str | None = Field(
+        None, description="The broker: mqtt://host[:1883] or mqtts://host[:8883] (TLS, the system's CAs); none: off."
+    )
+    username: str | None = Field(None, min_length=1, description="Its password comes from BLIP_MQTT_PASSWORD.")
+    topic_prefix: str = Field(
+        "blip", min_length=1, max_length=128, description="Events go to <topic_prefix>/cameras/<camera_id>/events."
+    )
+    qos: Literal[1, 2] = Field(1, description="1: at least once (a duplicate carries its first one's delivery_id).")
+    keepalive_s: PositiveInteger = Field(60, description="MQTT keep-alive of the connection.")
+    timeout_s: PositiveNumber = Field(10.0, description="A publish the broker has not acknowledged by then is retried.")
+    client_id: str | None = Field(
+        None, min_length=1, max_length=128, description="The client id; none: blip-api-<host>-<pid>, one per process."
+    )
+
+    @model_validator(mode="after")
+    def _valid(self) -> MqttSection:
+        if self.url is not None:
+            parts = urlsplit(self.url)
+            if parts.scheme not in MQTT_SCHEMES or not parts.hostname:
+                raise ValueError(f"mqtt.url {self.url!r} is not mqtt://host[:port] or mqtts://host[:port]")
+            if parts.username or parts.password:
+                raise ValueError(
+                    "mqtt.url carries credentials: set mqtt.username, and the password in BLIP_MQTT_PASSWORD"
+                )
+            if parts.path not in ("", "/") or parts.query or parts.fragment:
+                raise ValueError(f"mqtt.url {self.url!r} has a path, query or fragment: only mqtt[s]://host[:port]")
+            try:
+                parts.port  # noqa: B018 (raises on a port that is no number or out of range)
+            except ValueError as error:
+                raise ValueError(f"mqtt.url {self.url!r}: {error}") from None
+        levels = self.topic_prefix.split("/")
+        if any(not level or "+" in level or "#" in level for level in levels) or "\x00" in self.topic_prefix:
+            raise ValueError(
+                f"mqtt.topic_prefix {self.topic_prefix!r}: topic levels without '+', '#' or empty levels"
+                " (no leading, trailing or double '/')"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None
+
+    @property
+    def broker(self) -> tuple[str, int, bool]:
+        """(host, port, tls) of ``url``."""
+        if self.url is None:
+            raise ValueError("[mqtt] has no url")
+        parts = urlsplit(self.url)
+        return parts.hostname or "", parts.port or MQTT_SCHEMES[parts.scheme], parts.scheme == "mqtts"
+
+    def topic(self, camera_id: str) -> str:
+        """A camera's event topic. Camera ids hold no '/', '+' or '#' (``CAMERA_ID_PATTERN``)."""
+        return f"{self.topic_prefix}/cameras/{camera_id}/events"
+
+
 class StoreSection(Strict):
     """``[store]``: the database. Its URL comes from ``BLIP_DB_URL`` (a secret, like the tokens), else SQLite."""
 
@@ -176,6 +241,7 @@ class EventDefaults(Strict):
     events: EventSettings = Field(default_factory=EventSettings)
     cameras: CamerasSection = Field(default_factory=CamerasSection)
     webhooks: WebhooksSection = Field(default_factory=WebhooksSection)
+    mqtt: MqttSection = Field(default_factory=MqttSection)
 
     def resolve(self, patch: CameraPatch) -> CameraSettings:
         """The camera's settings: each key it set, else the default. A behaviour not configured is refused."""

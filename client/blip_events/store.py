@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import hashlib
 import hmac
-import json
 import secrets
 import threading
 import time
@@ -34,9 +33,9 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from blip_events.records import CameraState, EventView, rfc3339
+from blip_events.records import CameraState, EventView, WebhookBody, rfc3339
 from blip_events.schema import Camera, Change, Delivery, Event, Meta
-from blip_events.settings import CameraPatch
+from blip_events.settings import CameraPatch, Channel
 
 DEFAULT_URL = "sqlite:///blip-events.sqlite3"  # under the working directory: `make api` and `make demo` need nothing
 MIGRATIONS = Path(str(resources.files("blip_events") / "migrations"))
@@ -91,6 +90,7 @@ class Claimed:
     created_at: float
     secret: str
     url: str | None
+    channel: Channel = "webhook"
 
 
 def event_view(row: Event) -> EventView:
@@ -318,7 +318,17 @@ class Store:
                 url = CameraPatch.model_validate(camera.settings).webhook_url if camera else None
                 secret = camera.webhook_secret if camera else ""
                 claimed.append(
-                    Claimed(row.id, row.camera_id, row.kind, row.body, row.attempts, row.created_at, secret, url)
+                    Claimed(
+                        row.id,
+                        row.camera_id,
+                        row.kind,
+                        row.body,
+                        row.attempts,
+                        row.created_at,
+                        secret,
+                        url,
+                        row.channel,  # type: ignore[arg-type]
+                    )
                 )
             return claimed
 
@@ -349,6 +359,7 @@ class Store:
                     "camera_id": r.camera_id,
                     "event_id": r.event_id,
                     "kind": r.kind,
+                    "channel": r.channel,
                     "state": r.state,
                     "attempts": r.attempts,
                     "created_at": rfc3339(r.created_at),
@@ -370,7 +381,8 @@ class FrameTransaction:
 
     def __init__(self, store: Store, session: Session, camera_id: str) -> None:
         self.store, self.session, self.camera_id = store, session, camera_id
-        self.webhooks = True  # whether event changes go to the outbox: the camera has a webhook_url
+        # Where this camera's event changes are delivered: its webhook_url, the [mqtt] broker; none, no outbox row.
+        self.channels: tuple[Channel, ...] = ("webhook",)
 
     def load(self) -> CameraRow | None:
         """The camera's row, locked on PostgreSQL; read as a plain row (no ORM instance: the frame writes it back
@@ -403,27 +415,29 @@ class FrameTransaction:
         self.session.add(row)
         return row
 
-    def outbox(self, kind: str, view: EventView, now: float) -> str:
-        """A delivery of ``kind`` for the event, in this frame's transaction; its id is its idempotency key."""
-        delivery_id = str(uuid.uuid4())
-        body = json.dumps(
-            {"delivery_id": delivery_id, "kind": kind, "camera_id": view.camera_id, "event": view.model_dump()},
-            separators=(",", ":"),
-        )
-        self.session.add(
-            Delivery(
-                id=delivery_id,
-                camera_id=view.camera_id,
-                event_id=view.id,
-                kind=kind,
-                body=body,
-                state="pending",
-                attempts=0,
-                created_at=now,
-                next_attempt_at=now,
+    def outbox(self, kind: str, view: EventView, now: float) -> list[str]:
+        """A delivery of ``kind`` for the event on each of the camera's channels, in this frame's transaction; each
+        id is its delivery's idempotency key."""
+        ids = []
+        for channel in self.channels:
+            delivery_id = str(uuid.uuid4())
+            body = WebhookBody(delivery_id=delivery_id, kind=kind, camera_id=view.camera_id, event=view)  # type: ignore[arg-type]
+            self.session.add(
+                Delivery(
+                    id=delivery_id,
+                    camera_id=view.camera_id,
+                    event_id=view.id,
+                    kind=kind,
+                    channel=channel,
+                    body=body.model_dump_json(),
+                    state="pending",
+                    attempts=0,
+                    created_at=now,
+                    next_attempt_at=now,
+                )
             )
-        )
-        return delivery_id
+            ids.append(delivery_id)
+        return ids
 
     def change(self, kind: str, view: EventView, now: float) -> None:
         self.session.add(Change(camera_id=view.camera_id, kind=kind, body=view.model_dump_json(), at=now))

@@ -1,4 +1,5 @@
-"""The outbox's worker: it claims due deliveries, POSTs them signed, and marks each sent, retried or dead.
+"""The outbox's worker: it claims due deliveries, POSTs them signed (or publishes them to the MQTT broker:
+``blip_events.mqtt``), and marks each sent, retried or dead.
 
 Every connection goes through ``CheckedResolver``, which resolves the webhook's host itself and refuses an internal
 address at connect time (DNS rebinding: the name that was public when the URL was set may not be now). aiohttp, the
@@ -20,6 +21,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from blip_events.metrics import EventMetrics
+from blip_events.mqtt import MqttPublisher
 from blip_events.notify import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
@@ -72,8 +74,11 @@ class CheckedResolver(AbstractResolver):
 class DeliveryWorker:
     """``run`` until cancelled: claim, send, record; bounded per pass by ``batch`` and each send by ``timeout_s``."""
 
-    def __init__(self, store: Store, webhooks: WebhooksSection, metrics: EventMetrics) -> None:
-        self.store, self.webhooks, self.metrics = store, webhooks, metrics
+    def __init__(
+        self, store: Store, webhooks: WebhooksSection, metrics: EventMetrics, mqtt: MqttPublisher | None = None
+    ) -> None:
+        """``mqtt``: the broker's publisher where ``[mqtt]`` is configured; ``[webhooks]``' backoff serves both."""
+        self.store, self.webhooks, self.metrics, self.mqtt = store, webhooks, metrics, mqtt
         self._session: aiohttp.ClientSession | None = None
 
     async def run(self) -> None:
@@ -107,26 +112,31 @@ class DeliveryWorker:
             "blip.kind": item.kind,
             "blip.attempt": item.attempts,
         }
-        with TRACER.start_as_current_span("webhook.deliver", kind=SpanKind.CLIENT, attributes=attributes) as span:
+        name = f"{item.channel}.deliver"  # webhook.deliver, mqtt.deliver
+        with TRACER.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes) as span:
             await self._deliver(item, span)
 
     async def _deliver(self, item: Claimed, span: Span) -> None:
-        error = await self._send(item)
+        if item.channel == "mqtt":
+            error, unsendable = await self._publish(item)
+        else:
+            error, unsendable = await self._send(item), item.url is None
         now = time.time()
         if error is None:
-            self.metrics.deliveries.labels("sent").inc()
+            self.metrics.deliveries.labels("sent", item.channel).inc()
             span.set_attribute("blip.outcome", "sent")
             await asyncio.to_thread(self.store.delivered, item.id, now)
             return
-        dead = now - item.created_at >= self.webhooks.give_up_after_s or item.url is None
+        dead = now - item.created_at >= self.webhooks.give_up_after_s or unsendable
         span.set_attribute("blip.outcome", "dead" if dead else "retried")
         span.set_status(Status(StatusCode.ERROR, error))
-        self.metrics.deliveries.labels("failed").inc()  # every failed attempt; then retried or dead
-        self.metrics.deliveries.labels("dead" if dead else "retried").inc()
+        self.metrics.deliveries.labels("failed", item.channel).inc()  # every failed attempt; then retried or dead
+        self.metrics.deliveries.labels("dead" if dead else "retried", item.channel).inc()
         log.warning(
-            "delivery %s (%s, attempt %d) failed: %s%s",
+            "delivery %s (%s by %s, attempt %d) failed: %s%s",
             item.id,
             item.kind,
+            item.channel,
             item.attempts,
             error,
             " (dead)" if dead else "",
@@ -134,6 +144,13 @@ class DeliveryWorker:
         await asyncio.to_thread(
             self.store.retry_later, item.id, now + retry_delay(item.attempts, self.webhooks), error, dead=dead
         )
+
+    async def _publish(self, item: Claimed) -> tuple[str | None, bool]:
+        """(None, _) once the broker acknowledged the message; else (what went wrong, whether it can never be sent:
+        a delivery written while ``[mqtt]`` was configured, claimed by a process without it)."""
+        if self.mqtt is None:
+            return "this API process has no [mqtt] broker", True
+        return await asyncio.to_thread(self.mqtt.publish, item.camera_id, item.body), False
 
     async def _send(self, item: Claimed) -> str | None:
         """None on a 2xx; else what went wrong, in one line."""

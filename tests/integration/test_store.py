@@ -7,18 +7,22 @@ connections on PostgreSQL (``FOR UPDATE``); concurrent outbox claims never share
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 
-from blip_events.records import EventView
+from blip_events.records import EventView, WebhookBody
 from blip_events.schema import Base, Camera, Delivery, Event
 from blip_events.settings import CameraPatch, GatePatch
-from blip_events.store import Store, event_view
+from blip_events.store import MIGRATIONS, FrameTransaction, Store, event_view
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -43,6 +47,30 @@ def test_the_migrations_create_exactly_the_models_tables_and_run_twice(store) ->
         tables = set(inspect(connection).get_table_names())
     assert diffs == [], diffs
     assert {"cameras", "events", "deliveries", "changes", "meta", "alembic_version"} <= tables
+
+
+def _migrate(store: Store, to: str, *, down: bool = False) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, to)
+
+
+def test_a_delivery_from_before_channels_is_a_webhook_after_the_migration(store) -> None:
+    store.put_camera("cam-1", CameraPatch(webhook_url="https://a.example/h"), rotate=False, grace_s=1)
+    _migrate(store, "0001", down=True)
+    with store.engine.begin() as connection:
+        assert "channel" not in {c["name"] for c in inspect(connection).get_columns("deliveries")}
+        connection.execute(
+            text(
+                "INSERT INTO deliveries (id, camera_id, event_id, kind, body, state, attempts, created_at,"
+                " next_attempt_at) VALUES ('d-1', 'cam-1', 'e-1', 'started', '{}', 'pending', 0, 1.0, 1.0)"
+            )
+        )
+    _migrate(store, "head")
+    (claimed,) = store.claim_due(2.0, 10, lease_s=30)
+    assert (claimed.id, claimed.channel, claimed.url) == ("d-1", "webhook", "https://a.example/h")
 
 
 def test_a_camera_keeps_only_a_keyed_hash_of_its_token(store) -> None:
@@ -96,6 +124,17 @@ def _event(txn, camera_id: str, at: float, behavior: str = "barking"):
 
 def _view(row: Event) -> EventView:
     return event_view(row)
+
+
+@contextlib.contextmanager
+def _frame_with_event(store: Store, camera_id: str = "cam-1") -> Iterator[tuple[FrameTransaction, Event]]:
+    """A camera with a webhook_url, and a frame's transaction holding one new event: what the outbox tests write to."""
+    store.put_camera(camera_id, CameraPatch(webhook_url="https://a.example/h"), rotate=False, grace_s=1)
+    with store.frame(camera_id) as txn:
+        txn.load()
+        row = _event(txn, camera_id, 100.0)
+        txn.flush()
+        yield txn, row
 
 
 def test_deleting_a_camera_deletes_its_events_changes_and_deliveries(store) -> None:
@@ -167,11 +206,7 @@ def test_a_cameras_frames_serialize_on_its_row_lock(store) -> None:
 
 
 def test_concurrent_claims_never_share_a_delivery_and_a_lease_hides_a_claimed_one(store) -> None:
-    store.put_camera("cam-1", CameraPatch(webhook_url="https://a.example/h"), rotate=False, grace_s=1)
-    with store.frame("cam-1") as txn:
-        txn.load()
-        row = _event(txn, "cam-1", 100.0)
-        txn.flush()
+    with _frame_with_event(store) as (txn, row):
         for _ in range(40):
             txn.outbox("started", _view(row), 100.0)
         txn.commit()
@@ -196,16 +231,12 @@ def test_concurrent_claims_never_share_a_delivery_and_a_lease_hides_a_claimed_on
 
 
 def test_a_delivery_is_sent_retried_or_dead(store) -> None:
-    store.put_camera("cam-1", CameraPatch(webhook_url="https://a.example/h"), rotate=False, grace_s=1)
-    with store.frame("cam-1") as txn:
-        txn.load()
-        row = _event(txn, "cam-1", 100.0)
-        txn.flush()
-        ids = [txn.outbox(kind, _view(row), 100.0) for kind in ("started", "ended", "started")]
+    with _frame_with_event(store) as (txn, row):
+        ids = [id_ for kind in ("started", "ended", "started") for id_ in txn.outbox(kind, _view(row), 100.0)]
         txn.commit()
     assert store.oldest_pending() == 100.0
     (a, b, c) = sorted(store.claim_due(100.0, 10, lease_s=30), key=lambda d: ids.index(d.id))
-    assert (a.url, a.attempts) == ("https://a.example/h", 1) and a.secret
+    assert (a.url, a.attempts, a.channel) == ("https://a.example/h", 1, "webhook") and a.secret
     store.delivered(a.id, 101.0)
     store.retry_later(b.id, 103.0, "HTTP 500")
     store.retry_later(c.id, 0.0, "HTTP 500", dead=True)
@@ -213,6 +244,21 @@ def test_a_delivery_is_sent_retried_or_dead(store) -> None:
     assert [d["id"] for d in store.deliveries("sent")] == [a.id]
     (again,) = store.claim_due(103.0, 10, lease_s=30)
     assert again.id == b.id and again.attempts == 2
+
+
+def test_each_channel_gets_its_own_delivery_of_one_change(store) -> None:
+    with _frame_with_event(store) as (txn, row):
+        txn.channels = ("webhook", "mqtt")
+        webhook_id, mqtt_id = txn.outbox("started", _view(row), 100.0)
+        txn.channels = ()
+        assert txn.outbox("ended", _view(row), 100.0) == [], "no channel, no outbox row"
+        txn.commit()
+    claimed = {d.channel: d for d in store.claim_due(100.0, 10, lease_s=30)}
+    assert (claimed["webhook"].id, claimed["mqtt"].id) == (webhook_id, mqtt_id)
+    bodies = {channel: WebhookBody.model_validate_json(d.body) for channel, d in claimed.items()}
+    assert {channel: b.delivery_id for channel, b in bodies.items()} == {"webhook": webhook_id, "mqtt": mqtt_id}
+    assert bodies["webhook"].event == bodies["mqtt"].event == _view(row)
+    assert {d["channel"] for d in store.deliveries("pending")} == {"webhook", "mqtt"}
 
 
 def test_retention_deletes_old_ended_events_only(store) -> None:

@@ -331,6 +331,7 @@ def test_the_api_tier_reads_tokens_from_a_secret_and_no_manifest_holds_one() -> 
         # The replicas share one PostgreSQL: its URL (with its password) and the token-hash key are secrets too.
         "BLIP_DB_URL": "blip-api-db",
         "BLIP_TOKEN_HASH_KEY": "blip-api-db",
+        "BLIP_MQTT_PASSWORD": "blip-api-mqtt",  # optional: only where [mqtt] names a broker with a username
     }
     db_url = next(e for e in main["env"] if e["name"] == "BLIP_DB_URL")
     assert not db_url["valueFrom"]["secretKeyRef"].get("optional"), "required: no replica falls back on SQLite"

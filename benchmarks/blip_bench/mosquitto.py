@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import getpass
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -56,8 +57,18 @@ class Broker:
                 time.sleep(0.05)
         raise TimeoutError(f"mosquitto not listening on {self.port} in {timeout_s:g}s")
 
+    def pause(self) -> None:
+        """SIGSTOP: its connections stay open and nothing is answered, as a broker that hangs."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            self.resume()  # a paused broker would not act on SIGTERM
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)

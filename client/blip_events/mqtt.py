@@ -10,10 +10,12 @@ the webhooks': a message the broker received but whose acknowledgement was lost 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -24,13 +26,17 @@ log = logging.getLogger(__name__)
 
 
 class MqttPublisher:
-    """``publish`` blocks until the broker acknowledges the message or ``timeout_s`` passes: call it in a worker
-    thread. ``close`` ends the connection."""
+    """``publish`` waits until the broker acknowledges the message or ``timeout_s`` passes. ``close`` ends the
+    connection."""
 
-    def __init__(self, section: MqttSection, password: str | None = None) -> None:
+    def __init__(self, section: MqttSection, password: str | None = None, concurrency: int = 32) -> None:
+        """``concurrency``: publishes awaiting their acknowledgement at once (the worker's claim batch). They wait in
+        threads of their own: a slow broker must not hold the event loop's default pool, which every frame's store
+        hop uses."""
         host, port, tls = section.broker
         self.section = section
         self._connected = threading.Event()
+        self._waiting = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="mqtt-publish")
         client_id = section.client_id or f"blip-api-{socket.gethostname()}-{os.getpid()}"
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
         if section.username is not None:
@@ -60,8 +66,11 @@ class MqttPublisher:
             log.warning("MQTT broker %s disconnected: %s", self.where, reason)
         self._connected.clear()
 
-    def publish(self, camera_id: str, body: str) -> str | None:
+    async def publish(self, camera_id: str, body: str) -> str | None:
         """None once the broker has acknowledged ``body`` on the camera's topic; else what went wrong, in one line."""
+        return await asyncio.get_running_loop().run_in_executor(self._waiting, self._publish, camera_id, body)
+
+    def _publish(self, camera_id: str, body: str) -> str | None:
         if not self._connected.is_set():
             return f"MQTT broker {self.where} is not connected"
         info = self.client.publish(self.section.topic(camera_id), body.encode(), qos=self.section.qos, retain=False)
@@ -78,3 +87,4 @@ class MqttPublisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        self._waiting.shutdown(wait=False, cancel_futures=True)

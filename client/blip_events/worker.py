@@ -150,7 +150,7 @@ class DeliveryWorker:
         a delivery written while ``[mqtt]`` was configured, claimed by a process without it)."""
         if self.mqtt is None:
             return "this API process has no [mqtt] broker", True
-        return await asyncio.to_thread(self.mqtt.publish, item.camera_id, item.body), False
+        return await self.mqtt.publish(item.camera_id, item.body), False
 
     async def _send(self, item: Claimed) -> str | None:
         """None on a 2xx; else what went wrong, in one line."""

@@ -1,5 +1,5 @@
-"""MQTT delivery end to end (``blip_events.mqtt``): the API tier in process, its router on the session's real
-Triton, the event store on SQLite, a real mosquitto on loopback, and a real Paho subscriber with a persistent
+"""MQTT delivery end to end (``blip_events.mqtt``): the API tier in process, its router on a real Triton (one
+layout: delivery does not depend on it), the event store on SQLite, a real mosquitto on loopback, and a real Paho subscriber with a persistent
 session. Each event's ``started`` and ``ended`` reach the camera's topic, acknowledged by the broker before the
 outbox marks them sent; while the broker is down nothing is lost: the deliveries wait and go once it is back."""
 
@@ -82,13 +82,13 @@ def watched(api, camera_id: str) -> dict[str, str]:
     return camera(api, camera_id, behaviors=LOW, events={"cutoff_s": 1, "cooldown_s": 0}, gate={"max_age_s": 0.5})
 
 
-def mqtt_app(triton_url: str, tmp_path, broker_url: str):
+def mqtt_app(triton_url: str, tmp_path, broker_url: str, timeout_s: float = 2.0, poll_interval_s: float = 0.1):
     settings = ApiSettings.from_dict(
         {
             "router": {"probe_interval_s": 60.0, "request_timeout_s": 20.0},
             "backends": {"fleet": {"url": triton_url}},
-            "webhooks": {"first_retry_s": 0.5, "poll_interval_s": 0.1},
-            "mqtt": {"url": broker_url, "topic_prefix": "home/blip", "timeout_s": 2.0},
+            "webhooks": {"first_retry_s": 0.5, "poll_interval_s": poll_interval_s},
+            "mqtt": {"url": broker_url, "topic_prefix": "home/blip", "timeout_s": timeout_s},
         },
         env={
             "BLIP_API_TOKEN": "frames-token",
@@ -117,9 +117,9 @@ def deliveries(api, camera_id: str) -> list[Delivery]:
 
 
 def test_events_are_published_to_the_camera_topic_once_the_broker_acknowledges(
-    triton, tmp_path, broker, subscriber
+    colocated_fleet, tmp_path, broker, subscriber
 ) -> None:
-    with TestClient(mqtt_app(triton.http_url, tmp_path, broker.url)) as api:
+    with TestClient(mqtt_app(colocated_fleet.http_url, tmp_path, broker.url)) as api:
         event_id = one_event(api, "cam-mqtt", watched(api, "cam-mqtt"), time.time() - 100)
         subscriber.wait_for(2)
         assert subscriber.kinds() == ["ended", "started"]
@@ -134,8 +134,8 @@ def test_events_are_published_to_the_camera_topic_once_the_broker_acknowledges(
     assert {body.delivery_id for _, body in subscriber.messages} == {r.id for r in rows}
 
 
-def test_a_broker_that_is_down_loses_nothing(triton, tmp_path, broker, subscriber) -> None:
-    with TestClient(mqtt_app(triton.http_url, tmp_path, broker.url)) as api:
+def test_a_broker_that_is_down_loses_nothing(colocated_fleet, tmp_path, broker, subscriber) -> None:
+    with TestClient(mqtt_app(colocated_fleet.http_url, tmp_path, broker.url)) as api:
         token = watched(api, "cam-down")
         broker.stop()
         one_event(api, "cam-down", token, time.time() - 100)
@@ -152,6 +152,36 @@ def test_a_broker_that_is_down_loses_nothing(triton, tmp_path, broker, subscribe
         while {r.state for r in deliveries(api, "cam-down")} != {"sent"} and time.monotonic() < deadline:
             time.sleep(0.1)
         assert {r.state for r in deliveries(api, "cam-down")} == {"sent"}
+
+
+def test_a_broker_that_hangs_holds_no_frame(colocated_fleet, tmp_path, broker, subscriber) -> None:
+    """Publishes waiting on an acknowledgement that does not come wait in the publisher's own threads: the frames'
+    store hops (the event loop's default pool) go on."""
+    # The worker looks for due deliveries every 3 s here, so that it claims the 8 events' deliveries in one batch.
+    with TestClient(
+        mqtt_app(colocated_fleet.http_url, tmp_path, broker.url, timeout_s=8.0, poll_interval_s=3.0)
+    ) as api:
+        cameras = {f"cam-hang-{i}": watched(api, f"cam-hang-{i}") for i in range(8)}
+        frames, start = static_noise(SAMPLE, seconds=10).frames, time.time() - 100
+        broker.pause()
+        for camera_id, token in cameras.items():  # 8 events start: 8 publishes will wait on the hung broker
+            for i in range(4):
+                post(api, camera_id, token, frames[i], start + i * 0.5).raise_for_status()
+        claimed = [r for c in cameras for r in deliveries(api, c) if r.attempts]
+        deadline = time.monotonic() + 10
+        while len(claimed) < 8 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            claimed = [r for c in cameras for r in deliveries(api, c) if r.attempts]
+        assert len(claimed) == 8, "the worker claimed the 8 deliveries: their publishes wait"
+        camera_id, token = next(iter(cameras.items()))
+        for i in range(4, 12):
+            began = time.monotonic()
+            post(api, camera_id, token, frames[i], start + i * 0.5).raise_for_status()
+            took = time.monotonic() - began
+            assert took < 4.0, f"frame {i} waited {took:.1f} s behind the hung broker's publishes"
+        broker.resume()
+        subscriber.wait_for(8, timeout_s=30)
+        assert subscriber.kinds() == ["started"] * 8
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, update
+from sqlalchemy import Engine, bindparam, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from blip_events.records import CameraState, EventView, WebhookBody, rfc3339
@@ -76,6 +76,20 @@ class CameraRow:
 
 
 CAMERA_ROW_FIELDS = tuple(field.name for field in dataclasses.fields(CameraRow))
+# Every frame reads and writes its camera's row: the two statements are built once, and run on the session's
+# connection, past the ORM's execution layer (they touch no ORM instance).
+_CAMERAS = Camera.__table__
+_LOAD_CAMERA = (
+    select(*(_CAMERAS.c[name] for name in CAMERA_ROW_FIELDS))
+    .where(_CAMERAS.c.id == bindparam("camera_id"))
+    .with_for_update()
+)
+_SAVE_STATE = update(_CAMERAS).where(_CAMERAS.c.id == bindparam("camera_id")).values(state=bindparam("state"))
+_SAVE_STATE_AND_THUMBNAIL = _SAVE_STATE.values(
+    thumbnail=bindparam("thumbnail"),
+    thumbnail_width=bindparam("thumbnail_width"),
+    thumbnail_height=bindparam("thumbnail_height"),
+)
 
 
 @dataclass(frozen=True)
@@ -387,10 +401,7 @@ class FrameTransaction:
     def load(self) -> CameraRow | None:
         """The camera's row, locked on PostgreSQL; read as a plain row (no ORM instance: the frame writes it back
         with ``save_camera``)."""
-        table = Camera.__table__
-        found = self.session.execute(
-            select(*(table.c[name] for name in CAMERA_ROW_FIELDS)).where(table.c.id == self.camera_id).with_for_update()
-        ).one_or_none()
+        found = self.session.connection().execute(_LOAD_CAMERA, {"camera_id": self.camera_id}).one_or_none()
         return None if found is None else CameraRow(*found)
 
     def pause(self) -> None:
@@ -402,10 +413,11 @@ class FrameTransaction:
     def save_camera(self, state: dict[str, Any], thumbnail: tuple[bytes, int, int] | None) -> None:
         """The camera's state (and the new baseline thumbnail of an inferred frame) as one UPDATE, without the
         ORM's change tracking of the row: every frame writes it, most frames write nothing else."""
-        values: dict[str, Any] = {"state": state}
+        values: dict[str, Any] = {"camera_id": self.camera_id, "state": state}
         if thumbnail is not None:
             values["thumbnail"], values["thumbnail_width"], values["thumbnail_height"] = thumbnail
-        self.session.execute(update(Camera.__table__).where(Camera.__table__.c.id == self.camera_id).values(values))
+        statement = _SAVE_STATE if thumbnail is None else _SAVE_STATE_AND_THUMBNAIL
+        self.session.connection().execute(statement, values)
 
     def event(self, event_id: str) -> Event | None:
         return self.session.get(Event, event_id)

@@ -308,14 +308,17 @@ class Store:
 
     # ---- the outbox --------------------------------------------------------------------------------------------
 
-    def claim_due(self, now: float, limit: int, lease_s: float) -> list[Claimed]:
-        """Pending deliveries due by ``now``, each leased for ``lease_s`` (its next attempt moved past the lease),
-        skipping rows another worker holds."""
+    def claim_due(
+        self, now: float, limit: int, lease_s: float, channels: tuple[Channel, ...] = ("webhook", "mqtt")
+    ) -> list[Claimed]:
+        """Pending deliveries on ``channels`` due by ``now``, each leased for ``lease_s`` (its next attempt moved
+        past the lease), skipping rows another worker holds. A worker claims only the channels it can send: a
+        replica without ``[mqtt]`` leaves MQTT deliveries to one with it (they wait, and the outbox age shows it)."""
         with self._claiming, self.session() as session, session.begin():
             rows = list(
                 session.execute(
                     select(Delivery)
-                    .where(Delivery.state == "pending", Delivery.next_attempt_at <= now)
+                    .where(Delivery.state == "pending", Delivery.next_attempt_at <= now, Delivery.channel.in_(channels))
                     .order_by(Delivery.next_attempt_at)
                     .limit(limit)
                     .with_for_update(skip_locked=True)

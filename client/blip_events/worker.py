@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import socket
 import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -31,7 +32,7 @@ from blip_events.notify import (
     retry_delay,
     sign,
 )
-from blip_events.settings import WebhooksSection
+from blip_events.settings import Channel, WebhooksSection
 from blip_events.store import Claimed, Store
 
 log = logging.getLogger("blip_events.worker")
@@ -78,8 +79,12 @@ class DeliveryWorker:
         self, store: Store, webhooks: WebhooksSection, metrics: EventMetrics, mqtt: MqttPublisher | None = None
     ) -> None:
         """``mqtt``: the broker's publisher where ``[mqtt]`` is configured; ``[webhooks]``' backoff serves both."""
-        self.store, self.webhooks, self.metrics, self.mqtt = store, webhooks, metrics, mqtt
+        self.store, self.webhooks, self.metrics = store, webhooks, metrics
         self._session: aiohttp.ClientSession | None = None
+        # What each channel's delivery is sent by: the channels this worker claims, and no others.
+        self._senders: dict[Channel, Callable[[Claimed], Awaitable[str | None]]] = {"webhook": self._send}
+        if mqtt is not None:
+            self._senders["mqtt"] = lambda item: mqtt.publish(item.camera_id, item.body)
 
     async def run(self) -> None:
         connector = aiohttp.TCPConnector(resolver=CheckedResolver(self.webhooks.allow_insecure), limit=64)
@@ -98,7 +103,9 @@ class DeliveryWorker:
     async def pass_once(self) -> int:
         """One claim and its sends; returns how many deliveries were attempted."""
         now = time.time()
-        claimed = await asyncio.to_thread(self.store.claim_due, now, self.webhooks.batch, self.webhooks.lease_s)
+        claimed = await asyncio.to_thread(
+            self.store.claim_due, now, self.webhooks.batch, self.webhooks.lease_s, tuple(self._senders)
+        )
         if claimed:
             await asyncio.gather(*(self._attempt(item) for item in claimed))
         oldest = await asyncio.to_thread(self.store.oldest_pending)
@@ -117,17 +124,17 @@ class DeliveryWorker:
             await self._deliver(item, span)
 
     async def _deliver(self, item: Claimed, span: Span) -> None:
-        if item.channel == "mqtt":
-            error, unsendable = await self._publish(item)
-        else:
-            error, unsendable = await self._send(item), item.url is None
+        error = await self._senders[item.channel](item)
         now = time.time()
         if error is None:
             self.metrics.deliveries.labels("sent", item.channel).inc()
             span.set_attribute("blip.outcome", "sent")
             await asyncio.to_thread(self.store.delivered, item.id, now)
             return
-        dead = now - item.created_at >= self.webhooks.give_up_after_s or unsendable
+        # A webhook whose camera no longer has a URL can never be sent: dead at once.
+        dead = now - item.created_at >= self.webhooks.give_up_after_s or (
+            item.channel == "webhook" and item.url is None
+        )
         span.set_attribute("blip.outcome", "dead" if dead else "retried")
         span.set_status(Status(StatusCode.ERROR, error))
         self.metrics.deliveries.labels("failed", item.channel).inc()  # every failed attempt; then retried or dead
@@ -144,13 +151,6 @@ class DeliveryWorker:
         await asyncio.to_thread(
             self.store.retry_later, item.id, now + retry_delay(item.attempts, self.webhooks), error, dead=dead
         )
-
-    async def _publish(self, item: Claimed) -> tuple[str | None, bool]:
-        """(None, _) once the broker acknowledged the message; else (what went wrong, whether it can never be sent:
-        a delivery written while ``[mqtt]`` was configured, claimed by a process without it)."""
-        if self.mqtt is None:
-            return "this API process has no [mqtt] broker", True
-        return await self.mqtt.publish(item.camera_id, item.body), False
 
     async def _send(self, item: Claimed) -> str | None:
         """None on a 2xx; else what went wrong, in one line."""

@@ -253,7 +253,9 @@ def test_each_channel_gets_its_own_delivery_of_one_change(store) -> None:
         txn.channels = ()
         assert txn.outbox("ended", _view(row), 100.0) == [], "no channel, no outbox row"
         txn.commit()
-    claimed = {d.channel: d for d in store.claim_due(100.0, 10, lease_s=30)}
+    (webhook_only,) = store.claim_due(100.0, 10, lease_s=30, channels=("webhook",))
+    assert webhook_only.id == webhook_id, "a worker without [mqtt] leaves the MQTT delivery to one that has it"
+    claimed = {d.channel: d for d in store.claim_due(200.0, 10, lease_s=30)}
     assert (claimed["webhook"].id, claimed["mqtt"].id) == (webhook_id, mqtt_id)
     bodies = {channel: WebhookBody.model_validate_json(d.body) for channel, d in claimed.items()}
     assert {channel: b.delivery_id for channel, b in bodies.items()} == {"webhook": webhook_id, "mqtt": mqtt_id}

@@ -24,13 +24,12 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from blip_events.notify import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify
-from blip_events.records import EventView, FrameOutcome, WebhookBody
+from blip_events.records import EventView, FrameOutcome, WebhookBody, rfc3339
 from blip_images.clips import Clip, object_enters
 from blip_serving.triton.process import free_port
 
@@ -133,10 +132,6 @@ def call(method: str, url: str, body: bytes | None = None, headers: dict[str, st
         return error.code, error.read()
     except OSError:
         return 0, b""
-
-
-def rfc3339(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def put_camera(api: Api, settings: dict[str, Any]) -> dict[str, Any]:

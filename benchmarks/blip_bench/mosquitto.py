@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from blip_bench.stack import stop_process
 from blip_serving.triton.process import free_port
 
 
@@ -67,14 +68,9 @@ class Broker:
             self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None:
             self.resume()  # a paused broker would not act on SIGTERM
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, 10)
         self.process = None
 
 

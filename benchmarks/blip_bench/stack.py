@@ -30,7 +30,8 @@ TOKEN, ADMIN_TOKEN = "camera-token", "admin-token"
 AUTH, ADMIN = {"Authorization": f"Bearer {TOKEN}"}, {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-def _stop(process: subprocess.Popen, timeout_s: float) -> None:
+def stop_process(process: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL after ``timeout_s``: every process a benchmark or test starts stops this way."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -73,7 +74,7 @@ class ApiProcess:
         return httpx.get(f"{self.url}/admin/backends", headers=ADMIN, timeout=5).json()
 
     def stop(self) -> None:
-        _stop(self.process, 20)
+        stop_process(self.process, 20)
 
 
 def write_api_config(
@@ -220,4 +221,4 @@ class Fleet:
 
     def stop(self) -> None:
         if self.process is not None:
-            _stop(self.process, 60)
+            stop_process(self.process, 60)

@@ -119,9 +119,9 @@ def create_app(
         metrics = EventMetrics(registry, sorted(state.settings.behaviors))
         state.cameras = CameraService(store, state.settings.events, metrics)
         mqtt = settings.events.mqtt
-        webhooks = state.settings.events.webhooks
-        publisher = MqttPublisher(mqtt, settings.mqtt_password, webhooks.batch) if mqtt.enabled else None
-        worker = DeliveryWorker(store, webhooks, metrics, publisher)
+        batch = state.settings.events.webhooks.batch
+        publisher = MqttPublisher(mqtt, settings.mqtt_password, batch) if mqtt.enabled else None
+        worker = DeliveryWorker(store, lambda: state.settings.events.webhooks, metrics, publisher)
         background = [
             asyncio.create_task(worker.run(), name="deliveries"),
             asyncio.create_task(retention(state), name="retention"),

@@ -4,6 +4,9 @@
 Every connection goes through ``CheckedResolver``, which resolves the webhook's host itself and refuses an internal
 address at connect time (DNS rebinding: the name that was public when the URL was set may not be now). aiohttp, the
 HTTP client the project already has (tritonclient's), does the rest.
+
+The worker reads ``[webhooks]`` where the settings in force are, at every use: a reload that changes the backoff,
+the give-up age, the timeout or ``allow_insecure`` applies to the next pass and the next connection.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ TRACER = trace.get_tracer("blip_events.worker")
 class CheckedResolver(AbstractResolver):
     """Resolve as the OS does, and refuse the name if any address it gives is internal."""
 
-    def __init__(self, allow_insecure: bool) -> None:
+    def __init__(self, allow_insecure: Callable[[], bool]) -> None:
+        """``allow_insecure``: read at each resolution, so that a reload turning it off holds for the next one."""
         self.allow_insecure = allow_insecure
 
     async def resolve(
@@ -54,7 +58,7 @@ class CheckedResolver(AbstractResolver):
         results: list[ResolveResult] = []
         for fam, _, proto, _, address in infos:
             ip = str(address[0])
-            if not address_allowed(ip, self.allow_insecure):
+            if not address_allowed(ip, self.allow_insecure()):
                 raise OSError(f"{host} resolves to {ip}, an internal address: no webhook is sent there")
             results.append(
                 {
@@ -76,20 +80,28 @@ class DeliveryWorker:
     """``run`` until cancelled: claim, send, record; bounded per pass by ``batch`` and each send by ``timeout_s``."""
 
     def __init__(
-        self, store: Store, webhooks: WebhooksSection, metrics: EventMetrics, mqtt: MqttPublisher | None = None
+        self,
+        store: Store,
+        webhooks: Callable[[], WebhooksSection],
+        metrics: EventMetrics,
+        mqtt: MqttPublisher | None = None,
     ) -> None:
-        """``mqtt``: the broker's publisher where ``[mqtt]`` is configured; ``[webhooks]``' backoff serves both."""
-        self.store, self.webhooks, self.metrics = store, webhooks, metrics
+        """``webhooks``: the ``[webhooks]`` in force (a reload swaps it); ``mqtt``: the broker's publisher where
+        ``[mqtt]`` is configured. ``[webhooks]``' backoff serves both."""
+        self.store, self._webhooks, self.metrics = store, webhooks, metrics
         self._session: aiohttp.ClientSession | None = None
         # What each channel's delivery is sent by: the channels this worker claims, and no others.
         self._senders: dict[Channel, Callable[[Claimed], Awaitable[str | None]]] = {"webhook": self._send}
         if mqtt is not None:
             self._senders["mqtt"] = lambda item: mqtt.publish(item.camera_id, item.body)
 
+    @property
+    def webhooks(self) -> WebhooksSection:
+        return self._webhooks()
+
     async def run(self) -> None:
-        connector = aiohttp.TCPConnector(resolver=CheckedResolver(self.webhooks.allow_insecure), limit=64)
-        timeout = aiohttp.ClientTimeout(total=self.webhooks.timeout_s)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        connector = aiohttp.TCPConnector(resolver=CheckedResolver(lambda: self.webhooks.allow_insecure), limit=64)
+        async with aiohttp.ClientSession(connector=connector) as session:
             self._session = session
             while True:
                 try:
@@ -172,7 +184,10 @@ class DeliveryWorker:
             "User-Agent": "blip-events-webhooks/1",
         }
         try:
-            async with self._session.post(item.url, data=body, headers=headers, allow_redirects=False) as response:
+            timeout = aiohttp.ClientTimeout(total=self.webhooks.timeout_s)
+            async with self._session.post(
+                item.url, data=body, headers=headers, allow_redirects=False, timeout=timeout
+            ) as response:
                 await response.read()
                 if 200 <= response.status < 300:
                     return None

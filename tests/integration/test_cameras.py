@@ -249,3 +249,46 @@ def test_a_deleted_camera_takes_its_events_and_token_with_it(api) -> None:
     assert api.get("/v1/cameras/cam-gone/events", headers=ADMIN).json()["events"] == []
     assert post(api, "cam-gone", token, frame).status_code == 401
     assert api.delete("/admin/cameras/cam-gone", headers=ADMIN).status_code == 404
+
+
+def test_a_reload_reaches_the_delivery_worker(triton, tmp_path, monkeypatch) -> None:
+    """``[webhooks]`` changed by ``/admin/reload`` holds for deliveries already retrying: a receiver that always
+    fails, then ``give_up_after_s`` lowered, and the pending delivery is dead at its next attempt."""
+    path = tmp_path / "api.toml"
+    config = (
+        f'[router]\nprobe_interval_s = 60.0\n[backends.fleet]\nurl = "{triton.http_url}"\n'
+        "[webhooks]\nallow_insecure = true\nfirst_retry_s = 0.2\nmax_backoff_s = 0.4\npoll_interval_s = 0.1\n"
+        "give_up_after_s = 3600.0\n"
+    )
+    path.write_text(config)
+    for name, value in {
+        "BLIP_API_TOKEN": "frames-token",
+        "BLIP_API_ADMIN_TOKEN": "admin-token",
+        "BLIP_DB_URL": f"sqlite:///{tmp_path / 'events.sqlite3'}",
+    }.items():
+        monkeypatch.setenv(name, value)  # a reload reads the environment again
+    with Receiver(fail_every=1) as failing, TestClient(create_app(ApiSettings.load(path))) as api:
+        token = camera(
+            api,
+            "cam-reload",
+            behaviors={"barking": {"enter": 0.001, "exit": 0.001}},
+            gate={"max_age_s": 0.5},
+            webhook_url=failing.url,
+        )
+        frames = static_noise(SAMPLE, seconds=3).frames
+        start = time.time() - 100
+        outcomes = [post(api, "cam-reload", token, frames[i], start + i * 0.5).json() for i in range(4)]
+        assert any(c["kind"] == "started" for o in outcomes for c in o["events"]), outcomes
+        deadline = time.monotonic() + 10
+        while len(failing.all()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(failing.all()) >= 2, "the delivery is retried while the receiver fails"
+        dead = "/admin/deliveries?state=dead"
+        assert api.get(dead, headers=ADMIN).json()["deliveries"] == []
+        path.write_text(config.replace("give_up_after_s = 3600.0", "give_up_after_s = 0.5"))
+        assert api.post("/admin/reload", headers=ADMIN).status_code == 200
+        deadline = time.monotonic() + 10
+        while not api.get(dead, headers=ADMIN).json()["deliveries"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (given_up,) = api.get(dead, headers=ADMIN).json()["deliveries"]
+        assert given_up["camera_id"] == "cam-reload" and given_up["kind"] == "started", given_up

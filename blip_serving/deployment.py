@@ -28,8 +28,12 @@ class Deployment(BaseModel):
     intra_op_threads: int = Field(
         0, ge=0, description="Threads per instance; 0: the machine's cores shared evenly, decided where it loads."
     )
+    # Measured with `make bench-pixels` (random-host, colocated, pixels through the API tier, 8 callers, two runs
+    # each, 2026-12-07): 0 us gave 1.16-1.17 requests per execute at 1080p and 6.6-6.9 fleet CPU-ms a frame, 4000
+    # gave 1.58-1.60 and 5.6-6.2 (360p: 1.80-1.85 -> 2.14-2.23 per execute). The price is at most 4 ms a frame at
+    # low load, against a camera's 500 ms between frames; a preferred size (4, 8) ends the wait early.
     max_queue_delay_us: int = Field(
-        0,
+        4000,
         ge=0,
         description="How long a model that callers feed (image encoder, colocated blip_vqa) may hold a frame to "
         "fill a batch; 0 takes what is queued.",

@@ -174,13 +174,15 @@ def test_host_section_measures_cpu_by_process_and_requests_per_execute(tmp_path,
 def test_bench_pixels_measures_every_variant_through_the_real_api_tier(tmp_path, capsys) -> None:
     out = tmp_path / "pixels.json"
     args = ["--model", "random-tiny", "--workspace", str(tmp_path / "ws"), "--out", str(out)]
-    assert pixels.main([*args, "--concurrency", "2", "--seconds", "1", "--in-process-frames", "2"]) == 0
+    assert (
+        pixels.main([*args, "--concurrency", "2", "--seconds", "2", "--rounds", "2", "--in-process-frames", "2"]) == 0
+    )
     report = json.loads(out.read_text())
     assert list(report["forms"]) == ["before", "image", "pixels"]
-    assert [(v["send"], v["malloc_trim"]) for v in report["forms"].values()] == [
-        ("image", "execute"),
-        ("image", "always"),
-        ("pixels", "always"),
+    assert [(v["send"], v["malloc_trim"], v["max_queue_delay_us"]) for v in report["forms"].values()] == [
+        ("image", "execute", 0),
+        ("image", "always", 4000),
+        ("pixels", "always", 4000),
     ]
     for variant in report["forms"].values():
         for size in ("1920x1080", "640x360"):
@@ -192,6 +194,10 @@ def test_bench_pixels_measures_every_variant_through_the_real_api_tier(tmp_path,
     paced, free = report["forms"]["pixels"]["640x360_at_the_1080p_rate"], report["forms"]["pixels"]["1920x1080"]
     assert paced["answered"] > 0 and paced["fps"] <= free["fps"] * 1.2 + 1, "paced to the 1080p point's rate"
     assert report["fleet_intra_op_threads"] == 1
+    # The points took turns: two windows each, and the 1080p/360p ratio of each window beside the sums'.
+    assert report["windows_per_point"] == 2 and all(v["640x360"]["windows"] == 2 for v in report["forms"].values())
+    assert len(report["forms"]["pixels"]["fleet_1080p_over_360p_by_window"]) == 2
+    assert len(report["forms"]["pixels"]["fleet_1080p_over_360p_at_equal_load_by_window"]) == 2
     assert set(report["goals"]) == {
         "fleet_cpu_ms_1080p_at_most_10",
         "fleet_1080p_over_360p_at_most_1.2",

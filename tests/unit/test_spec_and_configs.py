@@ -102,6 +102,10 @@ def test_every_python_model_batches_frames_with_the_dynamic_batcher(model) -> No
     assert config.parameters["stub_processes"].string_value == "3"
     colocated = python_model_config(spec, names.PUBLIC_MODEL, "cpu", "x", deployment.replaced(layout="colocated"))
     assert colocated.dynamic_batching.max_queue_delay_microseconds == 0
+    waiting = python_model_config(spec, names.PUBLIC_MODEL, "cpu", "x", Deployment(layout="colocated"))
+    # By default a model that callers feed waits too (4 ms), and a preferred size ends its wait early.
+    assert waiting.dynamic_batching.max_queue_delay_microseconds == 4000
+    assert list(waiting.dynamic_batching.preferred_batch_size) == [4, 8]
     assert colocated.parameters["stub_processes"].string_value == "1"
     ragged = {tensor.name for tensor in config.input if tensor.allow_ragged_batch}
     assert ragged == {tensor.name for tensor in config.input if -1 in tensor.dims}

@@ -31,7 +31,7 @@ from typing import Any
 from blip_events.notify import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify
 from blip_events.records import EventView, FrameOutcome, WebhookBody, rfc3339
 from blip_images.clips import Clip, object_enters
-from blip_serving.triton.process import free_port
+from blip_serving.triton.process import free_port, stop_process
 
 CAMERA = "living-room"
 BEHAVIOR = "barking"
@@ -113,12 +113,7 @@ class Api:
         raise TimeoutError(f"blip-api not ready in {timeout_s:g}s:\n{self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 20)
 
 
 def call(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:

@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from blip_bench.stack import stop_process
-from blip_serving.triton.process import free_port
+from blip_serving.triton.process import free_port, stop_process
 
 
 class Broker:

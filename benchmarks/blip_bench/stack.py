@@ -24,21 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from blip_bench.frames import ROOT
 from blip_client.client import BlipVqaClient
 from blip_client.probe import probe_url
-from blip_serving.triton.process import free_port, stub_instance
+from blip_serving.triton.process import free_port, stop_process, stub_instance
 
 TOKEN, ADMIN_TOKEN = "camera-token", "admin-token"
 AUTH, ADMIN = {"Authorization": f"Bearer {TOKEN}"}, {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def stop_process(process: subprocess.Popen, timeout_s: float) -> None:
-    """SIGTERM, then SIGKILL after ``timeout_s``: every process a benchmark or test starts stops this way."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class ApiProcess:

@@ -62,6 +62,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL after ``timeout_s``: the helper processes the demo, the benchmarks and the tests start
+    (``blip-api``, brokers) stop this way. Triton itself stops with ``TritonServer.stop`` (its process group)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class TritonServer:
     """A tritonserver process serving one repository for one target (on 127.0.0.1 unless ``listen_address`` says)."""
 

@@ -117,7 +117,7 @@ def create_app(
         store = Store(settings.db_url, pool_size=settings.store.pool_size, token_key=settings.token_hash_key)
         await asyncio.to_thread(store.migrate)
         metrics = EventMetrics(registry, sorted(state.settings.behaviors))
-        state.cameras = CameraService(store, state.settings.events, metrics)
+        cameras = state.cameras = CameraService(store, state.settings.events, metrics)
         mqtt = settings.events.mqtt
         batch = state.settings.events.webhooks.batch
         publisher = MqttPublisher(mqtt, settings.mqtt_password, batch) if mqtt.enabled else None
@@ -143,6 +143,7 @@ def create_app(
         await asyncio.gather(*background, return_exceptions=True)
         if publisher is not None:
             await asyncio.to_thread(publisher.close)
+        await asyncio.to_thread(cameras.close)
         state.cameras = None
         await asyncio.to_thread(store.close)
         if state.canary is not None:

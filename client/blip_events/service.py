@@ -5,14 +5,23 @@ Frames of one camera are processed one at a time and in capture order: in this p
 replicas by the store's row lock (PostgreSQL). A frame older than the last processed one changes nothing: within
 ``late_tolerance_s`` it is answered from the state, beyond it refused (409). A frame that fails (bad image, no fleet)
 leaves no trace: its transaction is rolled back.
+
+A frame's two hops run on two thread pools of the service's own. The first may wait for the camera's row, which a
+frame on another replica holds across its inference; the second runs with the row held and waits for no other
+frame. On one shared pool the waits could take every thread while the holders' writes queued behind them, on both
+replicas at once, and no frame moved again: a deadlock that the database cannot see, and CI once did (a 60 s read
+timeout in tests/integration/test_replicas.py). Apart, a frame that holds a row always gets a thread to finish.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +86,21 @@ class CameraService:
     ) -> None:
         self.store, self.defaults, self.metrics, self.clock = store, defaults, metrics, clock
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # As many threads a hop as the store has connections: a thread in a hop holds one (module docstring).
+        self._reading = ThreadPoolExecutor(store.pool_size, thread_name_prefix="frame-read")
+        self._writing = ThreadPoolExecutor(store.pool_size, thread_name_prefix="frame-write")
+
+    def close(self) -> None:
+        """After the last request: the hops' threads, once their work is done."""
+        self._reading.shutdown()
+        self._writing.shutdown()
+
+    @staticmethod
+    async def _hop(pool: ThreadPoolExecutor, work: Callable[..., Any], *args: Any) -> Any:
+        """``work`` on ``pool``, in this task's context (its trace span), as ``asyncio.to_thread`` does on the
+        loop's default pool."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(context.run, work, *args))
 
     # ---- cameras -------------------------------------------------------------------------------------------------
 
@@ -133,7 +157,7 @@ class CameraService:
             with self.store.frame(camera_id) as txn:
                 # A gated frame takes one worker-thread hop: its row (locked on PostgreSQL), its thumbnail, the
                 # gate's decision and its writes. An inferred frame takes a second one, for its writes after the fleet.
-                step = await asyncio.to_thread(self._gate, txn, camera_id, token, image, at)
+                step: Step = await self._hop(self._reading, self._gate, txn, camera_id, token, image, at)
                 decision = step.decision
                 if decision is None:
                     self.metrics.frames.labels("late", "late").inc()
@@ -145,7 +169,7 @@ class CameraService:
                 if decision.infer:
                     questions = [self.defaults.questions[name] for name in step.settings.behaviors]
                     scored = await infer(image, questions)
-                    changes, write_s = await asyncio.to_thread(self._store, txn, step, at, scored, image)
+                    changes, write_s = await self._hop(self._writing, self._store, txn, step, at, scored, image)
                     store_s += write_s
             self.metrics.store_seconds.observe(store_s)
             self.metrics.frames.labels("inferred" if decision.infer else "gated", decision.reason).inc()

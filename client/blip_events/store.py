@@ -127,7 +127,7 @@ class Store:
     """Every read and write of the event layer; the service and the worker call it from worker threads."""
 
     def __init__(self, url: str = DEFAULT_URL, *, pool_size: int = 20, token_key: str | None = None) -> None:
-        self.url = url
+        self.url, self.pool_size = url, pool_size
         sqlite = url.startswith("sqlite")
         options: dict[str, Any] = {"future": True}
         if sqlite:
@@ -212,8 +212,14 @@ class Store:
             )
 
     def delete_camera(self, camera_id: str) -> bool:
-        """The camera, its events, its change log and its pending deliveries; False when there was none."""
+        """The camera, its events, its change log and its pending deliveries; False when there was none.
+
+        The camera's row is locked first, as a frame locks it: a frame in flight finishes before its events go.
+        Deleting the events first would lock rows that the frame then updates while it holds the camera, and
+        PostgreSQL would abort one of the two as a deadlock."""
         with self.session() as session, session.begin():
+            if session.execute(select(Camera.id).where(Camera.id == camera_id).with_for_update()).first() is None:
+                return False
             for table in (Delivery, Change, Event):
                 session.execute(delete(table).where(table.camera_id == camera_id))
             return session.execute(delete(Camera).where(Camera.id == camera_id)).rowcount > 0

@@ -1,21 +1,36 @@
-"""Two API replicas (real ``blip-api`` processes) share one PostgreSQL server: 16 cameras post at once, each
-camera's frames sent to both replicas concurrently. The camera's row lock serializes them: every frame is answered
-(late ones from the state), each camera's processed frames advance in capture order, and no event is duplicated."""
+"""Two API replicas share one PostgreSQL server.
+
+- Real ``blip-api`` processes: 16 cameras post at once, each camera's frames sent to both replicas concurrently. The
+  camera's row lock serializes them: every frame is answered (late ones from the state), each camera's processed
+  frames advance in capture order, and no event is duplicated.
+- Two ``CameraService`` instances, each on its own event loop (as in two processes), with frames of each waiting for
+  rows the other holds across an inference: the frames that hold a row always get a thread for their writes.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from blip_bench.frames import SAMPLE
 from blip_bench.stack import ADMIN, ApiProcess, write_api_config
+from blip_events.metrics import EventMetrics
+from blip_events.service import CameraService, Scored
+from blip_events.settings import CameraPatch, EventDefaults
+from blip_events.store import Store
 from blip_images.clips import static_noise
+from blip_images.frame import Frame
 
 CAMERAS = 16
 FRAMES = 8
@@ -88,3 +103,128 @@ def test_two_replicas_on_one_postgresql_keep_every_cameras_order_and_no_event_tw
     finally:
         for replica in replicas:
             replica.stop()
+
+
+class Replica:
+    """One replica's event layer on an event loop of its own, in a thread: a process's loop and its default
+    executor (2 threads, fewer than the frames that wait here, as ``asyncio.to_thread``'s pool is on a small host)."""
+
+    def __init__(self, url: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_default_executor(ThreadPoolExecutor(2, thread_name_prefix="default"))
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.store = Store(f"{url}?application_name={APPLICATION}", pool_size=4)
+        self.store.migrate()
+        defaults = EventDefaults(thresholds={"barking": 0.5}, questions={"barking": "Is the dog barking?"})
+        self.service = CameraService(self.store, defaults, EventMetrics(CollectorRegistry()))
+
+    def run(self, coroutine: Awaitable[Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+        self.service.close()
+        self.store.close()
+
+
+APPLICATION = "replica-test"  # the replicas' connections, by name in pg_stat_activity
+
+
+def lock_waits(url: str) -> int:
+    with create_engine(url).connect() as connection:
+        return connection.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = :name"),
+            {"name": APPLICATION},
+        ).scalar_one()
+
+
+def test_frames_waiting_for_a_cameras_row_never_take_the_threads_that_its_holder_needs(postgres_url) -> None:
+    """Replica A holds cameras a-0..a-2 across an inference, replica B holds b-0..b-2; then each sends a frame to
+    every camera the other holds, and those wait for the row locks. When they waited in the pool that the holders'
+    writes also need, both replicas' pools were all waiting and neither moved again: the 60 s read timeout CI saw
+    in the test above. Every frame must be answered."""
+    replicas = {side: Replica(postgres_url) for side in "ab"}
+    held = {side: [f"starve-{side}-{n}" for n in range(3)] for side in "ab"}
+    frame = Frame(static_noise(SAMPLE, seconds=1).frames[0], max_bytes=20 * 2**20)
+    entered = threading.Semaphore(0)
+    released = {side: asyncio.Event() for side in "ab"}
+    start = time.time() - 60
+
+    def held_across(side: str) -> Callable[[Frame, list[str]], Awaitable[Scored]]:
+        async def infer(image: Frame, questions: list[str]) -> Scored:
+            entered.release()
+            await released[side].wait()
+            return Scored([0.1] * len(questions), "stand-in", 1)
+
+        return infer
+
+    async def answer(image: Frame, questions: list[str]) -> Scored:
+        return Scored([0.1] * len(questions), "stand-in", 1)
+
+    try:
+        for side, replica in replicas.items():
+            for camera in held[side]:
+                replica.run(replica.service.put_camera(camera, CameraPatch(), rotate=False)).result(10)
+        holding = [
+            replica.run(replica.service.process(camera, frame, start, held_across(side)))
+            for side, replica in replicas.items()
+            for camera in held[side]
+        ]
+        for _ in holding:
+            assert entered.acquire(timeout=20), "every holder reaches its inference with its row locked"
+        waiting = [
+            replicas[side].run(replicas[side].service.process(camera, frame, start + 0.5, answer))
+            for side, other in (("a", "b"), ("b", "a"))
+            for camera in held[other]
+        ]
+        # At least as many waits as both default executors have threads (more where the frames have pools of
+        # their own), then a moment for the rest to queue.
+        deadline = time.monotonic() + 20
+        while lock_waits(postgres_url) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lock_waits(postgres_url) >= 4, "the second frames wait for their cameras' rows"
+        time.sleep(0.5)
+        for side, replica in replicas.items():
+            replica.loop.call_soon_threadsafe(released[side].set)
+        try:
+            outcomes = [future.result(30) for future in holding + waiting]
+        except TimeoutError:
+            pytest.fail(f"frames still unanswered after 30 s, {lock_waits(postgres_url)} waiting for a row lock")
+        assert [o.gated for o in outcomes] == [False] * len(holding) + [True] * len(waiting)
+        assert all(not o.late for o in outcomes)
+    finally:
+        for replica in replicas.values():
+            replica.loop.call_soon_threadsafe(replica.loop.stop)
+        remove(postgres_url, held["a"] + held["b"])
+        for replica in replicas.values():
+            replica.close()
+
+
+def remove(url: str, cameras: list[str]) -> None:
+    """Delete the test's cameras; after a stuck run, first end the replicas' sessions (their waits, and any row
+    lock a frame took while its loop was stopping), as often as it takes."""
+    engine = create_engine(url)
+    try:
+        for _ in range(20):
+            with engine.begin() as connection:
+                connection.execute(
+                    text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :name"),
+                    {"name": APPLICATION},
+                )
+            try:
+                with engine.begin() as connection:
+                    connection.execute(text("SET LOCAL lock_timeout = '1s'"))
+                    for table in ("deliveries", "changes", "events", "cameras"):
+                        column = "id" if table == "cameras" else "camera_id"
+                        connection.execute(
+                            text(f"DELETE FROM {table} WHERE {column} = ANY(:cameras)"), {"cameras": cameras}
+                        )
+                return
+            except OperationalError:
+                time.sleep(0.2)
+        raise RuntimeError(f"cameras {cameras} could not be removed")
+    finally:
+        engine.dispose()

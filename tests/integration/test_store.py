@@ -205,6 +205,48 @@ def test_a_cameras_frames_serialize_on_its_row_lock(store) -> None:
     assert order == ["first commits", "second loads"]
 
 
+def test_deleting_a_camera_waits_for_its_frame_and_never_deadlocks_with_it(store) -> None:
+    """A frame holds its camera's row across an inference, then updates the camera's open event; a delete of that
+    camera meanwhile takes the row first, so it waits for the frame's commit. Had it deleted the events first, each
+    would wait for the other, and PostgreSQL would abort one of them (a 500 to the camera or to the admin)."""
+    if not store.holds_row_locks:
+        pytest.skip("SQLite serves one process; its writes take turns on the database lock")
+    store.put_camera("cam-1", CameraPatch(), rotate=False, grace_s=1)
+    with store.frame("cam-1") as txn:
+        txn.load()
+        event_id = _event(txn, "cam-1", 100.0).id
+        txn.commit()
+    loaded, errors, deleted = threading.Event(), [], []
+
+    def frame() -> None:
+        try:
+            with store.frame("cam-1") as txn:
+                txn.load()
+                loaded.set()
+                time.sleep(0.5)  # the inference; the delete arrives meanwhile
+                found = txn.event(event_id)
+                assert found is not None
+                found.frames_inferred += 1
+                txn.commit()
+        except Exception as error:  # the test's verdict: a frame aborted by the database
+            errors.append(error)
+
+    def remove() -> None:
+        loaded.wait(5)
+        try:
+            deleted.append(store.delete_camera("cam-1"))
+        except Exception as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=frame), threading.Thread(target=remove)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    assert errors == [] and deleted == [True]
+    assert store.get_camera("cam-1") is None and not store.has_event("cam-1", event_id)
+
+
 def test_concurrent_claims_never_share_a_delivery_and_a_lease_hides_a_claimed_one(store) -> None:
     with _frame_with_event(store) as (txn, row):
         for _ in range(40):

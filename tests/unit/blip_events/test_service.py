@@ -50,6 +50,7 @@ def service(tmp_path):
     store.migrate()
     made = CameraService(store, DEFAULTS, EventMetrics(CollectorRegistry()), clock=lambda: T0 + 10_000)
     yield made
+    made.close()
     store.close()
 
 

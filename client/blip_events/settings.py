@@ -221,7 +221,9 @@ class MqttSection(Strict):
 class StoreSection(Strict):
     """``[store]``: the database. Its URL comes from ``BLIP_DB_URL`` (a secret, like the tokens), else SQLite."""
 
-    pool_size: PositiveInteger = Field(20, description="Connections per API process (PostgreSQL).")
+    pool_size: PositiveInteger = Field(
+        20, description="Connections per API process (PostgreSQL), and threads per frame hop."
+    )
 
 
 class GateSection(GateSettings):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -119,8 +119,8 @@ class Replica:
         defaults = EventDefaults(thresholds={"barking": 0.5}, questions={"barking": "Is the dog barking?"})
         self.service = CameraService(self.store, defaults, EventMetrics(CollectorRegistry()))
 
-    def run(self, coroutine: Awaitable[Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)  # type: ignore[arg-type]
+    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -215,13 +215,9 @@ def remove(url: str, cameras: list[str]) -> None:
                     {"name": APPLICATION},
                 )
             try:
-                with engine.begin() as connection:
+                with engine.begin() as connection:  # events, deliveries and changes go with it (ON DELETE CASCADE)
                     connection.execute(text("SET LOCAL lock_timeout = '1s'"))
-                    for table in ("deliveries", "changes", "events", "cameras"):
-                        column = "id" if table == "cameras" else "camera_id"
-                        connection.execute(
-                            text(f"DELETE FROM {table} WHERE {column} = ANY(:cameras)"), {"cameras": cameras}
-                        )
+                    connection.execute(text("DELETE FROM cameras WHERE id = ANY(:cameras)"), {"cameras": cameras})
                 return
             except OperationalError:
                 time.sleep(0.2)

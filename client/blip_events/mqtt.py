@@ -1,5 +1,6 @@
-"""MQTT delivery: a camera's ``started`` and ``ended`` published to ``[mqtt]``'s broker, as Frigate publishes its
-events, for subscribers such as a home-automation hub or a mobile push service.
+"""MQTT delivery: a camera's ``started`` and ``ended`` published to ``[mqtt]``'s broker (unless the camera's own
+``mqtt`` setting is off), as Frigate publishes its events, for subscribers such as a home-automation hub or a
+mobile push service.
 
 One connection per API process, kept up by Paho's network thread (it reconnects with backoff after a broker
 restart). A delivery counts as sent when the broker acknowledges it (PUBACK at QoS 1, PUBCOMP at QoS 2); anything

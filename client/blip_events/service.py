@@ -110,13 +110,16 @@ class CameraService:
     async def put_camera(
         self, camera_id: str, patch: CameraPatch, rotate: bool
     ) -> tuple[CameraRecord, bool, Credentials | None]:
-        """Create or update; the merged settings must resolve and the webhook URL must be allowed, else 400."""
+        """Create or update; the merged settings must resolve, the webhook URL must be allowed, and MQTT asked for
+        only where the API has a broker, else 400."""
         existing = await asyncio.to_thread(self.store.get_camera, camera_id)
         merged = existing.patch.merged(patch) if existing else patch
         try:
             self.defaults.resolve(merged)
         except ValueError as error:
             raise FrameRefused(400, str(error)) from None
+        if patch.mqtt and not self.defaults.mqtt.enabled:
+            raise FrameRefused(400, "mqtt: this API has no [mqtt] broker (no mqtt.url) for a camera to publish to")
         if patch.webhook_url is not None:
             try:
                 await asyncio.to_thread(check_url, patch.webhook_url, self.defaults.webhooks.allow_insecure)
@@ -263,10 +266,8 @@ class CameraService:
         """Every write of one frame, in its transaction; runs in a worker thread."""
         now = self.clock()
         changes: list[EventChange] = []
-        # No receiver, no outbox row: the camera's webhook_url, and the [mqtt] broker where one is configured.
-        txn.channels = (("webhook",) if settings.webhook_url is not None else ()) + (
-            ("mqtt",) if self.defaults.mqtt.enabled else ()
-        )
+        # No receiver, no outbox row: the camera's webhook_url, and the [mqtt] broker unless the camera turned it off.
+        txn.channels = (("webhook",) if settings.webhook_url is not None else ()) + (("mqtt",) if settings.mqtt else ())
         state.inferred_at = [t for t in state.inferred_at if at - t < BUDGET_WINDOW_S]
         baseline = None  # an inferred frame's thumbnail is the gate's next baseline
         if scored is not None:

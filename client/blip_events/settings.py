@@ -93,6 +93,11 @@ class CameraPatch(Strict):
     gate: GatePatch | None = None
     events: EventsPatch | None = None
     webhook_url: str | None = Field(None, max_length=2048)
+    mqtt: bool | None = Field(
+        None,
+        description="Publish this camera's started and ended to the [mqtt] broker too; absent: yes, where [mqtt] "
+        "names a broker. A camera can turn it off; it cannot turn on a broker the API does not have.",
+    )
 
     def merged(self, later: CameraPatch) -> CameraPatch:
         """This patch with ``later``'s keys laid over it, key by key (a behaviour's thresholds too)."""
@@ -115,6 +120,7 @@ class CameraSettings(Strict):
     gate: GateSettings
     events: EventSettings
     webhook_url: str | None
+    mqtt: bool = Field(description="Whether its started and ended go to the [mqtt] broker.")
 
 
 class CamerasSection(Strict):
@@ -267,4 +273,7 @@ class EventDefaults(Strict):
             gate=GateSettings.model_validate(gate.model_dump()),
             events=EventSettings.model_validate(events.model_dump()),
             webhook_url=patch.webhook_url,
+            # Not refused here (every frame resolves): a camera that asked for MQTT before a reload took the broker
+            # away keeps its frames, and publishes nothing. PUT refuses asking for it without one.
+            mqtt=self.mqtt.enabled and patch.mqtt is not False,
         )

@@ -213,6 +213,7 @@ def test_every_bad_input_is_a_named_4xx_and_stores_nothing(api, triton, tmp_path
         ),
         (api.put("/admin/cameras/cam-c", json={"gate": {"max_age": 5}}, headers=ADMIN), 422, "gate.max_age"),
         (api.put("/admin/cameras/cam-c", json={"behaviors": {"zoomies": {}}}, headers=ADMIN), 400, "zoomies"),
+        (api.put("/admin/cameras/cam-c", json={"mqtt": True}, headers=ADMIN), 400, "no [mqtt] broker"),
         (
             api.put("/admin/cameras/cam-c", json={}, headers={"Authorization": a["Authorization"]}),
             401,

@@ -134,6 +134,23 @@ def test_events_are_published_to_the_camera_topic_once_the_broker_acknowledges(
     assert {body.delivery_id for _, body in subscriber.messages} == {r.id for r in rows}
 
 
+def test_a_camera_turns_its_mqtt_off_and_on_without_a_restart(colocated_fleet, tmp_path, broker, subscriber) -> None:
+    with TestClient(mqtt_app(colocated_fleet.http_url, tmp_path, broker.url)) as api:
+        token = watched(api, "cam-quiet")
+        assert api.put("/admin/cameras/cam-quiet", json={"mqtt": False}, headers=ADMIN).json()["mqtt"] is False
+        start = time.time() - 100
+        one_event(api, "cam-quiet", token, start)
+        # No webhook_url and MQTT off: no channel, so the event's changes write no outbox row at all.
+        assert deliveries(api, "cam-quiet") == []
+        reply = api.put("/admin/cameras/cam-quiet", json={"mqtt": True, "behaviors": LOW}, headers=ADMIN).json()
+        assert reply["mqtt"] is True and reply["gate"]["max_age_s"] == 0.5, "the other keys are kept"
+        event_id = one_event(api, "cam-quiet", token, start + 30)
+        subscriber.wait_for(2)
+        assert subscriber.kinds() == ["ended", "started"]
+        assert {body.event.id for _, body in subscriber.messages} == {event_id}, "only the event after it was on"
+        assert {(r.channel, r.state) for r in deliveries(api, "cam-quiet")} == {("mqtt", "sent")}
+
+
 def test_a_broker_that_is_down_loses_nothing(colocated_fleet, tmp_path, broker, subscriber) -> None:
     with TestClient(mqtt_app(colocated_fleet.http_url, tmp_path, broker.url)) as api:
         token = watched(api, "cam-down")

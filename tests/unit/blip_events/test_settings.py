@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from blip_api.settings import ApiSettings, SettingsError
-from blip_events.settings import CameraPatch, EventDefaults, EventsPatch, GatePatch, ThresholdsPatch
+from blip_events.settings import CameraPatch, EventDefaults, EventsPatch, GatePatch, MqttSection, ThresholdsPatch
 
 DEFAULTS = EventDefaults(thresholds={"barking": 0.5, "eating": 0.6}, questions={"barking": "b?", "eating": "e?"})
 
@@ -28,6 +28,19 @@ def test_a_later_patch_replaces_only_the_keys_it_names() -> None:
         settings.behaviors["barking"].exit,
     ) == (0.7, 0.2)
     assert settings.gate.max_age_s == 5 and settings.events.cutoff_s == 9 and settings.gate.budget_per_minute == 60
+
+
+def test_mqtt_is_on_for_every_camera_where_a_broker_is_configured_unless_the_camera_turns_it_off() -> None:
+    assert not DEFAULTS.resolve(CameraPatch()).mqtt, "no [mqtt] url: no camera publishes"
+    assert not DEFAULTS.resolve(CameraPatch(mqtt=True)).mqtt, "asked for, with no broker (PUT refuses it): off"
+    brokered = DEFAULTS.model_copy(update={"mqtt": MqttSection(url="mqtt://broker")})
+    assert brokered.resolve(CameraPatch()).mqtt and brokered.resolve(CameraPatch(mqtt=True)).mqtt
+    off = CameraPatch(mqtt=False)
+    assert not brokered.resolve(off).mqtt
+    assert not brokered.resolve(off.merged(CameraPatch(gate=GatePatch(max_age_s=5)))).mqtt, "a later PUT keeps it"
+    assert brokered.resolve(off.merged(CameraPatch(mqtt=True))).mqtt
+    with pytest.raises(ValueError, match="valid boolean"):
+        CameraPatch.model_validate({"mqtt": "sometimes"})
 
 
 def test_a_patch_refuses_unknown_keys_and_bad_values() -> None:

@@ -23,6 +23,7 @@ import os
 import random
 import signal
 import sqlite3
+import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -193,9 +194,11 @@ def gate_sweep(
     return rows
 
 
-def cpu_ms(process: psutil.Process) -> float:
+def cpu_ms(process: psutil.Process) -> tuple[float, float]:
+    """The process's CPU-ms so far: (all of it, its event loop's thread alone). The main thread's id is the pid."""
     times = process.cpu_times()
-    return (times.user + times.system) * 1000
+    loop = next((t for t in process.threads() if t.id == process.pid), None)
+    return (times.user + times.system) * 1000, 0.0 if loop is None else (loop.user_time + loop.system_time) * 1000
 
 
 def luma_decode_ms(frames: list[bytes], height: int = 100) -> float:
@@ -207,57 +210,107 @@ def luma_decode_ms(frames: list[bytes], height: int = 100) -> float:
     return round((time.process_time() - started) * 1000 / len(frames), 2)
 
 
-def cost_section(api: ApiProcess, sizes: list[tuple[int, int]], frames: int) -> list[dict]:
+def _spread(values: list[float]) -> dict[str, float]:
+    """A figure over rounds: its median, and its lowest and highest round."""
+    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2), "max": round(max(values), 2)}
+
+
+def cost_section(api: ApiProcess, sizes: list[tuple[int, int]], frames: int, rounds: int) -> list[dict]:
     """CPU-ms of the API process per frame: gated (a still scene), inferred (the light flips every frame), and the
-    stateless /v1/frames on the same changing frames; and the store's time per frame from its histogram."""
-    process = psutil.Process(api.process.pid)
-    rows = []
-    for width, height in sizes:
-        still = static_noise(SAMPLE, seconds=frames / 2 + 1, size=(width, height))
-        flipping = lighting(SAMPLE, size=(width, height))
-        bright, dim = flipping.frames[0], flipping.frames[flipping.changes[0]]
-        changing = [bright if i % 2 == 0 else dim for i in range(frames)]
-        gated_camera = add_camera(
-            api.url, f"cost-gated-{width}", behaviors={b: {} for b in BEHAVIORS}, gate={"max_age_s": 3600}
+    stateless /v1/frames on the same changing frames; and the store's time per frame from its histogram.
+
+    In turns: each of ``rounds`` rounds posts ``frames`` of each kind, one kind after the other, so that the
+    machine's speed, which drifts by a third within minutes on a shared 2-core box, moves the three alike. Each
+    figure is the median of its rounds, with the lowest and highest round beside it; the layer's cost per inferred
+    frame is the median of each round's inferred minus its stateless figure. CPU time comes in 10 ms ticks, so a
+    round holds enough frames for a few dozen of them."""
+    return [_CostRun(api, size, frames).run(rounds) for size in sizes]
+
+
+class _CostRun:
+    """One frame size's cameras and frames, and the CPU time of each round of each kind."""
+
+    def __init__(self, api: ApiProcess, size: tuple[int, int], frames: int) -> None:
+        width = size[0]
+        self.api, self.process, self.size, self.frames = api, psutil.Process(api.process.pid), size, frames
+        # The still scene's frames are posted in a cycle: each differs from the first (the baseline) by its noise.
+        self.still = static_noise(SAMPLE, seconds=min(frames, 40) / 2 + 1, size=size).frames
+        flipping = lighting(SAMPLE, size=size)
+        self.flips = (flipping.frames[0], flipping.frames[flipping.changes[0]])
+        behaviors = {b: {} for b in BEHAVIORS}
+        self.gated_camera = add_camera(api.url, f"cost-gated-{width}", behaviors=behaviors, gate={"max_age_s": 3600})
+        # Every flipped frame is inferred: its budget is lifted past the 2 frames/s it is sent at.
+        self.inferred_camera = add_camera(
+            api.url, f"cost-inferred-{width}", behaviors=behaviors, gate={"budget_per_minute": 1000}
         )
-        inferred_camera = add_camera(api.url, f"cost-inferred-{width}", behaviors={b: {} for b in BEHAVIORS})
-        start = time.time() - 3 * frames
-        figures: dict[str, Any] = {"size": f"{width}x{height}", "frames": frames}
+        self.clock = time.time() - 3600  # capture times, half a second apart, well in the past
+        self.posted = 0
+        self.rounds: dict[str, list[float]] = {"gated": [], "gated_event_loop": [], "inferred": [], "stateless": []}
+        self.answered = {"gated": 0, "inferred": 0}
+
+    def _at(self) -> float:
+        self.posted += 1
+        return self.clock + self.posted / 2
+
+    def _gated(self, client: httpx.Client, index: int) -> None:
+        frame = self.still[1 + index % (len(self.still) - 1)]
+        self.answered["gated"] += post_frame(client, self.api.url, self.gated_camera, frame, self._at())["gated"]
+
+    def _inferred(self, client: httpx.Client, index: int) -> None:
+        outcome = post_frame(client, self.api.url, self.inferred_camera, self.flips[index % 2], self._at())
+        self.answered["inferred"] += not outcome["gated"]
+
+    def _stateless(self, client: httpx.Client, index: int) -> None:
+        client.post(
+            f"{self.api.url}/v1/frames",
+            content=self.flips[index % 2],
+            params=[("behavior", b) for b in BEHAVIORS],
+            headers=AUTH | {"Content-Type": "image/jpeg"},
+            timeout=60,
+        ).raise_for_status()
+
+    def _round(self, client: httpx.Client, kind: str, post: Any) -> None:
+        before = cpu_ms(self.process)
+        for index in range(self.frames):
+            post(client, index)
+        after = cpu_ms(self.process)
+        self.rounds[kind].append((after[0] - before[0]) / self.frames)
+        if kind == "gated":
+            self.rounds["gated_event_loop"].append((after[1] - before[1]) / self.frames)
+
+    def run(self, rounds: int) -> dict[str, Any]:
         with httpx.Client() as client:
-            post_frame(client, api.url, gated_camera, still.frames[0], start)  # the first frame is inferred
-            store_before = (metric(api.url, "blip_store_seconds_sum"), metric(api.url, "blip_store_seconds_count"))
-            before = cpu_ms(process)
-            outcomes = [
-                post_frame(client, api.url, gated_camera, f, start + 0.5 * (i + 1))
-                for i, f in enumerate(still.frames[1 : frames + 1])
-            ]
-            figures["gated_cpu_ms"] = round((cpu_ms(process) - before) / frames, 2)
-            figures["luma_decode_ms"] = luma_decode_ms(still.frames[1 : frames + 1])
-            figures["gated_share"] = round(sum(o["gated"] for o in outcomes) / frames, 3)
-            before = cpu_ms(process)
-            outcomes = [
-                post_frame(client, api.url, inferred_camera, f, start + 0.5 * i) for i, f in enumerate(changing)
-            ]
-            figures["inferred_cpu_ms"] = round((cpu_ms(process) - before) / frames, 2)
-            figures["inferred_share"] = round(sum(not o["gated"] for o in outcomes) / frames, 3)
-            store_after = (metric(api.url, "blip_store_seconds_sum"), metric(api.url, "blip_store_seconds_count"))
-            figures["store_ms_per_frame"] = round(
-                1000 * (store_after[0] - store_before[0]) / max(store_after[1] - store_before[1], 1), 3
+            post_frame(client, self.api.url, self.gated_camera, self.still[0], self._at())  # the first is inferred
+            store_before = (
+                metric(self.api.url, "blip_store_seconds_sum"),
+                metric(self.api.url, "blip_store_seconds_count"),
             )
-            params = [("behavior", b) for b in BEHAVIORS]
-            before = cpu_ms(process)
-            for frame in changing:
-                client.post(
-                    f"{api.url}/v1/frames",
-                    content=frame,
-                    params=params,
-                    headers=AUTH | {"Content-Type": "image/jpeg"},
-                    timeout=60,
-                ).raise_for_status()
-            figures["stateless_cpu_ms"] = round((cpu_ms(process) - before) / frames, 2)
-        figures["layer_ms_per_inferred_frame"] = round(figures["inferred_cpu_ms"] - figures["stateless_cpu_ms"], 2)
-        rows.append(figures)
-    return rows
+            for _ in range(rounds):
+                self._round(client, "gated", self._gated)
+                self._round(client, "inferred", self._inferred)
+                self._round(client, "stateless", self._stateless)
+            store_after = (
+                metric(self.api.url, "blip_store_seconds_sum"),
+                metric(self.api.url, "blip_store_seconds_count"),
+            )
+        total = self.frames * rounds
+        layer = [i - s for i, s in zip(self.rounds["inferred"], self.rounds["stateless"])]
+        return {
+            "size": f"{self.size[0]}x{self.size[1]}",
+            "frames": self.frames,
+            "rounds": rounds,
+            "gated_cpu_ms": _spread(self.rounds["gated"]),
+            "gated_event_loop_ms": _spread(self.rounds["gated_event_loop"]),
+            "luma_decode_ms": luma_decode_ms(self.still[1:]),
+            "gated_share": round(self.answered["gated"] / total, 3),
+            "inferred_cpu_ms": _spread(self.rounds["inferred"]),
+            "inferred_share": round(self.answered["inferred"] / total, 3),
+            "stateless_cpu_ms": _spread(self.rounds["stateless"]),
+            "layer_ms_per_inferred_frame": _spread(layer),
+            "store_ms_per_frame": round(
+                1000 * (store_after[0] - store_before[0]) / max(store_after[1] - store_before[1], 1), 3
+            ),
+        }
 
 
 def durability(
@@ -353,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cameras", type=int, default=4, help="cameras replaying each clip at once")
     parser.add_argument("--speed", type=float, default=10.0, help="replay N times faster than capture (0: unpaced)")
-    parser.add_argument("--cost-frames", type=int, default=40)
+    parser.add_argument("--cost-frames", type=int, default=60, help="frames of each kind in one cost round")
+    parser.add_argument("--cost-rounds", type=int, default=5, help="cost rounds, each kind in turn")
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--corpus-cameras", type=int, default=200)
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL store figures")
@@ -381,7 +435,9 @@ def main(argv: list[str] | None = None) -> int:
                 results["gate"] = gate_section(api, server, clips, args.cameras, args.speed)
                 for row in results["gate"]:
                     print("gate:", json.dumps(row), flush=True)
-                results["cost_sqlite"] = cost_section(api, [(640, 360), (1920, 1080)], args.cost_frames)
+                results["cost_sqlite"] = cost_section(
+                    api, [(640, 360), (1920, 1080)], args.cost_frames, args.cost_rounds
+                )
                 for row in results["cost_sqlite"]:
                     print("cost (SQLite):", json.dumps(row), flush=True)
             finally:
@@ -390,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                 with postgres_server() as url:
                     api = ApiProcess(config, work / "api-pg.log", db_url=url)
                     try:
-                        results["cost_postgresql"] = cost_section(api, [(640, 360)], args.cost_frames)
+                        results["cost_postgresql"] = cost_section(api, [(640, 360)], args.cost_frames, args.cost_rounds)
                     finally:
                         api.stop()
                 for row in results["cost_postgresql"]:

@@ -1,6 +1,7 @@
 """``make bench-events``' measurements, run small against real processes: nothing is lost when the API is killed
 with SIGKILL mid-replay and the webhook receiver fails every other request; the event stream (Server-Sent Events)
-of a real ``blip-api`` process carries an event's changes; the gate section counts Triton's inferences."""
+of a real ``blip-api`` process carries an event's changes; the gate section counts Triton's inferences; the cost
+section's rounds post what they say they measure."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from blip_bench.events import QUIET_ROUTER, add_camera, durability, gate_section, post_frame
+from blip_bench.events import QUIET_ROUTER, add_camera, cost_section, durability, gate_section, post_frame
 from blip_bench.frames import SAMPLE
 from blip_bench.stack import ApiProcess, write_api_config
 from blip_images.clips import object_enters, static_noise
@@ -39,6 +40,23 @@ def test_the_gate_section_counts_tritons_inferences(fleet, tmp_path) -> None:
         api.stop()
     assert row["frames_posted"] == 160 and row["frames_inferred_triton"] == row["frames_inferred_api"]
     assert row["gated_fraction"] > 0.5 and row["frames_from_change_to_inference"] == [0, 0]
+
+
+def test_the_cost_sections_rounds_gate_every_still_frame_and_infer_every_flipped_one(fleet, tmp_path) -> None:
+    """Its figures are CPU time, not asserted; what is: each kind's frames were the kind it reports (a still frame
+    gated, a flipped one inferred, past the default budget of 60 a minute), and each figure spans its rounds."""
+    config = write_api_config(tmp_path / "api.toml", {"fleet": fleet.http_url}, probe_interval_s=QUIET_ROUTER)
+    api = ApiProcess(config, tmp_path / "api.log")
+    try:
+        (row,) = cost_section(api, [(320, 180)], frames=25, rounds=3)
+    finally:
+        api.stop()
+    assert (row["frames"], row["rounds"]) == (25, 3) and row["gated_share"] == 1.0 and row["inferred_share"] == 1.0
+    for name in ("gated_cpu_ms", "gated_event_loop_ms", "inferred_cpu_ms", "stateless_cpu_ms"):
+        spread = row[name]
+        assert 0 <= spread["min"] <= spread["median"] <= spread["max"], (name, spread)
+    assert row["gated_event_loop_ms"]["max"] <= row["gated_cpu_ms"]["max"], "the event loop is part of the process"
+    assert row["store_ms_per_frame"] > 0
 
 
 def test_the_event_stream_carries_started_and_ended_in_order(fleet, tmp_path) -> None:

@@ -278,21 +278,19 @@ class _CostRun:
         if kind == "gated":
             self.rounds["gated_event_loop"].append((after[1] - before[1]) / self.frames)
 
+    def _store_totals(self) -> tuple[float, float]:
+        """The store histogram's (sum of seconds, count of frames) so far."""
+        return metric(self.api.url, "blip_store_seconds_sum"), metric(self.api.url, "blip_store_seconds_count")
+
     def run(self, rounds: int) -> dict[str, Any]:
         with httpx.Client() as client:
             post_frame(client, self.api.url, self.gated_camera, self.still[0], self._at())  # the first is inferred
-            store_before = (
-                metric(self.api.url, "blip_store_seconds_sum"),
-                metric(self.api.url, "blip_store_seconds_count"),
-            )
+            store_before = self._store_totals()
             for _ in range(rounds):
                 self._round(client, "gated", self._gated)
                 self._round(client, "inferred", self._inferred)
                 self._round(client, "stateless", self._stateless)
-            store_after = (
-                metric(self.api.url, "blip_store_seconds_sum"),
-                metric(self.api.url, "blip_store_seconds_count"),
-            )
+            store_after = self._store_totals()
         total = self.frames * rounds
         layer = [i - s for i, s in zip(self.rounds["inferred"], self.rounds["stateless"])]
         return {

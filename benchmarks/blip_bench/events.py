@@ -109,9 +109,15 @@ def triton_inferences(server: TritonServer) -> int:
     return sum(int(model.get("inference_count", 0)) for model in stats["model_stats"])
 
 
-def metric(api_url: str, name: str) -> float:
+def metrics(api_url: str, *names: str) -> tuple[float, ...]:
+    """Each named sample's sum over its labels, from one scrape of the API's ``/metrics``."""
     text = httpx.get(f"{api_url}/metrics", timeout=10).text
-    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples if s.name == name)
+    sums = dict.fromkeys(names, 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in sums:
+                sums[sample.name] += sample.value
+    return tuple(sums[name] for name in names)
 
 
 def late_frames(clip: Clip, outcomes: list[dict[str, Any]]) -> list[int]:
@@ -278,9 +284,9 @@ class _CostRun:
         if kind == "gated":
             self.rounds["gated_event_loop"].append((after[1] - before[1]) / self.frames)
 
-    def _store_totals(self) -> tuple[float, float]:
+    def _store_totals(self) -> tuple[float, ...]:
         """The store histogram's (sum of seconds, count of frames) so far."""
-        return metric(self.api.url, "blip_store_seconds_sum"), metric(self.api.url, "blip_store_seconds_count")
+        return metrics(self.api.url, "blip_store_seconds_sum", "blip_store_seconds_count")
 
     def run(self, rounds: int) -> dict[str, Any]:
         with httpx.Client() as client:

@@ -83,7 +83,11 @@ def test_a_frame_gets_one_result_per_behavior_equal_to_transformers(api, tiny_re
     assert body["backend"] == "neuron" and body["attempts"] >= 1
 
     raw = post_raw(api, path.read_bytes(), behavior=["barking", "sleeping"], question="what is the animal doing?")
-    assert raw.status_code == 200 and raw.json()["results"] == body["results"]
+    assert raw.status_code == 200, raw.text
+    # The same answers; a score may differ in its last rounded digit, as the server batches the two requests apart.
+    without_score = [{k: v for k, v in r.items() if k != "score"} for r in body["results"]]
+    assert [{k: v for k, v in r.items() if k != "score"} for r in raw.json()["results"]] == without_score
+    assert [r["score"] for r in raw.json()["results"]] == pytest.approx(scores, abs=1e-5)
 
 
 def test_behaviors_alone_are_scored_in_one_step_and_alert_on_the_threshold(api, tiny_reference) -> None:

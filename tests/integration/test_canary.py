@@ -1,11 +1,13 @@
 """The canary through the real API tier and real fleets: the current fleet serves model version 1; a candidate
 serving version 2 (another checkpoint, which answers yes/no the other way) shadows half of its frames. Callers get
-the current fleet's answers at the current fleet's latency; the candidate's disagreement is reported and its
-promotion refused with the reason; a candidate serving version 1 again agrees and is promoted in steps."""
+the current fleet's answers and never wait for a mirror (a candidate that hangs holds no caller); the candidate's
+disagreement is reported and its promotion refused with the reason; a candidate serving version 1 again agrees and
+is promoted in steps."""
 
 from __future__ import annotations
 
-import statistics
+import os
+import signal
 import time
 from collections.abc import Iterator
 
@@ -54,8 +56,9 @@ def app_for(fleets: dict[str, TritonServer], candidate: str, share: float | None
 
 
 def drained(client: TestClient) -> None:
-    """Until no mirror is in flight: the next frame's latency is then the caller's path alone, on a machine where
-    the two fleets share two cores (in a cluster they share nothing)."""
+    """Until no mirror is in flight: each frame's mirror is done before the next frame, so the report's counts are
+    exact, and the two fleets do not share this machine's two cores with the next frame (in a cluster they share
+    nothing)."""
     canary = client.app.state.blip.canary
     deadline = time.monotonic() + 30
     while canary is not None and canary.tasks and time.monotonic() < deadline:
@@ -85,14 +88,11 @@ def direct_scores(server: TritonServer, frames: int) -> list[list[float]]:
         return [client.infer(FRAMES[i % len(FRAMES)], questions, scores_only=True).scores for i in range(frames)]
 
 
-def test_shadow_traffic_leaves_callers_answers_and_p50_and_reports_the_disagreement(fleets) -> None:
+def test_shadow_traffic_leaves_callers_answers_and_reports_the_disagreement(fleets) -> None:
     frames = 40
-    with app_for(fleets, "candidate", share=None) as plain:
-        send(plain, 4)  # warm both paths
-        _, alone, _ = send(plain, frames)
     with app_for(fleets, "candidate", share=0.5) as shadowed:
-        send(shadowed, 4)
-        answers, mirrored_latency, backends = send(shadowed, frames)
+        send(shadowed, 4)  # warm both paths
+        answers, _, backends = send(shadowed, frames)
         report = shadowed.get("/admin/canary", headers=ADMIN).json()
         refused = shadowed.post("/admin/canary/promote", json={}, headers=ADMIN)
         metrics = shadowed.get("/metrics").text
@@ -102,8 +102,6 @@ def test_shadow_traffic_leaves_callers_answers_and_p50_and_reports_the_disagreem
     assert backends == {"current"}
     expected = direct_scores(fleets["current"], frames)
     assert np.allclose(answers, expected, atol=1e-5)
-    p50_alone, p50_shadowed = statistics.median(alone), statistics.median(mirrored_latency)
-    assert p50_shadowed <= p50_alone * 1.3 + 0.005, (p50_alone, p50_shadowed)
     # The candidate: mirrored about half the frames, and disagreed on them.
     assert 10 <= report["mirrored"] <= frames + 4 and report["failed"] == 0 and report["skipped"] == 0
     assert set(report["behaviors"]) == set(BEHAVIORS)
@@ -117,6 +115,37 @@ def test_shadow_traffic_leaves_callers_answers_and_p50_and_reports_the_disagreem
     # Forced, the first step gives the candidate 10% of the routed traffic.
     assert forced.status_code == 200 and forced.json()["candidate_share"] == 0.1
     assert (routed["candidate"]["weight"], routed["current"]["weight"]) == (0.1, 0.9)
+
+
+def test_a_candidate_that_hangs_holds_no_caller(fleets) -> None:
+    """The candidate's tritonserver stopped (SIGSTOP): it accepts connections and answers nothing. A caller that
+    waited for its frame's mirror would wait the router's 20 s request timeout; each answer comes at once instead,
+    while the mirrors hang, and they finish once the candidate goes on."""
+    candidate = fleets["candidate"].process
+    with app_for(fleets, "candidate", share=1.0) as client:
+        send(client, 2)  # warm both paths
+        canary = client.app.state.blip.canary
+        os.kill(candidate.pid, signal.SIGSTOP)
+        try:
+            latencies = []
+            for index in range(4):
+                started = time.perf_counter()
+                response = client.post(
+                    "/v1/frames",
+                    content=FRAMES[index],
+                    params={"behavior": BEHAVIORS},
+                    headers=AUTH | {"Content-Type": "image/jpeg"},
+                )
+                latencies.append(time.perf_counter() - started)
+                assert response.status_code == 200 and response.json()["backend"] == "current", response.text
+            in_flight = len(canary.tasks)
+        finally:
+            os.kill(candidate.pid, signal.SIGCONT)
+        assert max(latencies) < 5.0, latencies
+        assert in_flight == 4, "every mirror still waits on the stopped candidate while its caller has its answer"
+        drained(client)
+        report = client.get("/admin/canary", headers=ADMIN).json()
+        assert report["mirrored"] + report["failed"] == 6 and not canary.tasks
 
 
 def test_a_candidate_equal_to_the_current_version_is_promoted_in_steps(fleets) -> None:

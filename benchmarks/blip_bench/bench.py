@@ -71,8 +71,7 @@ def served(
             )
         memory = tree_memory(server.process.pid)
         idle = idle_cpu_percent(server.process.pid)
-        call = make_caller()
-        with busy_core():
+        with make_caller() as call, busy_core():
             beside = sequential(call, frames=args.neighbour_frames, warmup=0)
         print(
             f"  {layout} ({policy}): idle {idle:.0f}% of a core; c=1 beside a busy core: p50 {beside.p50_ms:.0f} ms",

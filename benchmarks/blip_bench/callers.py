@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 from blip_bench.frames import BEHAVIOR_QUESTIONS
+from blip_bench.timing import MakeCaller
 from blip_client.client import BlipVqaClient
 
 
@@ -16,11 +18,14 @@ def frame_callers(
     protocol: str = "http",
     scores_only: bool = True,
     timeout_s: float = 600.0,
-) -> Callable[[], Callable[[], object]]:
-    """A ``make_caller`` for ``timing.concurrent``: every caller gets its own client (its own connection)."""
+) -> MakeCaller:
+    """A ``make_caller`` for ``timing.concurrent``: every caller gets its own client (its own connection), closed
+    when its ``with`` ends. An HTTP connection left open holds tritonserver's shutdown for its whole 30 s exit
+    timeout, so a benchmark that stops its server after measuring closes its callers first."""
 
-    def make_caller() -> Callable[[], object]:
-        client = BlipVqaClient(url, protocol=protocol, timeout_s=timeout_s)
-        return lambda: client.infer(image, questions, scores_only=scores_only)
+    @contextlib.contextmanager
+    def make_caller() -> Iterator[Callable[[], object]]:
+        with BlipVqaClient(url, protocol=protocol, timeout_s=timeout_s) as client:
+            yield lambda: client.infer(image, questions, scores_only=scores_only)
 
     return make_caller

@@ -6,9 +6,13 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
+
+#: What ``concurrent`` calls once in each caller's thread: a caller, open while its ``with`` lasts.
+MakeCaller = Callable[[], AbstractContextManager[Callable[[], object]]]
 
 
 def percentile(values: Sequence[float], percent: float) -> float:
@@ -64,11 +68,11 @@ def sequential(frame: Callable[[], object], *, frames: int, warmup: int = 2) -> 
     return Run(tuple(latencies), time.perf_counter() - started)
 
 
-def concurrent(make_caller: Callable[[], Callable[[], object]], *, concurrency: int, seconds: float) -> Run:
+def concurrent(make_caller: MakeCaller, *, concurrency: int, seconds: float) -> Run:
     """``concurrency`` callers back to back for ``seconds``, each after one warm call.
 
-    Each caller is made in its own thread: tritonclient's HTTP client (gevent) must stay on the thread that
-    made it.
+    Each caller is made, used and closed in its own thread: tritonclient's HTTP client (gevent) must stay on the
+    thread that made it.
     """
     latencies: list[float] = []
     errors: list[BaseException] = []
@@ -82,22 +86,21 @@ def concurrent(make_caller: Callable[[], Callable[[], object]], *, concurrency: 
     ready = threading.Barrier(concurrency + 1, action=open_window)
 
     def loop() -> None:
+        warm = False
         try:
-            call = make_caller()
-            call()
-        except BaseException as error:
-            errors.append(error)
-            ready.abort()
-            return
-        try:
-            ready.wait()
-            while time.perf_counter() < window["deadline"]:
-                begin = time.perf_counter()
+            with make_caller() as call:
                 call()
-                with lock:
-                    latencies.append(time.perf_counter() - begin)
+                warm = True
+                ready.wait()
+                while time.perf_counter() < window["deadline"]:
+                    begin = time.perf_counter()
+                    call()
+                    with lock:
+                        latencies.append(time.perf_counter() - begin)
         except BaseException as error:  # surfaced below: a failed frame invalidates the figure
             errors.append(error)
+            if not warm:  # the others wait for this caller at the barrier: release them
+                ready.abort()
 
     threads = [threading.Thread(target=loop) for _ in range(concurrency)]
     for thread in threads:

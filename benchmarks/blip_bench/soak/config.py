@@ -13,6 +13,8 @@ MAX_IMAGE_BYTES = 1 << 20  # the soak's API limit: oversize bodies stay cheap to
 RSS_GROWTH_LIMIT = 0.05
 HEAL_TARGET_S = 15.0
 READY_EVENTS = ("stub kill healed", "fleet answering again")
+CHAOS_UNFINISHED = "chaos did not finish within the run"  # the event that fails a run: a disturbance was cut short
+LOAD_STOPPED = "load stopped"  # the event that ends a run, at its actual length
 LOAD_GENERATOR = "load generator"
 EXTRA_IMAGES = ROOT.parent / "shared" / "images"  # ../shared/images, where it exists
 
@@ -25,6 +27,13 @@ class SoakConfig:
     sample_s: float = 1.0
     restart_delay_s: float = 2.0  # a container runtime's back-off before it starts a killed container again
     request_timeout_s: float = 20.0  # the router's per-attempt limit: a request stuck on a dying stub waits this
+
+    @property
+    def overrun_s(self) -> float:
+        """How long the load may go on past ``seconds`` while the chaos finishes: each heal and switch waits for
+        the one before it, so on a slow machine the last one can end after the planned length. The load keeps
+        running meanwhile (every disturbance is judged under load), and the run still stops by itself."""
+        return max(30.0, 0.25 * self.seconds)
 
     @property
     def warmup_s(self) -> float:

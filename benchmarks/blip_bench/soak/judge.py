@@ -8,9 +8,11 @@ from typing import Any
 
 from blip_bench.machine import machine
 from blip_bench.soak.config import (
+    CHAOS_UNFINISHED,
     FLEETS,
     HEAL_TARGET_S,
     LOAD_GENERATOR,
+    LOAD_STOPPED,
     READY_EVENTS,
     RSS_GROWTH_LIMIT,
     Outcome,
@@ -97,6 +99,7 @@ def verdict(
         and heals.get("stub_kill_to_router_healthy_s") is not None
         and heals.get("fleet_kill_to_router_healthy_s") is not None,
         "every process was judged": bool(judged),
+        "every disturbance ran to its end": not any(e["event"] == CHAOS_UNFINISHED for e in events),
     }
 
     def p(percent: float) -> float | None:
@@ -106,6 +109,8 @@ def verdict(
         "passed": all(checks.values()),
         "checks": checks,
         "config": asdict(config) | {"warmup_s": config.warmup_s},
+        # The load's actual length: past config.seconds where it went on for the chaos to end.
+        "ran_s": next((e["t"] for e in events if e["event"] == LOAD_STOPPED), config.seconds),
         "machine": machine(),
         "requests": len(outcomes),
         "valid_requests": len(valid),

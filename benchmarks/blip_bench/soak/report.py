@@ -40,7 +40,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     rss_axis.set_ylabel("RSS (MiB)")
     rss_axis.legend(fontsize=7, ncol=3, loc="upper left")
     cpu_axis.set_ylabel("CPU (cores)")
-    seconds = report["config"]["seconds"]
+    seconds = report["ran_s"]
     window = max(5.0, seconds / 60)
     edges = [i * window for i in range(int(seconds / window))]
     valid = [o for o in report["outcomes"] if o[1] in ("behaviors", "questions")]
@@ -83,7 +83,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 def summary(report: dict[str, Any]) -> str:
     lines = [
-        f"soak: {report['requests']} requests in {report['config']['seconds']:.0f} s "
+        f"soak: {report['requests']} requests in {report['ran_s']:.0f} s "
         f"({report['valid_requests']} valid, {report['bad_requests']} bad); "
         f"valid failed {report['valid_failed']}, bad with a wrong status {report['bad_with_wrong_status']}",
         "valid latency " + ", ".join(f"{k} {v} ms" for k, v in report["valid_latency_ms"].items()) + "; "

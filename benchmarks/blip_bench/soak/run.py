@@ -19,7 +19,16 @@ import psutil
 
 from blip_bench.frames import RESULTS
 from blip_bench.soak.chaos import Chaos
-from blip_bench.soak.config import FLEET_VICTIM, FLEETS, LOAD_GENERATOR, MAX_IMAGE_BYTES, Outcome, SoakConfig
+from blip_bench.soak.config import (
+    CHAOS_UNFINISHED,
+    FLEET_VICTIM,
+    FLEETS,
+    LOAD_GENERATOR,
+    LOAD_STOPPED,
+    MAX_IMAGE_BYTES,
+    Outcome,
+    SoakConfig,
+)
 from blip_bench.soak.judge import incarnations, verdict
 from blip_bench.soak.report import summary, write
 from blip_bench.soak.traffic import Traffic
@@ -51,10 +60,10 @@ class Soak:
         self.events.append({"t": round(self.now(), 2), "event": name, **details})
         print(f"[{self.now():7.1f} s] {name} {details if details else ''}", flush=True)
 
-    async def worker(self, index: int, traffic: Traffic, api: ApiProcess, deadline: float) -> None:
+    async def worker(self, index: int, traffic: Traffic, api: ApiProcess, stop: asyncio.Event) -> None:
         rng = random.Random(self.config.seed * 100 + index)
         async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
-            while time.monotonic() < deadline:
+            while not stop.is_set():
                 request = traffic.next(rng)
                 sent = time.monotonic()
                 backend, detail = None, ""
@@ -101,29 +110,34 @@ class Soak:
                     }
                 )
 
-    async def sampler(self, api: ApiProcess, fleets: dict[str, Fleet], deadline: float) -> None:
-        while time.monotonic() < deadline:
+    async def sampler(self, api: ApiProcess, fleets: dict[str, Fleet], stop: asyncio.Event) -> None:
+        while not stop.is_set():
             await asyncio.to_thread(self.sample, api, fleets)
-            await asyncio.sleep(self.config.sample_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.sample_s)
 
     async def until(self, t: float) -> None:
         await asyncio.sleep(max(0.0, t - self.now()))
 
     async def drive(self, api: ApiProcess, fleets: dict[str, Fleet]) -> None:
-        traffic = Traffic()
+        traffic, stop = Traffic(), asyncio.Event()
         self.started = time.monotonic()
-        deadline = self.started + self.config.seconds
         self.event("load started", concurrency=self.config.concurrency, seconds=self.config.seconds)
-        tasks = [asyncio.create_task(self.worker(i, traffic, api, deadline)) for i in range(self.config.concurrency)]
-        tasks.append(asyncio.create_task(self.sampler(api, fleets, deadline)))
+        tasks = [asyncio.create_task(self.worker(i, traffic, api, stop)) for i in range(self.config.concurrency)]
+        tasks.append(asyncio.create_task(self.sampler(api, fleets, stop)))
         chaos = asyncio.create_task(Chaos(self).run_against(api, fleets))
-        await asyncio.gather(*tasks)
+        await self.until(self.config.seconds)
+        if not chaos.done():
+            self.event("load goes on until the chaos ends", at_most_s=self.config.overrun_s)
+            await asyncio.wait([chaos], timeout=self.config.overrun_s)
         if not chaos.done():
             chaos.cancel()
-            self.event("chaos did not finish within the run")
+            self.event(CHAOS_UNFINISHED)
+        stop.set()
+        await asyncio.gather(*tasks)
         with contextlib.suppress(asyncio.CancelledError):
             await chaos
-        self.event("load stopped", requests=len(self.outcomes))
+        self.event(LOAD_STOPPED, requests=len(self.outcomes))
 
     def run(self) -> dict[str, Any]:
         self.workdir.mkdir(parents=True, exist_ok=True)

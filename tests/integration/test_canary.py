@@ -65,21 +65,27 @@ def drained(client: TestClient) -> None:
         time.sleep(0.005)
 
 
-def send(client: TestClient, frames: int) -> tuple[list[list[float]], list[float], set[str]]:
-    scores, latencies, backends = [], [], set()
+def post_frame(client: TestClient, index: int) -> dict:
+    """Frame ``index`` (of FRAMES, in turn) asked the behaviours: the caller's answer."""
+    response = client.post(
+        "/v1/frames",
+        content=FRAMES[index % len(FRAMES)],
+        params={"behavior": BEHAVIORS},
+        headers=AUTH | {"Content-Type": "image/jpeg"},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def send(client: TestClient, frames: int) -> tuple[list[list[float]], set[str]]:
+    """``frames`` frames, each one's mirror done before the next: the scores per frame and the backends."""
+    scores, backends = [], set()
     for index in range(frames):
-        image = FRAMES[index % len(FRAMES)]
-        started = time.perf_counter()
-        response = client.post(
-            "/v1/frames", content=image, params={"behavior": BEHAVIORS}, headers=AUTH | {"Content-Type": "image/jpeg"}
-        )
-        latencies.append(time.perf_counter() - started)
-        assert response.status_code == 200, response.text
-        body = response.json()
+        body = post_frame(client, index)
         scores.append([r["score"] for r in body["results"]])
         backends.add(body["backend"])
         drained(client)
-    return scores, latencies, backends
+    return scores, backends
 
 
 def direct_scores(server: TritonServer, frames: int) -> list[list[float]]:
@@ -92,7 +98,7 @@ def test_shadow_traffic_leaves_callers_answers_and_reports_the_disagreement(flee
     frames = 40
     with app_for(fleets, "candidate", share=0.5) as shadowed:
         send(shadowed, 4)  # warm both paths
-        answers, _, backends = send(shadowed, frames)
+        answers, backends = send(shadowed, frames)
         report = shadowed.get("/admin/canary", headers=ADMIN).json()
         refused = shadowed.post("/admin/canary/promote", json={}, headers=ADMIN)
         metrics = shadowed.get("/metrics").text
@@ -130,14 +136,9 @@ def test_a_candidate_that_hangs_holds_no_caller(fleets) -> None:
             latencies = []
             for index in range(4):
                 started = time.perf_counter()
-                response = client.post(
-                    "/v1/frames",
-                    content=FRAMES[index],
-                    params={"behavior": BEHAVIORS},
-                    headers=AUTH | {"Content-Type": "image/jpeg"},
-                )
+                body = post_frame(client, index)
                 latencies.append(time.perf_counter() - started)
-                assert response.status_code == 200 and response.json()["backend"] == "current", response.text
+                assert body["backend"] == "current", body
             in_flight = len(canary.tasks)
         finally:
             os.kill(candidate.pid, signal.SIGCONT)
@@ -167,7 +168,7 @@ def test_a_candidate_equal_to_the_current_version_is_promoted_in_steps(fleets) -
         assert shares == [0.1, 0.5, 1.0]
         weights = client.get("/admin/backends", headers=ADMIN).json()
         assert (weights["twin"]["weight"], weights["current"]["weight"]) == (1.0, 0.0)
-        _, _, backends = send(client, 4)
+        _, backends = send(client, 4)
         assert backends == {"twin"}, "promoted: the candidate takes all the traffic and nothing is mirrored"
         done = client.post("/admin/canary/promote", json={"force": True}, headers=ADMIN)
         assert done.status_code == 409 and "twin already takes all the traffic" in done.json()["error"]

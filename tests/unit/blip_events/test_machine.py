@@ -67,3 +67,12 @@ def test_a_restart_inside_the_cooldown_reopens_the_last_event() -> None:
 def test_gated_frames_advance_time_only() -> None:
     state, seen = run([(0, 0.9), (1, None), (2, None)])
     assert seen == [] and state.recent == [0.9] and state.streak == 1
+
+
+def test_a_frame_leaves_the_state_it_was_given_as_it_was() -> None:
+    # The service keeps the state before a frame beside the state after it (its outcome, a rolled-back frame):
+    # a copy that shared ``recent`` with its input and changed it in place would rewrite the state before.
+    before, _ = run([(0, 0.9), (1, 0.9)])
+    kept = before.model_dump()
+    after, _ = run([(2, 0.1), (3, 0.1), (40, None)], before)
+    assert before.model_dump() == kept and after.recent == [0.9, 0.1, 0.1] and not after.active

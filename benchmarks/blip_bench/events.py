@@ -6,7 +6,10 @@ fleet (Triton, random-tiny: what is measured is the API tier and the store, not 
    the frames from each labelled scene change to its first inference.
 2. **Cost**: API CPU-ms per gated and per inferred frame at 640x360 and 1920x1080 (the process's own CPU time),
    against the stateless ``/v1/frames`` on the same frames; store time per frame on SQLite and on PostgreSQL; and
-   the gate's luma decode alone (in this process), the share of a gated frame that grows with the JPEG.
+   the gate's luma decode alone (in this process), the share of a gated frame that grows with the JPEG; and the
+   CPU price of one bare worker-thread round trip on this machine, which a gated frame pays once and an inferred
+   one twice. The split beside it: the API's cheapest request (``GET /livez``: HTTP and the middleware alone), and
+   the event layer alone in this process (``CameraService.process`` on SQLite, a stand-in fleet, no HTTP).
 3. **Alert quality**: the labelled score corpus (``score_corpus``): event recall and precision, notifications per
    camera-hour against per-frame alerts.
 4. **Nothing lost**: the API killed with SIGKILL during a replay while the webhook receiver fails every other
@@ -18,6 +21,7 @@ Writes ``benchmarks/results/events-cpu.json`` and prints the figures.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -36,18 +40,23 @@ from typing import Any
 import httpx
 import psutil
 import tritonclient.http as triton_http
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from blip_api.settings import TOKEN_ENV, ApiSettings
 from blip_bench import score_corpus
 from blip_bench.frames import ROOT, SAMPLE, SHARED_CLIPS
 from blip_bench.machine import machine
 from blip_bench.postgres import postgres_server
 from blip_bench.receiver import Receiver
-from blip_bench.stack import ADMIN, AUTH, ApiProcess, write_api_config
+from blip_bench.stack import ADMIN, AUTH, TOKEN, ApiProcess, write_api_config
 from blip_bench.workspace import prepare
 from blip_contract.version import add_version_option
 from blip_events import gate
-from blip_events.settings import GateSettings
+from blip_events.metrics import EventMetrics
+from blip_events.service import CameraService, Scored
+from blip_events.settings import CameraPatch, EventDefaults, GatePatch, GateSettings, ThresholdsPatch
+from blip_events.store import Store
 from blip_images.clips import Clip, lighting, made_clips, shared_clips, static_noise
 from blip_images.frame import Frame
 from blip_serving.triton.process import TritonServer
@@ -216,9 +225,37 @@ def luma_decode_ms(frames: list[bytes], height: int = 100) -> float:
     return round((time.process_time() - started) * 1000 / len(frames), 2)
 
 
+def thread_round_trip_cpu_ms(trips: int = 2000) -> float:
+    """CPU-ms of one bare round trip to a worker thread and back (``run_in_executor`` of a no-op), in this process.
+
+    A frame's store work runs in the service's thread pools: one hop for a gated frame, two for an inferred one.
+    What a hop costs is set by the machine more than by Python (two threads woken, the event loop's self-pipe
+    written and polled), and under nested virtualisation it can be as much as the store work it carries, so the
+    cost section's figures are read beside this one when machines are compared."""
+
+    async def trip(loop_trips: int) -> float:
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(1) as pool:
+            await loop.run_in_executor(pool, int)  # the thread is started outside the count
+            started = time.process_time()
+            for _ in range(loop_trips):
+                await loop.run_in_executor(pool, int)
+            return time.process_time() - started
+
+    return round(asyncio.run(trip(trips)) * 1000 / trips, 3)
+
+
 def _spread(values: list[float]) -> dict[str, float]:
     """A figure over rounds: its median, and its lowest and highest round."""
     return {"median": round(statistics.median(values), 2), "min": round(min(values), 2), "max": round(max(values), 2)}
+
+
+def cost_frames(size: tuple[int, int], frames: int) -> tuple[list[bytes], tuple[bytes, bytes]]:
+    """The cost figures' frames at ``size``: a still scene, posted in a cycle after its first (the baseline), each
+    differing from it by its sensor noise alone; and a light that flips, every frame a change."""
+    still = static_noise(SAMPLE, seconds=min(frames, 40) / 2 + 1, size=size).frames
+    flipping = lighting(SAMPLE, size=size)
+    return still, (flipping.frames[0], flipping.frames[flipping.changes[0]])
 
 
 def cost_section(api: ApiProcess, sizes: list[tuple[int, int]], frames: int, rounds: int) -> list[dict]:
@@ -239,10 +276,7 @@ class _CostRun:
     def __init__(self, api: ApiProcess, size: tuple[int, int], frames: int) -> None:
         width = size[0]
         self.api, self.process, self.size, self.frames = api, psutil.Process(api.process.pid), size, frames
-        # The still scene's frames are posted in a cycle: each differs from the first (the baseline) by its noise.
-        self.still = static_noise(SAMPLE, seconds=min(frames, 40) / 2 + 1, size=size).frames
-        flipping = lighting(SAMPLE, size=size)
-        self.flips = (flipping.frames[0], flipping.frames[flipping.changes[0]])
+        self.still, self.flips = cost_frames(size, frames)
         behaviors = {b: {} for b in BEHAVIORS}
         self.gated_camera = add_camera(api.url, f"cost-gated-{width}", behaviors=behaviors, gate={"max_age_s": 3600})
         # Every flipped frame is inferred: its budget is lifted past the 2 frames/s it is sent at.
@@ -251,7 +285,13 @@ class _CostRun:
         )
         self.clock = time.time() - 3600  # capture times, half a second apart, well in the past
         self.posted = 0
-        self.rounds: dict[str, list[float]] = {"gated": [], "gated_event_loop": [], "inferred": [], "stateless": []}
+        self.rounds: dict[str, list[float]] = {
+            "gated": [],
+            "gated_event_loop": [],
+            "inferred": [],
+            "stateless": [],
+            "livez": [],
+        }
         self.answered = {"gated": 0, "inferred": 0}
 
     def _at(self) -> float:
@@ -275,6 +315,9 @@ class _CostRun:
             timeout=60,
         ).raise_for_status()
 
+    def _livez(self, client: httpx.Client, index: int) -> None:
+        client.get(f"{self.api.url}/livez", timeout=60).raise_for_status()
+
     def _round(self, client: httpx.Client, kind: str, post: Any) -> None:
         before = cpu_ms(self.process)
         for index in range(self.frames):
@@ -296,6 +339,7 @@ class _CostRun:
                 self._round(client, "gated", self._gated)
                 self._round(client, "inferred", self._inferred)
                 self._round(client, "stateless", self._stateless)
+                self._round(client, "livez", self._livez)
             store_after = self._store_totals()
         total = self.frames * rounds
         layer = [i - s for i, s in zip(self.rounds["inferred"], self.rounds["stateless"])]
@@ -311,10 +355,79 @@ class _CostRun:
             "inferred_share": round(self.answered["inferred"] / total, 3),
             "stateless_cpu_ms": _spread(self.rounds["stateless"]),
             "layer_ms_per_inferred_frame": _spread(layer),
+            "livez_cpu_ms": _spread(self.rounds["livez"]),
             "store_ms_per_frame": round(
                 1000 * (store_after[0] - store_before[0]) / max(store_after[1] - store_before[1], 1), 3
             ),
         }
+
+
+def api_defaults(config: Path) -> EventDefaults:
+    """What the API process under measurement falls back on for every camera: its config's event defaults."""
+    return ApiSettings.load(config, env={TOKEN_ENV: TOKEN}).events
+
+
+async def _stand_in(frame: Frame, questions: list[str]) -> Scored:
+    """The fleet of the in-process figures: every question scores 0.2 (no event starts), answered at once."""
+    return Scored([0.2] * len(questions), "stand-in", 1)
+
+
+def in_process_section(defaults: EventDefaults, sizes: list[tuple[int, int]], frames: int, rounds: int) -> list[dict]:
+    """The event layer alone: ``CameraService.process`` on SQLite in this process, with its two thread pools, the
+    fleet a stand-in that answers at once, and no HTTP. CPU-ms of this process per gated and per inferred frame, on
+    the cost section's frames and cameras and in its turns (gated, then inferred, each round). Beside the API
+    process's figures, it tells the layer's own share of a frame from the HTTP tier's."""
+    with tempfile.TemporaryDirectory() as scratch:
+        store = Store(f"sqlite:///{Path(scratch) / 'events.sqlite3'}")
+        store.migrate()
+        service = CameraService(store, defaults, EventMetrics(CollectorRegistry(), sorted(defaults.questions)))
+        try:
+            return asyncio.run(_in_process(service, sizes, frames, rounds))
+        finally:
+            service.close()
+            store.close()
+
+
+async def _in_process(service: CameraService, sizes: list[tuple[int, int]], frames: int, rounds: int) -> list[dict]:
+    behaviors = {name: ThresholdsPatch() for name in BEHAVIORS}
+    rows, at = [], time.time() - 3600  # capture times, half a second apart, well in the past
+
+    async def post(camera: str, data: bytes) -> bool:
+        nonlocal at
+        at += 0.5
+        return (await service.process(camera, Frame(data, max_bytes=len(data)), at, _stand_in)).gated
+
+    for width, height in sizes:
+        still, flips = cost_frames((width, height), frames)
+        gated_camera, inferred_camera = f"in-process-gated-{width}", f"in-process-inferred-{width}"
+        for camera, gate_patch in (
+            (gated_camera, GatePatch(max_age_s=3600)),
+            (inferred_camera, GatePatch(budget_per_minute=1000)),
+        ):
+            await service.put_camera(camera, CameraPatch(behaviors=behaviors, gate=gate_patch), rotate=False)
+        await post(gated_camera, still[0])  # the first frame is inferred: the baseline
+        spent: dict[str, list[float]] = {"gated": [], "inferred": []}
+        answered = {"gated": 0, "inferred": 0}
+        for _ in range(rounds):
+            for kind, camera, cycle in (("gated", gated_camera, still[1:]), ("inferred", inferred_camera, flips)):
+                started = time.process_time()
+                for index in range(frames):
+                    gated = await post(camera, cycle[index % len(cycle)])
+                    answered[kind] += gated if kind == "gated" else not gated
+                spent[kind].append((time.process_time() - started) * 1000 / frames)
+        total = frames * rounds
+        rows.append(
+            {
+                "size": f"{width}x{height}",
+                "frames": frames,
+                "rounds": rounds,
+                "gated_cpu_ms": _spread(spent["gated"]),
+                "gated_share": round(answered["gated"] / total, 3),
+                "inferred_cpu_ms": _spread(spent["inferred"]),
+                "inferred_share": round(answered["inferred"] / total, 3),
+            }
+        )
+    return rows
 
 
 def durability(
@@ -421,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     results: dict[str, Any] = {"machine": machine(), "model": "random-tiny (the API tier and the store are measured)"}
+    results["thread_round_trip_cpu_ms"] = thread_round_trip_cpu_ms()
+    print("thread round trip:", results["thread_round_trip_cpu_ms"], "CPU-ms", flush=True)
     results["alert_quality"] = score_corpus.judge(cameras=args.corpus_cameras)
     print("alert quality:", json.dumps(results["alert_quality"]), flush=True)
     results["gate_sweep"] = gate_sweep(made_clips(SAMPLE) + shared_clips(SHARED_CLIPS))
@@ -446,6 +561,11 @@ def main(argv: list[str] | None = None) -> int:
                     print("cost (SQLite):", json.dumps(row), flush=True)
             finally:
                 api.stop()
+            results["in_process"] = in_process_section(
+                api_defaults(config), [(640, 360), (1920, 1080)], args.cost_frames, args.cost_rounds
+            )
+            for row in results["in_process"]:
+                print("event layer in process (SQLite, no HTTP):", json.dumps(row), flush=True)
             if not args.no_postgres:
                 with postgres_server() as url:
                     api = ApiProcess(config, work / "api-pg.log", db_url=url)

@@ -53,7 +53,7 @@ def test_the_cost_sections_rounds_gate_every_still_frame_and_infer_every_flipped
     finally:
         api.stop()
     assert (row["frames"], row["rounds"]) == (40, 2) and row["gated_share"] == 1.0 and row["inferred_share"] == 1.0
-    for name in ("gated_cpu_ms", "gated_event_loop_ms", "inferred_cpu_ms", "stateless_cpu_ms"):
+    for name in ("gated_cpu_ms", "gated_event_loop_ms", "inferred_cpu_ms", "stateless_cpu_ms", "livez_cpu_ms"):
         spread = row[name]
         assert 0 <= spread["min"] <= spread["median"] <= spread["max"], (name, spread)
     assert row["gated_event_loop_ms"]["max"] <= row["gated_cpu_ms"]["max"], "the event loop is part of the process"

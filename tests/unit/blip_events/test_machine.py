@@ -70,8 +70,8 @@ def test_gated_frames_advance_time_only() -> None:
 
 
 def test_a_frame_leaves_the_state_it_was_given_as_it_was() -> None:
-    # The service keeps the state before a frame beside the state after it (its outcome, a rolled-back frame):
-    # a copy that shared ``recent`` with its input and changed it in place would rewrite the state before.
+    # observe returns a new state and leaves its input alone: a copy that shared ``recent`` with its input and
+    # changed it in place would rewrite the state a caller still holds.
     before, _ = run([(0, 0.9), (1, 0.9)])
     kept = before.model_dump()
     after, _ = run([(2, 0.1), (3, 0.1), (40, None)], before)

@@ -262,11 +262,12 @@ def cost_section(api: ApiProcess, sizes: list[tuple[int, int]], frames: int, rou
     """CPU-ms of the API process per frame: gated (a still scene), inferred (the light flips every frame), and the
     stateless /v1/frames on the same changing frames; and the store's time per frame from its histogram.
 
-    In turns: each of ``rounds`` rounds posts ``frames`` of each kind, one kind after the other, so that the
-    machine's speed, which drifts by a third within minutes on a shared 2-core box, moves the three alike. Each
-    figure is the median of its rounds, with the lowest and highest round beside it; the layer's cost per inferred
-    frame is the median of each round's inferred minus its stateless figure. CPU time comes in 10 ms ticks, so a
-    round holds enough frames for a few dozen of them."""
+    In turns: each of ``rounds`` rounds posts ``frames`` of each kind, one kind after the other, and times the
+    gate's luma decode of the still frames in this process, so that the machine's speed, which drifts by a third
+    within minutes on a shared 2-core box, moves them all alike. Each figure is the median of its rounds, with the
+    lowest and highest round beside it; the layer's cost per inferred frame is the median of each round's inferred
+    minus its stateless figure. CPU time comes in 10 ms ticks, so a round holds enough frames for a few dozen of
+    them."""
     return [_CostRun(api, size, frames).run(rounds) for size in sizes]
 
 
@@ -291,6 +292,7 @@ class _CostRun:
             "inferred": [],
             "stateless": [],
             "livez": [],
+            "luma": [],
         }
         self.answered = {"gated": 0, "inferred": 0}
 
@@ -340,22 +342,27 @@ class _CostRun:
                 self._round(client, "inferred", self._inferred)
                 self._round(client, "stateless", self._stateless)
                 self._round(client, "livez", self._livez)
+                self.rounds["luma"].append(luma_decode_ms(self.still[1:]))
             store_after = self._store_totals()
         total = self.frames * rounds
         layer = [i - s for i, s in zip(self.rounds["inferred"], self.rounds["stateless"])]
+        luma, livez = _spread(self.rounds["luma"]), _spread(self.rounds["livez"])
         return {
             "size": f"{self.size[0]}x{self.size[1]}",
             "frames": self.frames,
             "rounds": rounds,
             "gated_cpu_ms": _spread(self.rounds["gated"]),
             "gated_event_loop_ms": _spread(self.rounds["gated_event_loop"]),
-            "luma_decode_ms": luma_decode_ms(self.still[1:]),
+            "luma_decode_ms": luma,
+            # The least a gated frame of this size can cost on this machine, whatever the layer does: its luma
+            # decode and the API's cheapest request, each at its lowest round.
+            "gated_floor_ms": round(luma["min"] + livez["min"], 2),
             "gated_share": round(self.answered["gated"] / total, 3),
             "inferred_cpu_ms": _spread(self.rounds["inferred"]),
             "inferred_share": round(self.answered["inferred"] / total, 3),
             "stateless_cpu_ms": _spread(self.rounds["stateless"]),
             "layer_ms_per_inferred_frame": _spread(layer),
-            "livez_cpu_ms": _spread(self.rounds["livez"]),
+            "livez_cpu_ms": livez,
             "store_ms_per_frame": round(
                 1000 * (store_after[0] - store_before[0]) / max(store_after[1] - store_before[1], 1), 3
             ),

@@ -37,8 +37,10 @@ TOKEN, ADMIN_TOKEN = "camera-token", "admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LIMIT = 150_000  # bytes: noise_large.jpg (about 200 kB) is over it, photo.jpg under
 PHOTO = next(p for p in VALID_IMAGES if p.name == "photo.jpg")
-# The apps here serve no camera, but each opens the event store: in a temporary folder, never in the checkout.
-EVENT_STORE = f"sqlite:///{Path(tempfile.mkdtemp(prefix='blip-test-events-')) / 'events.sqlite3'}"
+# The apps here serve no camera, but each opens the event store: in a temporary folder, never in the checkout,
+# removed when the test process exits (the object's finalizer).
+EVENT_DIR = tempfile.TemporaryDirectory(prefix="blip-test-events-")
+EVENT_STORE = f"sqlite:///{Path(EVENT_DIR.name) / 'events.sqlite3'}"
 
 
 def settings_for(urls: dict[str, str], probe_interval_s: float = 0.5) -> ApiSettings:

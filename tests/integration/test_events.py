@@ -53,10 +53,12 @@ def test_the_cost_sections_rounds_gate_every_still_frame_and_infer_every_flipped
     finally:
         api.stop()
     assert (row["frames"], row["rounds"]) == (40, 2) and row["gated_share"] == 1.0 and row["inferred_share"] == 1.0
-    for name in ("gated_cpu_ms", "gated_event_loop_ms", "inferred_cpu_ms", "stateless_cpu_ms", "livez_cpu_ms"):
+    kinds = ("gated_cpu_ms", "gated_event_loop_ms", "inferred_cpu_ms", "stateless_cpu_ms", "livez_cpu_ms")
+    for name in (*kinds, "luma_decode_ms"):
         spread = row[name]
         assert 0 <= spread["min"] <= spread["median"] <= spread["max"], (name, spread)
     assert row["gated_event_loop_ms"]["max"] <= row["gated_cpu_ms"]["max"], "the event loop is part of the process"
+    assert row["gated_floor_ms"] == round(row["luma_decode_ms"]["min"] + row["livez_cpu_ms"]["min"], 2)
     assert row["store_ms_per_frame"] > 0
 
 
